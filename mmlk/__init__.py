@@ -7,5 +7,6 @@ from .version import __version__
 from . import registry  # noqa: F401  (creates the scope before any class registers)
 from . import models  # noqa: F401
 from . import engine  # noqa: F401
+from . import apis  # noqa: F401
 
 __all__ = ['__version__']

@@ -1,0 +1,1 @@
+"""Datasets: mini synthetic datasets in real layouts (see :mod:`mmlk.datasets.mini`)."""

@@ -1,0 +1,217 @@
+"""One set of train/test entry points for mmpretrain, mmsegmentation and mmdetection configs.
+
+The three host libraries ship their own ``tools/train.py`` / ``tools/test.py`` that differ in small
+ways (``--resume`` semantics, dataloader defaults, how an evaluator or a visualiser is switched on).
+The helpers here read a config's ``default_scope`` and apply that library's conventions, so mmlk's
+``tools/train.py`` and ``tools/test.py`` serve every config, ours and the users'.
+"""
+import copy
+import logging
+import os.path as osp
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+
+HOST_SCOPES = ('mmseg', 'mmdet', 'mmpretrain')
+
+# `--eval` names accepted per host library, as the upstream READMEs use them.
+SEG_METRICS = ('mIoU', 'mDice', 'mFscore')
+DET_METRICS = ('bbox', 'segm', 'proposal')
+CLS_METRICS = ('accuracy', 'precision', 'recall', 'f1_score', 'support')
+
+
+def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
+    """Load a config file (``custom_imports`` are honoured) and merge ``--cfg-options`` into it."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file not found: {path}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def host_scope(cfg: Config) -> str:
+    """The host library a config belongs to (its ``default_scope``), or ``'mmengine'``."""
+    return cfg.get('default_scope', None) or 'mmengine'
+
+
+def _walk(node, visit) -> None:
+    """Call ``visit(dict_node)`` on every dict inside a nested config structure."""
+    if isinstance(node, dict):
+        visit(node)
+        for value in node.values():
+            _walk(value, visit)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _walk(value, visit)
+
+
+def replace_syncbn_without_cuda(cfg: Config, logger_name: str = 'current') -> int:
+    """Turn every ``SyncBN`` norm into ``BN`` when CUDA is not available; returns how many.
+
+    SyncBN only runs on CUDA tensors, and the published configs use it everywhere. Rather than make
+    CPU users pass a dozen ``--cfg-options``, the tools switch it (and say so in the log). Numerics
+    are the same as BN on one process.
+    """
+    if torch.cuda.is_available():
+        return 0
+    count = 0
+
+    def visit(node: dict) -> None:
+        nonlocal count
+        if node.get('type') in ('SyncBN', 'MMSyncBN', 'TorchSyncBN'):
+            node['type'] = 'BN'
+            count += 1
+
+    _walk(cfg.get('model', {}), visit)
+    if count:
+        print_log(f'mmlk: no CUDA device, replaced {count} SyncBN norm config(s) with BN',
+                  logger=logger_name, level=logging.WARNING)
+    return count
+
+
+def adapt_to_cpu(cfg: Config) -> None:
+    """Make a GPU config run on a CPU-only machine: SyncBN -> BN and NCCL -> gloo (both logged)."""
+    if torch.cuda.is_available():
+        return
+    replace_syncbn_without_cuda(cfg)
+    dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', None)
+    if dist_cfg is not None and dist_cfg.get('backend') == 'nccl':
+        dist_cfg['backend'] = 'gloo'
+        print_log('mmlk: no CUDA device, distributed backend nccl -> gloo', logger='current',
+                  level=logging.WARNING)
+
+
+def apply_dataloader_defaults(cfg: Config) -> None:
+    """mmpretrain's tools default every dataloader's collate_fn to ``default_collate``."""
+    if host_scope(cfg) != 'mmpretrain':
+        return
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(field)
+        if loader and 'collate_fn' not in loader:
+            loader['collate_fn'] = dict(type='default_collate')
+
+
+def apply_resume(cfg: Config, resume: Optional[str]) -> None:
+    """``--resume`` alone resumes from the latest checkpoint in the work dir; ``--resume PATH`` from PATH."""
+    if resume is None:
+        return
+    cfg.resume = True
+    if resume == 'auto':
+        cfg.load_from = None
+    else:
+        if not osp.isfile(resume):
+            raise FileNotFoundError(f'--resume checkpoint not found: {resume}')
+        cfg.load_from = resume
+
+
+def apply_amp(cfg: Config) -> None:
+    """Switch the optimizer wrapper to mixed precision (fp16 with dynamic loss scale on CUDA).
+
+    mmengine's ``AmpOptimWrapper`` is CUDA-only; on a CPU machine mmlk's ``BF16AutocastOptimWrapper``
+    runs the forward under bfloat16 autocast instead (no loss scaling is needed for bf16).
+    """
+    wrapper = cfg.optim_wrapper
+    if wrapper.get('type', 'OptimWrapper') not in ('OptimWrapper', 'AmpOptimWrapper',
+                                                   'mmlk.BF16AutocastOptimWrapper'):
+        print_log(f'mmlk: --amp ignored: optim_wrapper type {wrapper.type} is custom', logger='current',
+                  level=logging.WARNING)
+        return
+    if torch.cuda.is_available():
+        wrapper.type = 'AmpOptimWrapper'
+        wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        wrapper.type = 'mmlk.BF16AutocastOptimWrapper'
+        print_log('mmlk: no CUDA device, --amp trains with bfloat16 autocast on the CPU', logger='current')
+
+
+def _dataset_num_classes(cfg: Config) -> Optional[int]:
+    head = cfg.get('model', {}).get('head', None)
+    return head.get('num_classes', None) if isinstance(head, dict) else None
+
+
+def build_eval_metrics(cfg: Config, metrics: Sequence[str]) -> List[Dict]:
+    """Map ``--eval`` names (upstream 0.x style) onto this host library's evaluator configs."""
+    scope = host_scope(cfg)
+    metrics = list(metrics)
+    current = copy.deepcopy(cfg.get('test_evaluator', None))
+    current_list = current if isinstance(current, list) else [current] if current else []
+
+    def unknown(valid: Iterable[str]) -> ValueError:
+        return ValueError(f'--eval {" ".join(metrics)}: not a metric of a {scope} config; '
+                          f'valid names are {", ".join(valid)}')
+
+    if scope == 'mmseg':
+        if not set(metrics) <= set(SEG_METRICS):
+            raise unknown(SEG_METRICS)
+        base = next((m for m in current_list if m.get('type') == 'IoUMetric'), dict(type='IoUMetric'))
+        base = dict(base)
+        base['iou_metrics'] = metrics
+        return [base]
+    if scope == 'mmdet':
+        if not set(metrics) <= set(DET_METRICS):
+            raise unknown(DET_METRICS)
+        base = next((m for m in current_list if m.get('type') == 'CocoMetric'), None)
+        if base is None:
+            dataset = cfg.test_dataloader.dataset
+            base = dict(type='CocoMetric',
+                        ann_file=osp.join(dataset.get('data_root', ''), dataset.get('ann_file', '')))
+        base = dict(base)
+        base['metric'] = metrics
+        return [base]
+    if scope == 'mmpretrain':
+        if not set(metrics) <= set(CLS_METRICS):
+            raise unknown(CLS_METRICS)
+        evaluators = []
+        if 'accuracy' in metrics:
+            num_classes = _dataset_num_classes(cfg)
+            topk = (1, 5) if num_classes is None or num_classes >= 5 else (1,)
+            evaluators.append(dict(type='Accuracy', topk=topk))
+        items = [m for m in metrics if m != 'accuracy']
+        if items:
+            evaluators.append(dict(type='SingleLabelMetric', items=items))
+        return evaluators
+    raise ValueError(f'--eval needs a config whose default_scope is one of {HOST_SCOPES}, '
+                     f'got {scope!r}; set test_evaluator in the config instead')
+
+
+def apply_eval(cfg: Config, metrics: Optional[Sequence[str]]) -> None:
+    if metrics:
+        cfg.test_evaluator = build_eval_metrics(cfg, metrics)
+
+
+def apply_show_dir(cfg: Config, show_dir: Optional[str], show: bool = False) -> None:
+    """Switch on the host library's visualisation hook and point it at ``show_dir``."""
+    if not show_dir and not show:
+        return
+    scope = host_scope(cfg)
+    hooks = cfg.default_hooks
+    if 'visualization' not in hooks:
+        raise ValueError('--show-dir needs a `visualization` entry in default_hooks')
+    vis = hooks.visualization
+    if scope == 'mmpretrain':
+        vis.enable = True
+        vis.out_dir = show_dir
+        vis.show = show
+    elif scope == 'mmdet':
+        vis.draw = True
+        vis.show = show
+        if show_dir:
+            vis.test_out_dir = show_dir
+    else:  # mmseg
+        vis.draw = True
+        vis.interval = 1
+        vis.show = show
+        if show_dir:
+            cfg.visualizer = ConfigDict(cfg.get('visualizer', {}))
+            cfg.visualizer.save_dir = show_dir
+
+
+def init_host_scope(cfg: Config) -> None:
+    """Import the host library's modules so its registries are populated before the Runner builds."""
+    from mmengine.registry import init_default_scope
+    scope = host_scope(cfg)
+    if scope in HOST_SCOPES:
+        init_default_scope(scope)

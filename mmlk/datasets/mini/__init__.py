@@ -1,0 +1,15 @@
+"""Small deterministic datasets in the real datasets' folder layouts, for demos and tests.
+
+Command line: ``python -m mmlk.datasets.mini LAYOUT --out DIR [--num-train N] [--num-val M] [--size S]``.
+Each layout module registers its generator in :data:`LAYOUTS` with the signature
+``make(out_dir, num_train, num_val, size, seed=0) -> summary dict``.
+"""
+from typing import Callable, Dict
+
+from .ade20k import ADE20K_CLASSES, make_ade20k
+
+LAYOUTS: Dict[str, Callable[..., Dict]] = {
+    'ade20k': make_ade20k,
+}
+
+__all__ = ['LAYOUTS', 'make_ade20k', 'ADE20K_CLASSES']

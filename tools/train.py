@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Train any mmlk or host-library config (mmpretrain, mmsegmentation, mmdetection) with mmengine.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp]
+                          [--cfg-options key=value ...] [--launcher {none,pytorch,slurm}]
+
+The config's ``default_scope`` decides which host library's conventions apply. On a machine without
+CUDA, SyncBN is replaced by BN (logged), so published configs run on a CPU unchanged.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+# Run from a source checkout without installing: make `import mmlk` find the package next to tools/.
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a model (mmpretrain / mmseg / mmdet config)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='where to save logs and checkpoints '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CHECKPOINT',
+                        help='resume training: from CHECKPOINT, or, without a value, from the latest '
+                        'checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true', help='mixed precision (fp16 on CUDA, bf16 on CPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by the actual global batch size '
+                        '(uses the config\'s auto_scale_lr.base_batch_size)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_iters=10')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import mmlk  # noqa: F401  (registers mmlk's classes before the config is built)
+    from mmengine.runner import Runner
+
+    from mmlk.apis import allow_mmengine_checkpoint_globals
+    from mmlk.apis.host import (apply_amp, apply_dataloader_defaults, apply_resume, init_host_scope,
+                                load_config, adapt_to_cpu)
+
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    init_host_scope(cfg)
+    adapt_to_cpu(cfg)
+    apply_dataloader_defaults(cfg)
+    apply_resume(cfg, args.resume)
+    if args.amp:
+        apply_amp(cfg)
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise ValueError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the config')
+        cfg.auto_scale_lr.enable = True
+    # Our own checkpoints (resume, load_from) carry mmengine's training state; allow exactly its classes.
+    allow_mmengine_checkpoint_globals()
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
