@@ -1,0 +1,3 @@
+from .resources import resource_path
+
+__all__ = ['resource_path']
