@@ -7,9 +7,11 @@ Each layout module registers its generator in :data:`LAYOUTS` with the signature
 from typing import Callable, Dict
 
 from .ade20k import ADE20K_CLASSES, make_ade20k
+from .imagenet import IMAGENET_WNIDS, make_imagenet
 
 LAYOUTS: Dict[str, Callable[..., Dict]] = {
     'ade20k': make_ade20k,
+    'imagenet': make_imagenet,
 }
 
-__all__ = ['LAYOUTS', 'make_ade20k', 'ADE20K_CLASSES']
+__all__ = ['LAYOUTS', 'make_ade20k', 'ADE20K_CLASSES', 'make_imagenet', 'IMAGENET_WNIDS']
