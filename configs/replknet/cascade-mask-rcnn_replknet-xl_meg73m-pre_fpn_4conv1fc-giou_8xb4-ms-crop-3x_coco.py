@@ -18,7 +18,7 @@ model = dict(
         arch='XL',
         drop_path_rate=0.5,
         norm_intermediate_features=True,
-        init_cfg=dict(type='Pretrained', checkpoint='replknet-xl_meg73m-320')),
+        init_cfg=dict(type='Pretrained', checkpoint='replknet-xl_meg73m')),
     neck=dict(in_channels=[256, 512, 1024, 2048]))
 train_dataloader = dict(batch_size=4, num_workers=4)
 auto_scale_lr = dict(enable=True, base_batch_size=32)

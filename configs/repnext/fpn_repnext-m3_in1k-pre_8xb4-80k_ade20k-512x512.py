@@ -15,7 +15,7 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
         arch='m3',
-        init_cfg=dict(type='Pretrained', checkpoint='repnext-m3_in1k-224')),
+        init_cfg=dict(type='Pretrained', checkpoint='repnext-m3_in1k')),
     neck=dict(in_channels=[64, 128, 256, 512]),
     decode_head=dict(num_classes=150))
 

@@ -18,7 +18,7 @@ model = dict(
         type='mmlk.RepNeXt',
         arch='m3',
         out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint='repnext-m3_in1k-224')),
+        init_cfg=dict(type='Pretrained', checkpoint='repnext-m3_in1k')),
     neck=dict(in_channels=[64, 128, 256, 512], out_channels=256, num_outs=5))
 
 train_dataloader = dict(batch_size=2)

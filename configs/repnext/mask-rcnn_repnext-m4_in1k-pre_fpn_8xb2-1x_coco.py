@@ -4,5 +4,5 @@ _base_ = ['./mask-rcnn_repnext-m3_in1k-pre_fpn_8xb2-1x_coco.py']
 model = dict(
     backbone=dict(
         arch='m4',
-        init_cfg=dict(type='Pretrained', checkpoint='repnext-m4_in1k-224')),
+        init_cfg=dict(type='Pretrained', checkpoint='repnext-m4_in1k')),
     neck=dict(in_channels=[64, 128, 256, 512]))

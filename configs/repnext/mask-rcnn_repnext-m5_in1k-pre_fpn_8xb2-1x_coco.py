@@ -4,5 +4,5 @@ _base_ = ['./mask-rcnn_repnext-m3_in1k-pre_fpn_8xb2-1x_coco.py']
 model = dict(
     backbone=dict(
         arch='m5',
-        init_cfg=dict(type='Pretrained', checkpoint='repnext-m5_in1k-224')),
+        init_cfg=dict(type='Pretrained', checkpoint='repnext-m5_in1k')),
     neck=dict(in_channels=[80, 160, 320, 640]))

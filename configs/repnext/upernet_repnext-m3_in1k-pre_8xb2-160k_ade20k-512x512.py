@@ -15,7 +15,7 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
         arch='m3',
-        init_cfg=dict(type='Pretrained', checkpoint='repnext-m3_in1k-224')),
+        init_cfg=dict(type='Pretrained', checkpoint='repnext-m3_in1k')),
     decode_head=dict(in_channels=[64, 128, 256, 512], num_classes=150),
     auxiliary_head=dict(in_channels=256, num_classes=150))
 
