@@ -7,11 +7,16 @@ Each layout module registers its generator in :data:`LAYOUTS` with the signature
 from typing import Callable, Dict
 
 from .ade20k import ADE20K_CLASSES, make_ade20k
+from .cityscapes import CITYSCAPES_CLASSES, make_cityscapes
+from .coco import COCO_CATEGORIES, make_coco
 from .imagenet import IMAGENET_WNIDS, make_imagenet
 
 LAYOUTS: Dict[str, Callable[..., Dict]] = {
     'ade20k': make_ade20k,
     'imagenet': make_imagenet,
+    'cityscapes': make_cityscapes,
+    'coco': make_coco,
 }
 
-__all__ = ['LAYOUTS', 'make_ade20k', 'ADE20K_CLASSES', 'make_imagenet', 'IMAGENET_WNIDS']
+__all__ = ['LAYOUTS', 'make_ade20k', 'ADE20K_CLASSES', 'make_imagenet', 'IMAGENET_WNIDS',
+           'make_cityscapes', 'CITYSCAPES_CLASSES', 'make_coco', 'COCO_CATEGORIES']

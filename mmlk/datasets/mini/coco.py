@@ -1,0 +1,114 @@
+"""A mini instance-segmentation dataset in the COCO 2017 layout.
+
+Layout (what mmdet's ``CocoDataset`` reads with the stock ``coco_instance.py`` /
+``coco_detection.py`` dataset settings)::
+
+    train2017/%012d.jpg
+    val2017/%012d.jpg
+    annotations/instances_train2017.json
+    annotations/instances_val2017.json
+
+Every painted shape is one instance with a polygon ``segmentation`` (traced from its visible mask,
+one polygon per visible part when an occluding shape cuts it), its ``bbox`` ``[x, y, w, h]`` and
+``area``. Shape class ``k`` is the k-th COCO category with its real category id (1 person,
+2 bicycle, 3 car, ...), so mmdet maps it to label ``k`` of the 80 COCO classes and a config runs
+with its own ``num_classes=80``. The scene background is not an object.
+"""
+import json
+import os
+import os.path as osp
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .common import build_dataset
+from .shapes import paint_scene
+
+GENERATOR_VERSION = 1
+# The first COCO categories (name, official id) in mmdet's CocoDataset.METAINFO order.
+COCO_CATEGORIES = (('person', 1), ('bicycle', 2), ('car', 3), ('motorcycle', 4), ('airplane', 5),
+                   ('bus', 6), ('train', 7), ('truck', 8), ('boat', 9), ('traffic light', 10))
+
+
+def _polygons(mask: np.ndarray) -> List[List[float]]:
+    """Outer contours of a binary mask as COCO polygons ``[x0, y0, x1, y1, ...]`` (>= 3 points each).
+
+    Contour points are the centres of the mask's boundary pixels: in COCO's continuous coordinates
+    pixel column ``c`` spans ``[c, c + 1)``, so its centre is ``x = c + 0.5``.
+    """
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polys = []
+    for contour in contours:
+        pts = contour.reshape(-1, 2).astype(np.float64) + 0.5
+        if len(pts) >= 3:
+            polys.append([round(float(v), 2) for v in pts.reshape(-1)])
+    return polys
+
+
+def _annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int) -> Optional[Dict]:
+    """One COCO annotation for a visible instance mask, or None if it is too small to trace."""
+    polys = _polygons(mask)
+    if not polys:
+        return None
+    ys, xs = np.nonzero(mask)
+    x0, y0 = float(xs.min()), float(ys.min())
+    w, h = float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())
+    return dict(id=ann_id, image_id=image_id, category_id=category_id, segmentation=polys,
+                area=float(mask.sum()), bbox=[x0, y0, w, h], iscrowd=0)
+
+
+def make_coco(out_dir: str, num_train: int = 64, num_val: int = 16, size: int = 128,
+              num_classes: int = 5, seed: int = 0) -> Dict:
+    """Write (or reuse) a mini COCO-instance-layout dataset and return its summary.
+
+    Args:
+        out_dir: Dataset root (``data_root`` in the config).
+        num_train, num_val: Number of training / validation images.
+        size: Image height in pixels; the width is ``size * 4 // 3`` (COCO's usual 4:3 frames).
+        num_classes: Number of object categories used (the first ``num_classes`` COCO categories).
+        seed: Seed of the deterministic generator.
+
+    Returns:
+        A summary dict (layout, root, categories, image and instance counts).
+    """
+    if not 1 <= num_classes <= len(COCO_CATEGORIES):
+        raise ValueError(f'num_classes must be in [1, {len(COCO_CATEGORIES)}], got {num_classes}')
+    if size < 16:
+        raise ValueError(f'size must be at least 16 pixels, got {size}')
+    spec = dict(layout='coco', num_train=num_train, num_val=num_val, size=size,
+                num_classes=num_classes, seed=seed, version=GENERATOR_VERSION)
+    height, width = size, size * 4 // 3
+    categories = [dict(id=cid, name=name, supercategory='shape')
+                  for name, cid in COCO_CATEGORIES[:num_classes]]
+
+    def write(root: str) -> Dict:
+        os.makedirs(osp.join(root, 'annotations'))
+        counts = {}
+        for split, count, split_seed, first_id in (('train2017', num_train, seed, 1),
+                                                   ('val2017', num_val, seed + 10_000, 1_000_001)):
+            img_dir = osp.join(root, split)
+            os.makedirs(img_dir)
+            rng = np.random.default_rng(split_seed)
+            images, annotations = [], []
+            for i in range(count):
+                image_id = first_id + i
+                img, instances = paint_scene(rng, height, width, num_classes)
+                file_name = f'{image_id:012d}.jpg'
+                Image.fromarray(img).save(osp.join(img_dir, file_name), quality=95)
+                images.append(dict(id=image_id, file_name=file_name, height=height, width=width))
+                for inst in instances:
+                    ann = _annotation(inst.mask, len(annotations) + 1, image_id,
+                                      categories[inst.label]['id'])
+                    if ann is not None:
+                        annotations.append(ann)
+            with open(osp.join(root, 'annotations', f'instances_{split}.json'), 'w') as f:
+                json.dump(dict(info=dict(description='mmlk mini COCO', version=str(GENERATOR_VERSION)),
+                               licenses=[], images=images, annotations=annotations,
+                               categories=categories), f)
+            counts[split] = dict(images=len(images), instances=len(annotations))
+        return dict(layout='coco', root=osp.abspath(out_dir), categories=[c['name'] for c in categories],
+                    counts=counts, height=height, width=width)
+
+    return build_dataset(out_dir, spec, write)
