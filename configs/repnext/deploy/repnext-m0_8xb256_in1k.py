@@ -1,0 +1,6 @@
+# RepNeXt-M0 in its merged (deploy) form: every re-parameterisable branch of the backbone folded into
+# single convolutions and the two classifier heads into one Linear. Builds the inference model directly,
+# e.g. to evaluate merged weights (tools/model_converters/reparameterize.py writes them from training ones).
+_base_ = ['../repnext-m0_8xb256_in1k.py']
+
+model = dict(backbone=dict(deploy=True), head=dict(deploy=True))
