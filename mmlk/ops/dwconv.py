@@ -1,31 +1,275 @@
-"""Large-kernel depthwise convolution (placeholder: plain ``F.conv2d`` until the fast op lands).
+"""Large-kernel depthwise convolution: one dispatching op with fast CPU and Triton GPU paths.
 
-The public interface is fixed; the implementation behind ``impl='auto'`` is being written
-(see issue #5). Backbones depend only on ``LargeKernelDWConv2d`` and ``dwconv2d``.
+RepLKNet (Ding et al., "Scaling Up Your Kernels to 31x31", CVPR 2022) relies on depthwise kernels up to
+31x31, for which the stock PyTorch kernels are slow: on CPU, oneDNN's NCHW forward falls back to im2col for
+K >= 13 and its backward-weights kernel is ~37x the forward at K=31 (shared docs, section 5). This module
+exposes one op that picks, per pass, the fastest of several routes:
+
+* ``'torch'``: plain ``F.conv2d`` and its autograd, in the input's layout (the reference);
+* ``'cl'``: aten kernels in channels_last for every pass;
+* ``'fft'``: rfft2-based forward / input gradient / weight gradient (CPU or CUDA, fp32 maths);
+* ``'triton'``: the Triton kernels in ``kernels/triton_dwconv.py`` (CUDA, or CPU under ``TRITON_INTERPRET=1``);
+* ``'auto'``: on CPU the routes recorded fastest in ``dwconv_cpu_table.json`` (written by
+  ``tools/analysis/benchmark_dwconv.py --write-table``), never a route measured slower than ``F.conv2d``
+  in the better layout; on CUDA Triton after a one-time self-check per process, else ``F.conv2d``.
+
+The op is registered with :func:`torch.library.custom_op` (``mmlk::dwconv2d`` and its backward) with an
+autograd formula and fake implementations, so ``torch.compile`` and ``torch.export`` see one opaque node.
+TorchScript tracing and ONNX export take the plain ``F.conv2d`` path, so an exported graph holds a
+standard ``Conv`` node.
 """
+import math
 from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import _cpu, _dispatch, _triton
 
-def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-             impl: str = 'auto') -> torch.Tensor:
-    """Depthwise, stride-1, 'same'-padded convolution with an odd (kh, kw) kernel."""
+IMPLS = ('auto', 'torch', 'cl', 'fft', 'triton')
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# envelope and route selection
+# ----------------------------------------------------------------------------------------------
+def in_envelope(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether (x, weight) is a depthwise conv the fast routes handle (else ``F.conv2d`` is used).
+
+    The stride-1 / dilation-1 / 'same' padding part of the envelope is implied by the call itself;
+    here: 4-D input, one filter per channel, odd kernel sides, matching floating dtypes and devices.
+    """
+    if x.dim() != 4 or weight.dim() != 4:
+        return False
+    c = x.shape[1]
+    kh, kw = weight.shape[-2:]
+    return (weight.shape[0] == c and weight.shape[1] == 1 and kh % 2 == 1 and kw % 2 == 1 and c > 0
+            and x.dtype == weight.dtype and x.dtype in _FLOAT_DTYPES and x.device == weight.device
+            and x.numel() > 0)
+
+
+def _check_impl(impl: str) -> None:
+    if impl not in IMPLS:
+        raise ValueError(f'dwconv2d: unknown impl {impl!r}; choose one of {IMPLS}')
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _cuda_triton_ok(x: torch.Tensor) -> bool:
+    return (x.is_cuda and x.dtype != torch.float64 and _triton.triton_importable()
+            and _triton.self_check(x.device))
+
+
+def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str) -> Tuple[str, str, str]:
+    """(forward, input-grad, weight-grad) route names for a concrete call."""
+    if impl == 'triton':
+        if not _triton.usable_on(x) or x.dtype == torch.float64:
+            raise RuntimeError(
+                "dwconv2d(impl='triton') needs a CUDA tensor (or TRITON_INTERPRET=1 on CPU) in fp32/fp16/bf16 "
+                f'and an installed triton; got {x.device} {x.dtype}. Use impl="auto" to pick a route for you.')
+        return 'triton', 'triton', 'triton'
+    if impl == 'fft':
+        return 'fft', 'fft', 'fft'
+    if impl == 'cl':
+        return 'cl', 'cl', 'cl'
+    native = 'cl' if _is_channels_last(x) else 'nchw'
+    if impl == 'torch':
+        return native, native, native
+    # auto
+    if x.is_cuda:
+        if _cuda_triton_ok(x):
+            return 'triton', 'triton', 'triton'
+        return native, native, native
+    if x.device.type != 'cpu':
+        return native, native, native
+    n, _, h, w = x.shape
+    kh, kw = weight.shape[-2:]
+    return _dispatch.select_routes(kh, kw, h, w, n, _is_channels_last(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# per-pass executors
+# ----------------------------------------------------------------------------------------------
+def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], route: str) -> torch.Tensor:
+    if route == 'triton':
+        return _triton.forward(x, weight, bias)
+    y = _cpu.run_forward(x, weight, route)
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return y
+
+
+def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gx_route: str, gw_route: str,
+              need_input: bool, need_weight: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    gx = gw = None
+    h, w = grad.shape[-2:]
+    if gx_route == 'fft' and gw_route == 'fft' and need_input and need_weight:
+        # one spectrum of the output gradient serves both gradients
+        cropped = _cpu.crop_kernel(weight, h, w)
+        gx, gw = _cpu.fft_backward(grad, x, cropped, True, True)
+        return gx, _cpu.uncrop_weight_grad(gw, weight.shape)
+    if need_input:
+        if gx_route == 'triton':
+            gx = _triton.input_grad(grad, weight)
+        else:
+            gx = _cpu.run_input_grad(grad, weight, gx_route)
+    if need_weight:
+        if gw_route == 'triton':
+            gw = _triton.weight_grad(grad, x, weight.shape)
+        else:
+            gw = _cpu.run_weight_grad(grad, x, weight, gw_route)
+    return gx, gw
+
+
+# ----------------------------------------------------------------------------------------------
+# custom op registration
+# ----------------------------------------------------------------------------------------------
+@torch.library.custom_op('mmlk::dwconv2d', mutates_args=())
+def _dwconv2d_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], impl: str) -> torch.Tensor:
+    route = _routes(x, weight, impl)[0]
+    y = _forward(x, weight, bias, route)
+    if _is_channels_last(x):
+        return y.contiguous(memory_format=torch.channels_last)
+    return y.contiguous()
+
+
+@_dwconv2d_op.register_fake
+def _dwconv2d_fake(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], impl: str) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op('mmlk::dwconv2d_backward', mutates_args=())
+def _dwconv2d_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, impl: str,
+                          need_input: bool, need_weight: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    _, gx_route, gw_route = _routes(x, weight, impl)
+    gx, gw = _backward(grad, x, weight, gx_route, gw_route, need_input, need_weight)
+    # custom ops cannot return None: an unneeded gradient comes back as an empty tensor
+    if gx is None:
+        gx = x.new_empty(0)
+    elif _is_channels_last(x):
+        gx = gx.contiguous(memory_format=torch.channels_last)
+    else:
+        gx = gx.contiguous()
+    gw = weight.new_empty(0) if gw is None else gw.to(weight.dtype).contiguous()
+    return gx, gw
+
+
+@_dwconv2d_backward_op.register_fake
+def _dwconv2d_backward_fake(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, impl: str,
+                            need_input: bool, need_weight: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    gx = torch.empty_like(x) if need_input else x.new_empty(0)
+    gw = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else weight.new_empty(0)
+    return gx, gw
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, impl = inputs
+    ctx.impl = impl
+    ctx.has_bias = bias is not None
+    need_x = ctx.needs_input_grad[0]
+    need_w = ctx.needs_input_grad[1]
+    # the input is only needed for the weight gradient, the weight only for the input gradient
+    ctx.save_for_backward(x if need_w else None, weight)
+    ctx.need = (need_x, need_w)
+
+
+def _backward_formula(ctx, grad: torch.Tensor):
+    x, weight = ctx.saved_tensors
+    need_x, need_w = ctx.need
+    gx = gw = gb = None
+    if need_x or need_w:
+        # x is only read for the weight gradient; otherwise grad (same shape and dtype) stands in for it
+        x_arg = grad if x is None else x
+        gx_t, gw_t = _dwconv2d_backward_op(grad.contiguous(memory_format=_memory_format(x_arg)), x_arg, weight,
+                                           ctx.impl, need_x, need_w)
+        gx = gx_t if need_x else None
+        gw = gw_t if need_w else None
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        gb = grad.sum((0, 2, 3))
+    return gx, gw, gb, None
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if _is_channels_last(t) else torch.contiguous_format
+
+
+_dwconv2d_op.register_autograd(_backward_formula, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------
+def _plain(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     kh, kw = weight.shape[-2:]
     return F.conv2d(x, weight, bias, 1, (kh // 2, kw // 2), 1, x.shape[1])
 
 
+def _exporting() -> bool:
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return True
+    try:
+        return bool(torch.onnx.is_in_onnx_export())
+    except Exception:  # noqa: BLE001 - older torch without the flag
+        return False
+
+
+def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+             impl: str = 'auto') -> torch.Tensor:
+    """Depthwise, stride-1, 'same'-padded convolution with an odd (kh, kw) kernel.
+
+    Computes ``F.conv2d(x, weight, bias, stride=1, padding=(kh // 2, kw // 2), groups=C)`` (the large
+    depthwise kernel of RepLKNet, Ding et al., CVPR 2022) through the fastest measured route.
+
+    Args:
+        x: input of shape (N, C, H, W), contiguous or channels_last; fp32, fp16, bf16 (or fp64).
+        weight: depthwise kernel of shape (C, 1, kh, kw) with odd kh and kw.
+        bias: optional bias of shape (C,).
+        impl: 'auto' (default), 'torch' (plain ``F.conv2d``), 'cl' (aten in channels_last), 'fft' or
+            'triton'. Inputs outside the envelope (not depthwise, even kernel, mismatched dtypes) always
+            use ``F.conv2d``.
+
+    Returns:
+        Tensor of shape (N, C, H, W) in the input's dtype and memory format.
+    """
+    _check_impl(impl)
+    if impl == 'torch' or _exporting() or not in_envelope(x, weight):
+        return _plain(x, weight, bias)
+    return _dwconv2d_op(x, weight, bias, impl)
+
+
 class LargeKernelDWConv2d(nn.Conv2d):
-    """``nn.Conv2d`` (depthwise, stride 1, 'same' padding) that runs through :func:`dwconv2d`."""
+    """``nn.Conv2d`` (depthwise, stride 1, 'same' padding) that runs through :func:`dwconv2d`.
+
+    A drop-in depthwise ``nn.Conv2d``: the same ``weight`` / ``bias`` parameters and the true
+    ``padding`` attribute (``(kh // 2, kw // 2)``), so re-parameterisation code and state dicts treat it
+    as a plain convolution (RepLKNet, Ding et al., CVPR 2022, large-kernel branch).
+
+    Args:
+        channels: number of input (and output) channels.
+        kernel_size: odd int or (kh, kw) tuple of odd ints.
+        bias: whether the convolution has a bias. Defaults to False.
+        impl: implementation passed to :func:`dwconv2d`. Defaults to 'auto'.
+    """
 
     def __init__(self, channels: int, kernel_size: Union[int, Tuple[int, int]], bias: bool = False,
                  impl: str = 'auto') -> None:
         ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        if len(ks) != 2 or any(int(k) != k or k < 1 or k % 2 == 0 for k in ks):
+            raise ValueError(f'LargeKernelDWConv2d needs odd positive kernel sizes, got {kernel_size!r}')
+        _check_impl(impl)
         super().__init__(channels, channels, ks, stride=1, padding=(ks[0] // 2, ks[1] // 2),
                          groups=channels, bias=bias)
         self.impl = impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != (1, 1) or self.dilation != (1, 1) or self.padding != (
+                self.kernel_size[0] // 2, self.kernel_size[1] // 2) or self.padding_mode != 'zeros':
+            # someone changed the conv after construction: stay exactly nn.Conv2d
+            return super().forward(x)
         return dwconv2d(x, self.weight, self.bias, self.impl)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f', impl={self.impl!r}'

@@ -1,0 +1,171 @@
+"""Loader and launchers for the Triton depthwise-convolution kernels in ``kernels/triton_dwconv.py``.
+
+The kernel sources ship as plain ``.py`` files: in a checkout they are the top-level ``kernels/``
+directory, in an installed package ``mmlk/.mim/kernels`` (see ``setup.py``). Triton runs them on CUDA
+tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (how the tests verify them without a GPU; the
+variable must be set before the kernels are loaded).
+"""
+import importlib.util
+import math
+import os
+import os.path as osp
+import sys
+import threading
+import warnings
+from types import ModuleType
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+KERNEL_FILE = 'triton_dwconv.py'
+_MODULE_NAME = 'mmlk_kernels.triton_dwconv'
+_lock = threading.Lock()
+_module: Optional[ModuleType] = None
+_self_check: Dict[int, bool] = {}
+
+
+def kernel_dirs() -> List[str]:
+    """Candidate directories for kernel sources, installed location first."""
+    pkg = osp.dirname(osp.dirname(osp.abspath(__file__)))  # .../mmlk
+    return [osp.join(pkg, '.mim', 'kernels'), osp.join(osp.dirname(pkg), 'kernels')]
+
+
+def find_kernel_file(name: str = KERNEL_FILE) -> str:
+    for d in kernel_dirs():
+        path = osp.join(d, name)
+        if osp.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f'cannot find the kernel source {name!r} in {kernel_dirs()}; reinstall mmlk (pip install -e .) '
+        'so that mmlk/.mim/kernels exists, or run from a checkout with the top-level kernels/ directory')
+
+
+def interpreter_enabled() -> bool:
+    return os.environ.get('TRITON_INTERPRET', '0') not in ('', '0')
+
+
+def triton_importable() -> bool:
+    return importlib.util.find_spec('triton') is not None
+
+
+def load_kernels() -> ModuleType:
+    """Import the kernel module once per process (``sys.modules`` keeps inspect/Triton happy)."""
+    global _module
+    with _lock:
+        if _module is None:
+            path = find_kernel_file()
+            spec = importlib.util.spec_from_file_location(_MODULE_NAME, path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f'cannot load Triton kernels from {path}')
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[_MODULE_NAME] = mod
+            spec.loader.exec_module(mod)
+            _module = mod
+    return _module
+
+
+def usable_on(t: torch.Tensor) -> bool:
+    """Whether Triton can run on this tensor's device in this process."""
+    if not triton_importable():
+        return False
+    if t.is_cuda:
+        return True
+    return t.device.type == 'cpu' and interpreter_enabled()
+
+
+def _pow2(n: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, 1 << max(0, math.ceil(math.log2(max(n, 1))))))
+
+
+def _taps_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """(C, 1, KH, KW) -> (KH * KW, C), channel-contiguous for coalesced per-tap loads."""
+    c, _, kh, kw = weight.shape
+    return weight.reshape(c, kh * kw).t().contiguous()
+
+
+def _nhwc_strides(t: torch.Tensor):
+    sn, sc, sh, sw = t.stride()
+    return sn, sh, sw, sc
+
+
+def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+            flip: bool = False) -> torch.Tensor:
+    """Depthwise 'same' correlation (``flip=True``: with the kernel rotated 180 degrees)."""
+    mod = load_kernels()
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[-2:]
+    y = torch.empty_like(x)  # keeps x's memory format
+    taps = _taps_matrix(weight)
+    block_c = _pow2(c, 4, 32)
+    block_w = _pow2(w, 4, 16)
+    block_h = _pow2(h, 1, 4)
+    grid = (triton_cdiv(h, block_h) * triton_cdiv(w, block_w), n, triton_cdiv(c, block_c))
+    mod.dwconv2d_fwd_kernel[grid](
+        x, taps, bias if bias is not None else taps, y, h, w, c, kh, kw,
+        *_nhwc_strides(x), *_nhwc_strides(y),
+        HAS_BIAS=bias is not None, FLIP=flip, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c)
+    return y
+
+
+def input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """For an odd kernel and 'same' padding the input gradient is the correlation with the flipped kernel."""
+    return forward(grad, weight, None, flip=True)
+
+
+def weight_grad(grad: torch.Tensor, x: torch.Tensor, weight_shape) -> torch.Tensor:
+    mod = load_kernels()
+    n, c, h, w = x.shape
+    kh, kw = weight_shape[-2:]
+    block_c = _pow2(c, 4, 32)
+    block_w = _pow2(w, 4, 32)
+    # Enough row chunks per image that the grid fills a GPU even for batch 1, without tiny chunks.
+    rows = max(1, min(h, 8))
+    splits_h = triton_cdiv(h, rows)
+    part = torch.empty((n * splits_h, kh * kw, c), dtype=torch.float32, device=x.device)
+    grid = (kh * kw, triton_cdiv(c, block_c), n * splits_h)
+    mod.dwconv2d_wgrad_kernel[grid](
+        x, grad, part, h, w, c, kh, kw, rows, splits_h,
+        *_nhwc_strides(x), *_nhwc_strides(grad), BLOCK_W=block_w, BLOCK_C=block_c)
+    gw = part.sum(0).t().reshape(c, 1, kh, kw)
+    return gw.to(x.dtype)
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+def self_check(device: torch.device) -> bool:
+    """One-time (per device, per process) comparison of the Triton kernels against ``F.conv2d``.
+
+    Runs forward, input gradient and weight gradient on a small random problem in fp32; on any
+    mismatch or error it warns once and returns False, and 'auto' then stays on aten for that device.
+    """
+    idx = device.index if device.index is not None else (torch.cuda.current_device() if device.type == 'cuda'
+                                                         else -1)
+    if idx in _self_check:
+        return _self_check[idx]
+    ok = False
+    reason = ''
+    try:
+        gen = torch.Generator(device='cpu').manual_seed(0)
+        x = torch.randn(2, 24, 13, 11, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+        wt = torch.randn(24, 1, 7, 9, generator=gen).to(device)
+        b = torch.randn(24, generator=gen).to(device)
+        g = torch.randn(2, 24, 13, 11, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+        ref_y = F.conv2d(x.double(), wt.double(), b.double(), 1, (3, 4), 1, 24)
+        ref_gx, ref_gw, _ = torch.ops.aten.convolution_backward(
+            g.double(), x.double(), wt.double(), None, [1, 1], [3, 4], [1, 1], False, [0, 0], 24,
+            [True, True, False])
+        got = (forward(x, wt, b), input_grad(g, wt), weight_grad(g, x, wt.shape))
+        errs = [((a.double() - r).abs().max() / r.abs().max().clamp_min(1e-12)).item()
+                for a, r in zip(got, (ref_y, ref_gx, ref_gw))]
+        ok = all(e < 1e-4 for e in errs)
+        reason = f'relative errors {errs}'
+    except Exception as e:  # noqa: BLE001 - any failure means "do not use Triton here"
+        reason = f'{type(e).__name__}: {e}'
+    if not ok:
+        warnings.warn(f'mmlk.ops.dwconv2d: the Triton kernels failed their self-check on {device} ({reason}); '
+                      "impl='auto' falls back to F.conv2d for this device", RuntimeWarning)
+    _self_check[idx] = ok
+    return ok
