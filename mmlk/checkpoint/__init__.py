@@ -1,4 +1,14 @@
-"""Pretrained-weight resolution and loading (placeholder until issue #7 lands)."""
-from .loading import load_pretrained
+"""Pretrained weights for mmlk models (issue #7).
 
-__all__ = ['load_pretrained']
+* :func:`load_pretrained` - strict, reported loading of any released format (used by ``init_weights``).
+* :func:`resolve_checkpoint` - ``checkpoints.yaml`` name / path / URL -> verified local file.
+* :func:`read_state_dict` - read a file safely into official key names.
+* :mod:`.registry` - the ``checkpoints.yaml`` table and the cache directory.
+"""
+from .download import download_file, sha256sum
+from .errors import CheckpointError
+from .loading import load_pretrained, read_state_dict, resolve_checkpoint
+from .registry import default_cache_dir, get_entry, list_checkpoints
+
+__all__ = ['load_pretrained', 'resolve_checkpoint', 'read_state_dict', 'CheckpointError', 'download_file',
+           'sha256sum', 'get_entry', 'list_checkpoints', 'default_cache_dir']

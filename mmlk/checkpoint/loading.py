@@ -1,18 +1,343 @@
-"""Minimal strict loader; the full one (names, formats, downloads, reports) replaces it."""
-from typing import Optional
+"""``load_pretrained``: resolve, read, adapt and strictly load released weights into an mmlk model.
+
+Used by every mmlk backbone's ``init_weights`` for ``init_cfg=dict(type='Pretrained', checkpoint=...)``
+and by the converters in ``tools/model_converters``. Compared with upstream loaders (``strict=False`` that
+silently ignored missing keys, loading inside ``__init__``):
+
+* ``checkpoint`` may be a ``checkpoints.yaml`` name (cached, downloaded and sha256-verified), a path or
+  a URL;
+* every released format is recognised (official RepLKNet / RepNeXt, RepNeXt's fused TorchScript,
+  mmpretrain classifiers, mmseg 0.x / mmdet 2.x downstream checkpoints);
+* a training-form file loads into a merged (``deploy=True``) model: a training-form twin is built from
+  the model's ``_build_kwargs``, loaded strictly, merged with ``switch_to_deploy()`` and copied over;
+* key checking is strict. Only these differences are accepted, each reported in the log: a classifier
+  the model does not have (dropped), a head whose class count differs (left initialised), the
+  non-backbone parts of a downstream file loaded into a backbone (dropped), model parts the file has
+  none of at all (e.g. a detector's heads when loading a classification file, left initialised),
+  per-stage norms absent from classification files, and BN ``num_batches_tracked`` counters.
+  Anything else fails, naming the variant the file holds when shapes reveal it.
+"""
+import logging
+import os
+import os.path as osp
+import re
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Tuple, Union
+from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
 
+from . import keys as K
+from .download import download_file, verify_cached
+from .errors import CheckpointError
+from .reader import read_checkpoint
+from .registry import cache_file_name, default_cache_dir, direct_urls, get_entry, manual_locations, suggest_names
 
-def load_pretrained(model: nn.Module, checkpoint: str, prefix: Optional[str] = None,
-                    map_location: str = 'cpu', logger=None) -> dict:
-    state = torch.load(checkpoint, map_location=map_location, weights_only=True)
-    for key in ('state_dict', 'model'):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
+_MAX_LIST = 8
+
+
+def _log(msg: str, logger: Any = None, level: int = logging.INFO) -> None:
+    try:
+        from mmengine.logging import print_log
+        print_log(msg, logger=logger if logger is not None else 'current', level=level)
+    except ImportError:  # mmengine is a hard dependency, but keep the loader usable without it
+        print(msg)
+
+
+def manual_hint(entry: dict, dest: str) -> str:
+    where = '; '.join(manual_locations(entry)) or 'no public location is recorded'
+    return (f'Download "{entry["name"]}" by hand ({where}) and save it as {dest}, or pass the file\'s path '
+            'instead of the name.')
+
+
+def resolve_checkpoint(checkpoint: Union[str, os.PathLike], cache_dir: Optional[str] = None,
+                       download: Optional[bool] = None, progress: bool = True) -> Tuple[str, Optional[dict]]:
+    """Turn a checkpoints.yaml name, a path or a URL into a local, verified file.
+
+    Args:
+        checkpoint: name (e.g. ``'replknet-31b_in1k-224'``), local path, or http(s)/file URL.
+        cache_dir: cache for names and URLs. Defaults to ``$MMLK_CACHE_DIR`` or ``~/.cache/mmlk/checkpoints``.
+        download: fetch missing files; defaults to True unless ``$MMLK_OFFLINE`` is set.
+        progress: show a progress bar while downloading.
+
+    Returns:
+        ``(local path, checkpoints.yaml entry or None)``.
+    """
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f'checkpoint must be a name, path or URL string, got {type(checkpoint).__name__}')
+    spec = os.fspath(checkpoint)
+    cache = cache_dir or default_cache_dir()
+    if download is None:
+        download = not os.environ.get('MMLK_OFFLINE')
+    local = osp.expanduser(spec)
+    if osp.isfile(local):
+        return local, None
+    if re.match(r'^(https?|file)://', spec):
+        name = osp.basename(urlparse(spec).path) or 'checkpoint.pth'
+        # OpenMMLab / torch.hub convention: "<name>-<sha256 prefix>.<ext>".
+        m = re.search(r'-([0-9a-f]{8,64})\.[A-Za-z]+$', name)
+        prefix = m.group(1) if m else None
+        dest = osp.join(cache, name)
+        if osp.isfile(dest):
+            verify_cached(dest, prefix)
+            return dest, None
+        if not download:
+            raise CheckpointError(f'{name} is not in the cache {cache} and downloads are off (MMLK_OFFLINE)')
+        return download_file(spec, dest, sha256=prefix, progress=progress), None
+    entry = get_entry(spec)
+    if entry is None:
+        close = suggest_names(spec)
+        hint = f' Did you mean {", ".join(close)}?' if close else ' `python -m mmlk list` shows the names.'
+        raise CheckpointError(f'{spec!r} is neither an existing file, a URL, nor a name in checkpoints.yaml.{hint}')
+    if entry.get('format') == 'coreml':
+        raise CheckpointError(f'{entry["name"]} is a Core ML model (on-device inference); it holds no PyTorch '
+                              'weights. Use the .pth entry of the same model.')
+    dest = osp.join(cache, cache_file_name(entry))
+    if osp.isfile(dest):
+        verify_cached(dest, entry.get('sha256'))
+        return dest, entry
+    urls = direct_urls(entry)
+    hint = manual_hint(entry, dest)
+    if not urls:
+        raise CheckpointError(f'{entry["name"]} is published only on Google Drive / Baidu, which need a browser, '
+                              f'so mmlk cannot fetch it. {hint}')
+    if not download:
+        raise CheckpointError(f'{entry["name"]} is not in the cache and downloads are off (MMLK_OFFLINE). {hint}')
+    errors = []
+    for url in urls:
+        try:
+            return download_file(url, dest, sha256=entry.get('sha256'), progress=progress,
+                                 manual_hint=hint), entry
+        except CheckpointError as e:
+            errors.append(str(e))
+    raise CheckpointError('\n'.join(errors))
+
+
+def read_state_dict(path: str, map_location: Any = 'cpu') -> Tuple['OrderedDict[str, torch.Tensor]', dict, str]:
+    """Read any supported file into ``(state dict in official names, meta, format)``."""
+    obj, kind = read_checkpoint(path, map_location)
+    if kind == 'torchscript':
+        state, meta, fmt = OrderedDict(obj), {}, 'repnext-torchscript'
+    else:
+        state, meta, container = K.unwrap_state_dict(obj)
+        fmt = K.detect_format(state, container)
+    return K.canonicalize(state, fmt), meta, fmt
+
+
+# ------------------------------------------------------------------------------------------ matching
+def _top(key: str) -> str:
+    return key.split('.', 1)[0]
+
+
+def _fmt_keys(keys: List[str]) -> str:
+    keys = list(keys)
+    more = f' ... (+{len(keys) - _MAX_LIST} more)' if len(keys) > _MAX_LIST else ''
+    return ', '.join(keys[:_MAX_LIST]) + more
+
+
+def _mismatch_message(src: Dict[str, torch.Tensor], tgt: Dict[str, torch.Size], what: str) -> str:
+    s, t = K.describe_arch(src), K.describe_arch(tgt)
+    lines = []
+    if s and t and s['text'] != t['text']:
+        lines.append(f'The checkpoint holds {s["text"]}, but the model is {t["text"]}.')
+        if s['family'] != t['family']:
+            lines.append('This file is for a different architecture family.')
+        elif s['variant']:
+            lines.append(f'Build the model with arch=\'{s["variant"]}\' (and the config paired with the file in '
+                         'checkpoints.yaml), or pick the checkpoint of the model\'s variant.')
+        else:
+            lines.append('Build the model with an arch dict matching these numbers, or pick the checkpoint of '
+                         'the model\'s variant.')
+    st, tt = K.task_of(src), K.task_of(tgt)
+    if st != tt and not st.startswith(('classification', 'backbone')) and not tt.startswith(('classification', 'backbone')):
+        lines.append(f'The checkpoint is a {st} model, the model a {tt} model.')
+    return ' '.join(lines)
+
+
+def _match(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', label: str
+           ) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """Match ``source`` to ``model`` under the strict policy; return (state to load, report)."""
+    target = OrderedDict((k, v.shape) for k, v in model.state_dict().items())
+    mapping, unmatched, mismatched = K.match_keys(source, target)
+    target_tops = {_top(k) for k in target}
+    source_tops = {_top(mapping.get(k, k)) for k in source}
+    src_has_backbone_prefix = any(k.startswith('backbone.') for k in source)
+
+    dropped_head, dropped_other, unexpected = [], [], []
+    for k in unmatched:
+        if K.is_classifier_key(k):
+            dropped_head.append(k)  # the model has no such classifier (a missing one is caught below)
+        elif src_has_backbone_prefix and not k.startswith('backbone.') and _top(k) not in target_tops:
+            dropped_other.append(k)  # neck / heads of a downstream file loaded into a backbone
+        else:
+            unexpected.append(k)
+    reinit_head, bad_shapes = [], []
+    for k, t in mismatched:
+        (reinit_head if K.is_classifier_key(k) or K.is_classifier_key(t) else bad_shapes).append((k, t))
+
+    filled = set(mapping.values())
+    reinit_targets = {t for _, t in reinit_head}
+    src_has_stage_norm = any(re.search(r'(^|\.)stages\.\d+\.norm\.', k) for k in source)
+    fresh, missing = [], []
+    for k in target:
+        if k in filled:
+            continue
+        if k.endswith('num_batches_tracked') or k in reinit_targets:
+            fresh.append(k)
+        elif re.search(r'(^|\.)stages\.\d+\.norm\.', k) and not src_has_stage_norm:
+            fresh.append(k)  # per-stage output norms exist only in downstream models
+        elif (K.is_downstream_key(k) or K.is_classifier_key(k)) and _top(k) not in source_tops and mapping:
+            fresh.append(k)  # a whole component (detector head, classifier) the file does not have
+        elif K.is_classifier_key(k) and not any(K.is_classifier_key(s) for s in source):
+            fresh.append(k)
+        else:
+            missing.append(k)
+
+    if unexpected or missing or bad_shapes or not mapping:
+        parts = [f'{label}: the checkpoint does not fit the model ({len(mapping)} keys matched, '
+                 f'{len(missing)} missing, {len(unexpected)} unexpected, {len(bad_shapes)} with other shapes).']
+        hint = _mismatch_message(source, target, label)
+        if hint:
+            parts.append(hint)
+        if bad_shapes:
+            parts.append('Shape differences: ' + '; '.join(
+                f'{s} {tuple(source[s].shape)} vs {t} {tuple(target[t])}' for s, t in bad_shapes[:_MAX_LIST]))
+        if missing:
+            parts.append(f'Missing in the file: {_fmt_keys(missing)}.')
+        if unexpected:
+            parts.append(f'Not in the model: {_fmt_keys(unexpected)}.')
+        if not mapping:
+            parts.append('No key matched at all: is `prefix` right, and is this a checkpoint of this architecture?')
+        raise CheckpointError(' '.join(parts))
+
+    state = {mapping[k]: v for k, v in source.items() if k in mapping}
+    report = dict(matched=sorted(state), missing=sorted(fresh), unexpected=[],
+                  dropped=sorted(dropped_head + dropped_other + [s for s, _ in reinit_head]),
+                  dropped_head=dropped_head, dropped_other=dropped_other,
+                  reinitialised_head=[t for _, t in reinit_head])
+    return state, report
+
+
+def _deployable(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """Outermost sub-modules (or the model) that can build a training-form twin and merge it."""
+    found: List[Tuple[str, nn.Module]] = []
+    for name, m in model.named_modules():
+        if hasattr(m, '_build_kwargs') and callable(getattr(m, 'switch_to_deploy', None)):
+            if not any(name == p or name.startswith(p + '.') for p, _ in found if p) and not (found and found[0][0] == ''):
+                found.append((name, m))
+    return found
+
+
+def _merge_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', logger: Any
+                    ) -> Tuple['OrderedDict[str, torch.Tensor]', List[str], List[str]]:
+    """Replace training-form weights of merged sub-modules by their merged equivalents.
+
+    Returns ``(new source, names of merged sub-modules, keys the twins left initialised)``.
+    """
+    merged_names, fresh = [], []
+    src_form = K.detect_form(source)
+    if src_form != 'train':
+        return source, merged_names, fresh
+    for name, m in _deployable(model):
+        pre = f'{name}.' if name else ''
+        own = [k[len(pre):] for k in model.state_dict() if k.startswith(pre)]
+        if not getattr(m, 'deploy', False) or K.detect_form(own) != 'merged':
+            continue
+        kwargs = {**m._build_kwargs, 'deploy': False, 'init_cfg': None}
+        twin = type(m)(**kwargs)
+        twin_keys = OrderedDict((pre + k, v.shape) for k, v in twin.state_dict().items())
+        mapping, _, _ = K.match_keys(source, twin_keys)
+        sub = OrderedDict((mapping[k][len(pre):], v) for k, v in source.items() if k in mapping)
+        # Unmatched source keys stay for the outer match (heads, classifiers the twin does not have).
+        rest = OrderedDict((k, v) for k, v in source.items() if k not in mapping)
+        state, rep = _match(twin, OrderedDict(sub), f'training-form twin of {type(m).__name__}')
+        twin.load_state_dict(state, strict=False)
+        twin.eval()
+        twin.switch_to_deploy()
+        fresh += [pre + k for k in rep['missing'] if not k.endswith('num_batches_tracked')]
+        source = OrderedDict(list(rest.items()) + [(pre + k, v) for k, v in twin.state_dict().items()])
+        merged_names.append(name or type(m).__name__)
+        del twin
+    return source, merged_names, fresh
+
+
+def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefix: Optional[str] = None,
+                    map_location: Any = 'cpu', logger: Any = None) -> dict:
+    """Load released weights into ``model`` with strict, reported key checking.
+
+    Args:
+        model: an mmlk backbone, or any model containing one (mmpretrain classifier, mmseg segmentor,
+            mmdet detector).
+        checkpoint: a ``checkpoints.yaml`` name, a local path, or a URL.
+        prefix: only use keys under this prefix (stripped), as mmengine's ``Pretrained`` init does, e.g.
+            ``'backbone.'`` to take the backbone of a detector checkpoint. Without it a backbone model
+            takes the ``backbone.`` part of downstream / mmpretrain files automatically.
+        map_location: where tensors are loaded.
+        logger: mmengine logger (or name); defaults to the current one.
+
+    Returns:
+        A report ``dict(matched, missing, unexpected, dropped, merged, format, file)``: ``missing`` lists
+        the keys left initialised on purpose (see the module docstring); ``unexpected`` is always empty,
+        since anything unexpected raises :class:`CheckpointError`.
+    """
+    path, entry = resolve_checkpoint(checkpoint)
+    source, meta, fmt = read_state_dict(path, map_location)
+    label = entry['name'] if entry else osp.basename(path)
+    n_total = len(source)
+    outside = 0
     if prefix:
         p = prefix if prefix.endswith('.') else prefix + '.'
-        state = {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
-    model.load_state_dict(state, strict=True)
-    return dict(missing=[], unexpected=[])
+        selected = OrderedDict((k[len(p):], v) for k, v in source.items() if k.startswith(p))
+        if not selected:
+            tops = sorted({_top(k) for k in source})
+            raise CheckpointError(f'{label}: no key starts with prefix {p!r}; the file\'s top-level names are '
+                                  f'{_fmt_keys(tops)}')
+        outside = n_total - len(selected)
+        source = selected
+
+    src_form = K.detect_form(source)
+    tgt_form = K.detect_form(model.state_dict().keys())
+    if src_form == 'merged' and tgt_form == 'train':
+        raise CheckpointError(f'{label} holds merged (deploy-form) weights, which cannot be split back into '
+                              'training branches: build the model with deploy=True (the configs under '
+                              'configs/*/deploy/) or use the training-form release of the same model.')
+    source, merged, twin_fresh = _merge_via_twin(model, source, logger)
+    try:
+        state, report = _match(model, source, label)
+    except CheckpointError as e:
+        if (fmt == 'repnext-torchscript' and K.detect_family(source) == 'repnext'
+                and any('blocks.0.norm.' in k for k in source)):
+            raise CheckpointError(f'{e} Note: upstream\'s fused files keep the block norms; build RepNeXt with '
+                                  'deploy=True, fold_block_norm=False to load them, or load the training-form '
+                                  'release (it merges on the fly into any deploy form).') from e
+        raise
+    result = model.load_state_dict(state, strict=False)
+    # _match already accounted for every key; this guards against modules whose state_dict and
+    # load_state_dict disagree.
+    if result.unexpected_keys or set(result.missing_keys) - set(report['missing']):
+        raise CheckpointError(f'{label}: load_state_dict disagreed with the key check (missing '
+                              f'{_fmt_keys(result.missing_keys)}, unexpected {_fmt_keys(result.unexpected_keys)})')
+    report['missing'] = sorted(set(report['missing']) | set(twin_fresh))
+    report.update(merged=merged, format=fmt, file=path)
+
+    if report['dropped_head']:
+        shapes = ', '.join(f'{k} {tuple(v.shape)}' for k, v in source.items() if k in set(report['dropped_head'][:4]))
+        _log(f'load_pretrained: dropped the classifier of {label} ({len(report["dropped_head"])} tensors: '
+             f'{shapes}{" ..." if len(report["dropped_head"]) > 4 else ""}); the model has no such head.', logger)
+    if report['dropped_other'] or outside:
+        parts = sorted({_top(k) for k in report['dropped_other']})
+        n = len(report['dropped_other']) + outside
+        _log(f'load_pretrained: used the {"prefix " + repr(prefix) if prefix else "backbone"} of {label}; '
+             f'ignored {n} other tensors{" (" + ", ".join(parts) + ")" if parts else ""}.', logger)
+    if report['reinitialised_head']:
+        _log(f'load_pretrained: the head of {label} has another class count; left the model\'s head initialised '
+             f'({_fmt_keys(report["reinitialised_head"])}).', logger)
+    if merged:
+        _log(f'load_pretrained: {label} is in training form; merged it on the fly into the deploy-form '
+             f'{", ".join(merged)}.', logger)
+    fresh_shown = [k for k in report['missing'] if not k.endswith('num_batches_tracked')]
+    _log(f'load_pretrained: {label} ({fmt}) -> {type(model).__name__}: {len(report["matched"])} matched, '
+         f'{len(fresh_shown)} left initialised{" (" + _fmt_keys(fresh_shown) + ")" if fresh_shown else ""}, '
+         f'0 unexpected, {len(report["dropped"]) + outside} dropped.', logger)
+    return report

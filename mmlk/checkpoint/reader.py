@@ -1,0 +1,190 @@
+"""Reading checkpoint files without running code from them.
+
+* ``torch.save`` files (zip or legacy pickle) are read with ``torch.load(weights_only=True)``, whose
+  unpickler only builds tensors and plain containers. One extra class is allowed: ``argparse.Namespace``,
+  which the DeiT/ConvNeXt-style training scripts of both upstream repositories store under ``args``;
+  unpickling it only sets attributes. A file that needs anything else is refused with the list of globals
+  it asks for; ``weights_only=False`` is never used.
+* TorchScript archives (RepNeXt's ``*_fused.pt``) are read by :func:`read_torchscript_tensors`, a restricted
+  unpickler over the archive's ``data.pkl``: module objects become inert records and tensors are rebuilt
+  from the raw ``data/<n>`` entries; the archive's ``code/`` is never compiled or run.
+"""
+import argparse
+import io
+import os.path as osp
+import pickle
+import sys
+import zipfile
+from collections import OrderedDict
+from typing import Any, Dict, Tuple
+
+import torch
+
+from .errors import CheckpointError
+
+#: Extra globals allowed on top of torch's weights_only allow-list (see the module docstring).
+SAFE_GLOBALS = [argparse.Namespace]
+
+
+def is_torchscript(path: str) -> bool:
+    """True for a TorchScript archive (a zip holding ``<root>/code/`` or ``<root>/constants.pkl``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    return any(n.count('/') >= 1 and (n.split('/', 1)[1].startswith('code/') or n.endswith('/constants.pkl'))
+               for n in names)
+
+
+def _sniff_coreml(path: str) -> bool:
+    return path.lower().endswith(('.mlmodel', '.mlpackage'))
+
+
+def read_checkpoint(path: str, map_location: Any = 'cpu') -> Tuple[Any, str]:
+    """Read ``path`` safely. Returns ``(object, container)`` with container ``'torchscript'`` or ``'pickle'``."""
+    if not osp.isfile(path):
+        raise CheckpointError(f'checkpoint file {path} does not exist')
+    if _sniff_coreml(path):
+        raise CheckpointError(f'{osp.basename(path)} is a Core ML model (for on-device inference); it holds no '
+                              'PyTorch weights. Use the .pth release of the same model instead.')
+    if is_torchscript(path):
+        return read_torchscript_tensors(path, map_location), 'torchscript'
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        needed = []
+        try:
+            needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # legacy or damaged files: the torch message below still explains
+            pass
+        what = f' It needs: {", ".join(needed)}.' if needed else ''
+        raise CheckpointError(
+            f'refusing to load {osp.basename(path)}: it contains Python objects that can only be restored by '
+            f'running code from the file (torch.load(weights_only=False)), which mmlk never does for '
+            f'pretrained weights.{what} If you trust the file, extract its state dict yourself in a separate '
+            f'process and save it with torch.save(state_dict, ...). (torch: {str(e).splitlines()[0]})') from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f'cannot read {osp.basename(path)}: the file is truncated, corrupted or not a '
+                              f'PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}). '
+                              'Delete it and download it again.') from e
+    return obj, 'pickle'
+
+
+# --------------------------------------------------------------------------- TorchScript archives
+class ScriptObject:
+    """Inert stand-in for a TorchScript module/class instance found in ``data.pkl``."""
+
+    qualified_name = '?'
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__['_state'] = state
+
+    def state(self) -> Dict[str, Any]:
+        st = self.__dict__.get('_state')
+        return st if isinstance(st, dict) else {}
+
+
+class _StorageType:
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+
+
+def _storage_dtypes() -> Dict[str, torch.dtype]:
+    names = {
+        'FloatStorage': torch.float32, 'DoubleStorage': torch.float64, 'HalfStorage': torch.float16,
+        'BFloat16Storage': torch.bfloat16, 'LongStorage': torch.int64, 'IntStorage': torch.int32,
+        'ShortStorage': torch.int16, 'CharStorage': torch.int8, 'ByteStorage': torch.uint8,
+        'BoolStorage': torch.bool,
+    }
+    return names
+
+
+class _ScriptUnpickler(pickle.Unpickler):
+    """Builds tensors and inert records only; any other global is refused."""
+
+    def __init__(self, data: bytes, zf: zipfile.ZipFile, root: str, map_location: Any) -> None:
+        super().__init__(io.BytesIO(data))
+        self._zf = zf
+        self._root = root
+        self._map_location = map_location
+        self._storages: Dict[str, torch.Tensor] = {}
+        self._classes: Dict[str, type] = {}
+        self._dtypes = _storage_dtypes()
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith('__torch__'):
+            qual = f'{module}.{name}'
+            if qual not in self._classes:
+                self._classes[qual] = type(name, (ScriptObject,), {'qualified_name': qual})
+            return self._classes[qual]
+        if module == 'torch._utils' and name == '_rebuild_tensor_v2':
+            return self._rebuild_tensor
+        if module == 'torch._utils' and name == '_rebuild_parameter':
+            return lambda data, requires_grad, hooks: data
+        if module == 'torch' and name in self._dtypes:
+            return _StorageType(self._dtypes[name])
+        if module == 'collections' and name == 'OrderedDict':
+            return OrderedDict
+        raise pickle.UnpicklingError(f'TorchScript archive references {module}.{name}, which mmlk does not '
+                                     'load (only tensors and module records are read)')
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == 'storage'):
+            raise pickle.UnpicklingError(f'unsupported persistent id {pid!r} in TorchScript archive')
+        _, stype, key, _location, numel = pid[:5]
+        if not isinstance(stype, _StorageType):
+            raise pickle.UnpicklingError(f'unsupported storage type {stype!r} in TorchScript archive')
+        if key not in self._storages:
+            raw = self._zf.read(f'{self._root}data/{key}')
+            flat = torch.frombuffer(bytearray(raw), dtype=stype.dtype) if raw else torch.empty(0, dtype=stype.dtype)
+            if flat.numel() != numel:
+                raise pickle.UnpicklingError(f'storage {key}: expected {numel} elements, found {flat.numel()}')
+            self._storages[key] = flat
+        return self._storages[key]
+
+    @staticmethod
+    def _rebuild_tensor(storage: torch.Tensor, offset: int, size: Tuple[int, ...], stride: Tuple[int, ...],
+                        requires_grad: bool = False, hooks: Any = None, metadata: Any = None) -> torch.Tensor:
+        return storage.as_strided(tuple(size), tuple(stride), offset).clone()
+
+
+def read_torchscript_tensors(path: str, map_location: Any = 'cpu') -> 'OrderedDict[str, torch.Tensor]':
+    """Flat ``{dotted.name: tensor}`` of every tensor attribute of a TorchScript archive's module tree.
+
+    Equivalent to ``torch.jit.load(path).state_dict()`` for modules whose tensors are parameters and
+    buffers, but without compiling or running the archive's code.
+    """
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise CheckpointError(f'{osp.basename(path)} is not a complete zip archive ({e}); download it again') from e
+    with zf:
+        pkl = [n for n in zf.namelist() if n.endswith('/data.pkl') and n.count('/') == 1]
+        if len(pkl) != 1:
+            raise CheckpointError(f'{osp.basename(path)}: no unique <root>/data.pkl in the TorchScript archive')
+        root = pkl[0][:-len('data.pkl')]
+        if f'{root}byteorder' in zf.namelist():
+            order = zf.read(f'{root}byteorder').decode().strip()
+            if order != sys.byteorder:
+                raise CheckpointError(f'{osp.basename(path)} was written on a {order}-endian machine; '
+                                      f'this one is {sys.byteorder}-endian')
+        try:
+            top = _ScriptUnpickler(zf.read(pkl[0]), zf, root, map_location).load()
+        except (pickle.UnpicklingError, KeyError, zipfile.BadZipFile, EOFError, ValueError) as e:
+            raise CheckpointError(f'cannot read the tensors of TorchScript archive {osp.basename(path)}: {e}') from e
+    out: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+
+    def walk(obj: Any, prefix: str) -> None:
+        for name, value in obj.state().items():
+            if not isinstance(name, str) or name.startswith('_'):
+                continue
+            if isinstance(value, torch.Tensor):
+                out[prefix + name] = value.to(map_location) if map_location not in (None, 'cpu') else value
+            elif isinstance(value, ScriptObject):
+                walk(value, f'{prefix}{name}.')
+
+    if not isinstance(top, ScriptObject):
+        raise CheckpointError(f'{osp.basename(path)}: the TorchScript archive does not hold a module')
+    walk(top, '')
+    return out

@@ -1,0 +1,121 @@
+"""``checkpoints.yaml``: the table of released weights, and the local cache they are kept in.
+
+Every released file of RepLKNet (Ding et al., "Scaling Up Your Kernels to 31x31", CVPR 2022), RepNeXt
+(Zhao et al., arXiv 2406.16004) and mmpretrain's converted RepLKNet weights has one entry; its ``name``
+can be used wherever a checkpoint is expected (``init_cfg=dict(type='Pretrained', checkpoint=NAME)``).
+"""
+import difflib
+import functools
+import os
+import os.path as osp
+from typing import Dict, List, Optional
+from urllib.parse import urlparse
+
+from .errors import CheckpointError
+
+#: ``format`` values and what they mean (the loader recognises each of them from the file's keys as well).
+FORMATS = {
+    'replknet-official': 'RepLKNet-pytorch release: flat state dict, or under "model" / "state_dict"',
+    'repnext-official': 'suous/RepNeXt release: training checkpoint with the state dict under "model"',
+    'repnext-torchscript': 'suous/RepNeXt fused TorchScript archive (tensors read without running its code)',
+    'mmpretrain': 'mmpretrain ImageClassifier checkpoint (backbone. prefix, backbone.stages.3.norm, head.fc)',
+    'mmseg0.x': 'mmsegmentation 0.x checkpoint (mmcv meta/state_dict; backbone./decode_head./auxiliary_head.)',
+    'mmdet2.x': 'mmdetection 2.x checkpoint (mmcv meta/state_dict; backbone./neck./rpn_head./roi_head.)',
+    'coreml': 'Core ML model for on-device inference; cannot be loaded into PyTorch',
+}
+FORMS = ('train', 'merged')
+TASKS = ('classification', 'segmentation', 'detection', 'instance-segmentation')
+
+
+def default_cache_dir() -> str:
+    """Where named checkpoints are cached: ``$MMLK_CACHE_DIR`` or ``~/.cache/mmlk/checkpoints``."""
+    env = os.environ.get('MMLK_CACHE_DIR')
+    if env:
+        return osp.abspath(osp.expanduser(env))
+    return osp.join(osp.expanduser('~'), '.cache', 'mmlk', 'checkpoints')
+
+
+def checkpoints_yaml_path() -> str:
+    """Locate ``checkpoints.yaml``: ``$MMLK_CHECKPOINTS_YAML``, the source tree, or the installed ``.mim`` copy."""
+    env = os.environ.get('MMLK_CHECKPOINTS_YAML')
+    if env:
+        return env
+    pkg = osp.dirname(osp.dirname(osp.abspath(__file__)))  # .../mmlk
+    for cand in (osp.join(osp.dirname(pkg), 'checkpoints.yaml'), osp.join(pkg, '.mim', 'checkpoints.yaml')):
+        if osp.isfile(cand):
+            return cand
+    raise CheckpointError('checkpoints.yaml not found next to the mmlk package nor in mmlk/.mim; '
+                          'reinstall mmlk (pip install -e .) or set MMLK_CHECKPOINTS_YAML')
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, mtime: float) -> Dict[str, dict]:
+    import yaml  # local: yaml is only needed when names are used
+    with open(path, encoding='utf-8') as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict) or not isinstance(data.get('checkpoints'), list):
+        raise CheckpointError(f'{path}: expected a mapping with a "checkpoints" list')
+    table: Dict[str, dict] = {}
+    for entry in data['checkpoints']:
+        name = str(entry.get('name', '')).lower()
+        if not name or name in table:
+            raise CheckpointError(f'{path}: missing or duplicate checkpoint name {name!r}')
+        table[name] = entry
+    return table
+
+
+def load_registry(path: Optional[str] = None) -> Dict[str, dict]:
+    """All entries of ``checkpoints.yaml`` keyed by lower-case name (re-read when the file changes)."""
+    path = path or checkpoints_yaml_path()
+    return _load(path, osp.getmtime(path))
+
+
+def list_checkpoints(path: Optional[str] = None) -> List[dict]:
+    return list(load_registry(path).values())
+
+
+def get_entry(name: str, path: Optional[str] = None) -> Optional[dict]:
+    """The entry called ``name`` (case-insensitive), or None."""
+    try:
+        return load_registry(path).get(name.lower())
+    except CheckpointError:
+        return None
+
+
+def suggest_names(name: str, path: Optional[str] = None) -> List[str]:
+    try:
+        names = list(load_registry(path))
+    except CheckpointError:
+        return []
+    return difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.5)
+
+
+def direct_urls(entry: dict) -> List[str]:
+    """URLs a program can fetch without a browser, in order of preference."""
+    dl = entry.get('download') or {}
+    return [u for u in (dl.get('github_release'), dl.get('openmmlab')) if u]
+
+
+def manual_locations(entry: dict) -> List[str]:
+    """Human-readable download locations, including those that need a browser."""
+    dl = entry.get('download') or {}
+    out = []
+    if dl.get('github_release'):
+        out.append(f'GitHub release: {dl["github_release"]}')
+    if dl.get('openmmlab'):
+        out.append(f'OpenMMLab: {dl["openmmlab"]}')
+    if dl.get('google_drive_id'):
+        out.append(f'Google Drive: https://drive.google.com/file/d/{dl["google_drive_id"]}/view')
+    baidu = dl.get('baidu')
+    if baidu:
+        out.append(f'Baidu: {baidu["url"]} (extraction code {baidu["code"]})')
+    return out
+
+
+def cache_file_name(entry: dict) -> str:
+    """File name of the entry inside the cache: the upstream name where known, else ``NAME.pth``."""
+    if entry.get('file_name'):
+        return entry['file_name']
+    for url in direct_urls(entry):
+        return osp.basename(urlparse(url).path)
+    return f'{entry["name"]}.pth'

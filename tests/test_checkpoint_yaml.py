@@ -1,0 +1,95 @@
+"""checkpoints.yaml: schema, unique names, every config exists, download facts are consistent."""
+import os.path as osp
+import re
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+FORMATS = {'replknet-official', 'repnext-official', 'repnext-torchscript', 'mmpretrain', 'mmseg0.x', 'mmdet2.x',
+           'coreml'}
+TASKS = {'classification', 'segmentation', 'detection', 'instance-segmentation'}
+FIELDS = ('name', 'arch', 'variant', 'task', 'dataset', 'pretraining', 'resolution', 'mean', 'std', 'num_classes',
+          'metric', 'config', 'format', 'form', 'file_name', 'download', 'sha256', 'source')
+
+
+def _entries():
+    with open(osp.join(REPO, 'checkpoints.yaml'), encoding='utf-8') as f:
+        data = yaml.safe_load(f)
+    assert data['version'] == 1
+    return data['checkpoints']
+
+
+ENTRIES = _entries()
+
+
+def test_names_unique_and_lowercase():
+    names = [e['name'] for e in ENTRIES]
+    assert len(names) == len(set(names)), [n for n in names if names.count(n) > 1]
+    assert all(re.fullmatch(r'[a-z0-9][a-z0-9_.-]*', n) for n in names), names
+
+
+def test_covers_every_release():
+    """One entry per released file (REFERENCE sections 1-3 and the upstream READMEs)."""
+    by = {}
+    for e in ENTRIES:
+        by.setdefault((e['arch'], e['format']), []).append(e)
+    assert len(by[('replknet', 'replknet-official')]) == 9  # 1K 224/384, 22K 31B/31L, 22K->1K x3, MegData73M x2
+    assert len(by[('replknet', 'mmpretrain')]) == 6
+    assert len(by[('replknet', 'mmseg0.x')]) == 5 and len(by[('replknet', 'mmdet2.x')]) == 5
+    assert len(by[('repnext', 'repnext-official')]) == 6 and len(by[('repnext', 'repnext-torchscript')]) == 6
+    assert len(by[('repnext', 'mmdet2.x')]) == 3 and len(by[('repnext', 'mmseg0.x')]) == 3
+
+
+@pytest.mark.parametrize('entry', ENTRIES, ids=[e['name'] for e in ENTRIES])
+def test_schema(entry):
+    assert set(FIELDS) <= set(entry), set(FIELDS) - set(entry)
+    assert entry['arch'] in ('replknet', 'repnext')
+    assert entry['task'] in TASKS
+    assert entry['format'] in FORMATS
+    assert entry['form'] in ('train', 'merged')
+    assert entry['resolution'] is None or isinstance(entry['resolution'], int)
+    assert entry['num_classes'] is None or isinstance(entry['num_classes'], int)
+    for key in ('mean', 'std'):
+        assert len(entry[key]) == 3 and all(isinstance(x, (int, float)) and x > 0 for x in entry[key])
+    assert entry['metric'] is None or (isinstance(entry['metric'], dict) and all(
+        isinstance(v, (int, float)) and 0 < v < 100 for v in entry['metric'].values()))
+    sha = entry['sha256']
+    assert sha is None or re.fullmatch(r'[0-9a-f]{8}|[0-9a-f]{64}', sha), sha
+    dl = entry['download']
+    assert set(dl) == {'github_release', 'google_drive_id', 'baidu', 'openmmlab'}
+    assert any(dl.values()), 'every entry needs at least one download location'
+    if dl['google_drive_id']:
+        assert re.fullmatch(r'[A-Za-z0-9_-]{25,40}', dl['google_drive_id'])
+    if dl['baidu']:
+        assert dl['baidu']['url'].startswith('https://pan.baidu.com/s/') and dl['baidu']['code']
+    for key in ('github_release', 'openmmlab'):
+        if dl[key]:
+            assert dl[key].startswith('https://')
+            if entry['file_name']:
+                assert osp.basename(urlparse(dl[key]).path) == entry['file_name']
+    if dl['openmmlab']:
+        # OpenMMLab file names end in the first 8 hex digits of the file's sha256.
+        assert sha and entry['file_name'].endswith(f'-{sha[:8]}.pth')
+    if entry['format'] == 'repnext-torchscript':
+        assert entry['form'] == 'merged'
+    if entry['mean'] == [127.5, 127.5, 127.5]:
+        assert entry['variant'] == 'XL'  # only RepLKNet-XL uses mean = std = 0.5
+
+
+@pytest.mark.parametrize('entry', ENTRIES, ids=[e['name'] for e in ENTRIES])
+def test_config_exists(entry):
+    cfg = entry['config']
+    assert isinstance(cfg, str) and cfg.startswith('configs/') and cfg.endswith('.py'), cfg
+    assert '*' not in cfg, f'{entry["name"]}: unresolved config pattern {cfg}'
+    assert osp.isfile(osp.join(REPO, cfg)), f'{entry["name"]}: config {cfg} does not exist'
+
+
+def test_registry_module_reads_the_same_table():
+    from mmlk.checkpoint.registry import cache_file_name, get_entry, load_registry
+    table = load_registry(osp.join(REPO, 'checkpoints.yaml'))
+    assert sorted(table) == sorted(e['name'] for e in ENTRIES)
+    e = get_entry('RepLKNet-31B_In1k-224')  # case-insensitive
+    assert e is not None and e['download']['google_drive_id'] == '1azQUiCxK9feYVkkrPqwVPBtNsTzDrX7S'
+    assert cache_file_name(get_entry('repnext-m3_in1k')) == 'repnext_m3_distill_300e.pth'
