@@ -32,31 +32,46 @@ COCO_CATEGORIES = (('person', 1), ('bicycle', 2), ('car', 3), ('motorcycle', 4),
                    ('bus', 6), ('train', 7), ('truck', 8), ('boat', 9), ('traffic light', 10))
 
 
-def _polygons(mask: np.ndarray) -> List[List[float]]:
-    """Outer contours of a binary mask as COCO polygons ``[x0, y0, x1, y1, ...]`` (>= 3 points each).
+def _shoelace(points: np.ndarray) -> float:
+    """Area enclosed by a closed polygon given as an ``(N, 2)`` array of vertices."""
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
-    Contour points are the centres of the mask's boundary pixels: in COCO's continuous coordinates
-    pixel column ``c`` spans ``[c, c + 1)``, so its centre is ``x = c + 0.5``.
+
+def _polygons(mask: np.ndarray, min_area: float = 1.0) -> List[np.ndarray]:
+    """Outer contours of a binary mask as ``(N, 2)`` vertex arrays, one per visible part.
+
+    Vertices are the centres of the mask's boundary pixels: in COCO's continuous coordinates pixel
+    column ``c`` spans ``[c, c + 1)``, so its centre is ``x = c + 0.5``. Parts that enclose less than
+    ``min_area`` (slivers left by an occluding shape, one-pixel lines) are dropped, because a polygon
+    cannot describe them.
     """
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polys = []
+    parts = []
     for contour in contours:
         pts = contour.reshape(-1, 2).astype(np.float64) + 0.5
-        if len(pts) >= 3:
-            polys.append([round(float(v), 2) for v in pts.reshape(-1)])
-    return polys
+        if len(pts) >= 3 and _shoelace(pts) >= min_area:
+            parts.append(pts)
+    return parts
 
 
-def _annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int) -> Optional[Dict]:
-    """One COCO annotation for a visible instance mask, or None if it is too small to trace."""
-    polys = _polygons(mask)
-    if not polys:
+def _annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int,
+                min_area: float = 4.0) -> Optional[Dict]:
+    """One COCO annotation for a visible instance mask, or None if its polygons are too small.
+
+    As in the real COCO annotations, ``bbox`` (``[x, y, w, h]``) and ``area`` describe the polygons,
+    so the three fields agree with each other.
+    """
+    parts = _polygons(mask)
+    area = sum(_shoelace(pts) for pts in parts)
+    if area < min_area:
         return None
-    ys, xs = np.nonzero(mask)
-    x0, y0 = float(xs.min()), float(ys.min())
-    w, h = float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())
-    return dict(id=ann_id, image_id=image_id, category_id=category_id, segmentation=polys,
-                area=float(mask.sum()), bbox=[x0, y0, w, h], iscrowd=0)
+    allpts = np.concatenate(parts)
+    (x0, y0), (x1, y1) = allpts.min(axis=0), allpts.max(axis=0)
+    return dict(id=ann_id, image_id=image_id, category_id=category_id,
+                segmentation=[[round(float(v), 2) for v in pts.reshape(-1)] for pts in parts],
+                area=round(area, 2), bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                iscrowd=0)
 
 
 def make_coco(out_dir: str, num_train: int = 64, num_val: int = 16, size: int = 128,
