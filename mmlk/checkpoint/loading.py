@@ -262,6 +262,44 @@ def _merge_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', 
     return source, merged_names, fresh
 
 
+def _refold_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]'
+                     ) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
+    """Load upstream's fused RepNeXt layout (block norms kept) into a deploy model that folds them.
+
+    Upstream's fused files keep every block / downsample BatchNorm; mmlk's default deploy form
+    (``fold_block_norm=True``) folds them into the neighbouring convs. A twin in the upstream layout
+    (``deploy=True, fold_block_norm=False``) is loaded strictly and its units are then folded with the
+    backbone's own ``switch_to_deploy`` (the merged convs are left alone, only the norms are folded).
+    """
+    done: List[str] = []
+    for name, m in _deployable(model):
+        pre = f'{name}.' if name else ''
+        kw = getattr(m, '_build_kwargs', {})
+        if not (getattr(m, 'deploy', False) and kw.get('fold_block_norm')):
+            continue
+        own = {k[len(pre):] for k in model.state_dict() if k.startswith(pre)}
+        norm_keys = [k for k in source if re.search(r'stages\.\d+\.(blocks\.\d+|downsample)\.norm\.', k)]
+        if not norm_keys or any(k[len(pre):] in own for k in norm_keys if k.startswith(pre)):
+            continue
+        twin = type(m)(**{**kw, 'deploy': True, 'fold_block_norm': False, 'init_cfg': None})
+        twin_keys = OrderedDict((pre + k, v.shape) for k, v in twin.state_dict().items())
+        mapping, _, _ = K.match_keys(source, twin_keys)
+        sub = OrderedDict((mapping[k][len(pre):], v) for k, v in source.items() if k in mapping)
+        rest = OrderedDict((k, v) for k, v in source.items() if k not in mapping)
+        state, _ = _match(twin, sub, f'fused-layout twin of {type(m).__name__}')
+        twin.load_state_dict(state, strict=False)
+        twin.eval()
+        units = [u for u in twin.modules() if hasattr(u, 'fold_block_norm') and hasattr(u, '_fold_norm')]
+        for unit in units:
+            # Units in deploy form skip switch_to_deploy; re-opening them only folds the norm, since
+            # their token / channel mixers are already plain convs.
+            unit.deploy, unit.fold_block_norm = False, True
+            unit.switch_to_deploy()
+        source = OrderedDict(list(rest.items()) + [(pre + k, v) for k, v in twin.state_dict().items()])
+        done.append(name or type(m).__name__)
+    return source, done
+
+
 def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefix: Optional[str] = None,
                     map_location: Any = 'cpu', logger: Any = None) -> dict:
     """Load released weights into ``model`` with strict, reported key checking.
@@ -303,6 +341,9 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
                               'training branches: build the model with deploy=True (the configs under '
                               'configs/*/deploy/) or use the training-form release of the same model.')
     source, merged, twin_fresh = _merge_via_twin(model, source, logger)
+    if src_form == 'merged' and tgt_form == 'merged':
+        source, refolded = _refold_via_twin(model, source)
+        merged += [f'{n} (block norms folded)' for n in refolded]
     try:
         state, report = _match(model, source, label)
     except CheckpointError as e:
@@ -322,9 +363,12 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
     report.update(merged=merged, format=fmt, file=path)
 
     if report['dropped_head']:
-        shapes = ', '.join(f'{k} {tuple(v.shape)}' for k, v in source.items() if k in set(report['dropped_head'][:4]))
+        # Name the informative tensors (largest first, no BN statistics): "head.weight (1000, 1024), ..."
+        shown = sorted((k for k in report['dropped_head'] if not re.search(r'running_|num_batches', k)),
+                       key=lambda k: (-source[k].dim(), k))
+        shapes = ', '.join(f'{k} {tuple(source[k].shape)}' for k in shown[:4])
         _log(f'load_pretrained: dropped the classifier of {label} ({len(report["dropped_head"])} tensors: '
-             f'{shapes}{" ..." if len(report["dropped_head"]) > 4 else ""}); the model has no such head.', logger)
+             f'{shapes}{", ..." if len(shown) > 4 else ""}); the model has no such head.', logger)
     if report['dropped_other'] or outside:
         parts = sorted({_top(k) for k in report['dropped_other']})
         n = len(report['dropped_other']) + outside
