@@ -236,6 +236,32 @@ def test_train_form_file_into_merged_repnext(tmp_path):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
+class _Classifier(torch.nn.Module):
+    """backbone + global pooling + RepNeXt head, keyed like an mmpretrain ImageClassifier."""
+
+    def __init__(self, deploy):
+        super().__init__()
+        from mmlk.models.heads.repnext_head import RepNeXtClsHead
+        self.backbone = nx(deploy=deploy, out_indices=(3, ))
+        self.head = RepNeXtClsHead(num_classes=10, in_channels=128, deploy=deploy)
+
+    def forward(self, x):
+        return self.head(self.backbone(x)[-1].mean((2, 3)))
+
+
+def test_train_form_file_into_merged_classifier_merges_backbone_and_heads(tmp_path, log):
+    sd = F.repnext_official(num_classes=10)
+    path = save(F.deit_style(sd), tmp_path / 'nx_cls.pth')
+    train = _Classifier(deploy=False).eval()
+    load_pretrained(train, path)
+    assert torch.equal(train.state_dict()['head.head_dist.linear.weight'], sd['head.head_dist.linear.weight'])
+    deployed = _Classifier(deploy=True).eval()
+    report = load_pretrained(deployed, path, logger=log[0])
+    assert report['merged'] == ['backbone', 'head']
+    with torch.no_grad():
+        torch.testing.assert_close(deployed(X), train(X), rtol=1e-4, atol=1e-4)
+
+
 def _fused_reference(sd):
     """Upstream's fused layout = mmlk's deploy form without block-norm folding (REFERENCE section 2)."""
     ref = nx(deploy=False, fold_block_norm=False).eval()

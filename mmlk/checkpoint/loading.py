@@ -17,6 +17,7 @@ silently ignored missing keys, loading inside ``__init__``):
   per-stage norms absent from classification files, and BN ``num_batches_tracked`` counters.
   Anything else fails, naming the variant the file holds when shapes reveal it.
 """
+import inspect
 import logging
 import os
 import os.path as osp
@@ -220,38 +221,69 @@ def _match(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', label: st
 
 
 def _deployable(model: nn.Module) -> List[Tuple[str, nn.Module]]:
-    """Outermost sub-modules (or the model) that can build a training-form twin and merge it."""
+    """Outermost sub-modules (or the model itself) with a ``deploy`` flag and ``switch_to_deploy``."""
     found: List[Tuple[str, nn.Module]] = []
     for name, m in model.named_modules():
-        if hasattr(m, '_build_kwargs') and callable(getattr(m, 'switch_to_deploy', None)):
-            if not any(name == p or name.startswith(p + '.') for p, _ in found if p) and not (found and found[0][0] == ''):
-                found.append((name, m))
+        if any(p == '' or name.startswith(p + '.') for p, _ in found):
+            continue
+        if hasattr(m, 'deploy') and callable(getattr(m, 'switch_to_deploy', None)):
+            found.append((name, m))
     return found
+
+
+def _twin_kwargs(m: nn.Module) -> Optional[dict]:
+    """Constructor kwargs of ``m``: its ``_build_kwargs`` (the mmlk backbone convention) or, for small
+    modules such as heads, the constructor arguments it keeps as same-named attributes."""
+    if isinstance(getattr(m, '_build_kwargs', None), dict):
+        return {**m._build_kwargs, 'init_cfg': None}  # a twin must not load pretrained weights itself
+    try:
+        params = inspect.signature(type(m).__init__).parameters
+    except (TypeError, ValueError):
+        return None
+    if 'deploy' not in params:
+        return None
+    kwargs = {}
+    for name, p in params.items():
+        if name in ('self', 'init_cfg') or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        value = getattr(m, name, None)
+        if isinstance(value, (bool, int, float, str, tuple, list, dict)):  # plain settings, not methods
+            kwargs[name] = value
+        elif p.default is p.empty:
+            return None  # a required argument we cannot recover
+    if 'init_cfg' in params:
+        kwargs['init_cfg'] = None
+    return kwargs
 
 
 def _merge_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', logger: Any
                     ) -> Tuple['OrderedDict[str, torch.Tensor]', List[str], List[str]]:
-    """Replace training-form weights of merged sub-modules by their merged equivalents.
+    """Replace training-form weights of merged (deploy) sub-modules by their merged equivalents.
 
-    Returns ``(new source, names of merged sub-modules, keys the twins left initialised)``.
+    For each deploy-form module a training-form twin is built, loaded strictly from the matching part
+    of ``source``, merged with ``switch_to_deploy()`` and its state dict substituted into ``source``.
+    Returns ``(new source, names of merged modules, keys the twins left initialised)``.
     """
-    merged_names, fresh = [], []
-    src_form = K.detect_form(source)
-    if src_form != 'train':
+    merged_names: List[str] = []
+    fresh: List[str] = []
+    if K.detect_form(source) != 'train':
         return source, merged_names, fresh
     for name, m in _deployable(model):
-        pre = f'{name}.' if name else ''
-        own = [k[len(pre):] for k in model.state_dict() if k.startswith(pre)]
-        if not getattr(m, 'deploy', False) or K.detect_form(own) != 'merged':
+        if not getattr(m, 'deploy', False):
             continue
-        kwargs = {**m._build_kwargs, 'deploy': False, 'init_cfg': None}
-        twin = type(m)(**kwargs)
+        kwargs = _twin_kwargs(m)
+        if kwargs is None:
+            continue
+        pre = f'{name}.' if name else ''
+        twin = type(m)(**{**kwargs, 'deploy': False})
         twin_keys = OrderedDict((pre + k, v.shape) for k, v in twin.state_dict().items())
         mapping, _, _ = K.match_keys(source, twin_keys)
+        if not mapping:
+            continue
         sub = OrderedDict((mapping[k][len(pre):], v) for k, v in source.items() if k in mapping)
-        # Unmatched source keys stay for the outer match (heads, classifiers the twin does not have).
+        # Source keys the twin does not take stay for the outer match (other heads, classifiers, ...).
         rest = OrderedDict((k, v) for k, v in source.items() if k not in mapping)
-        state, rep = _match(twin, OrderedDict(sub), f'training-form twin of {type(m).__name__}')
+        state, rep = _match(twin, sub, f'training-form twin of {type(m).__name__}')
         twin.load_state_dict(state, strict=False)
         twin.eval()
         twin.switch_to_deploy()
@@ -274,14 +306,14 @@ def _refold_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]'
     done: List[str] = []
     for name, m in _deployable(model):
         pre = f'{name}.' if name else ''
-        kw = getattr(m, '_build_kwargs', {})
+        kw = _twin_kwargs(m) or {}
         if not (getattr(m, 'deploy', False) and kw.get('fold_block_norm')):
             continue
         own = {k[len(pre):] for k in model.state_dict() if k.startswith(pre)}
         norm_keys = [k for k in source if re.search(r'stages\.\d+\.(blocks\.\d+|downsample)\.norm\.', k)]
         if not norm_keys or any(k[len(pre):] in own for k in norm_keys if k.startswith(pre)):
             continue
-        twin = type(m)(**{**kw, 'deploy': True, 'fold_block_norm': False, 'init_cfg': None})
+        twin = type(m)(**{**kw, 'deploy': True, 'fold_block_norm': False})
         twin_keys = OrderedDict((pre + k, v.shape) for k, v in twin.state_dict().items())
         mapping, _, _ = K.match_keys(source, twin_keys)
         sub = OrderedDict((mapping[k][len(pre):], v) for k, v in source.items() if k in mapping)
