@@ -26,7 +26,8 @@ import torch.nn.functional as F
 _CHUNK_BYTES = 2 * 1024 * 1024
 
 AT_ROUTES = ('nchw', 'cl', 'nchw_t', 'cl_t')
-ROUTES = AT_ROUTES + ('fft',)
+ROUTES = AT_ROUTES + ('fft', 'dft')
+FOURIER_ROUTES = ('fft', 'dft')
 
 
 @lru_cache(maxsize=None)
@@ -117,13 +118,51 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+@lru_cache(maxsize=256)
+def _kernel_dft_mats(kh: int, kw: int, p_h: int, p_w: int, dtype: torch.dtype, device: str):
+    """Pruned DFT matrices taking a centred (kh, kw) kernel to its (P_h, P_w // 2 + 1) spectrum."""
+    f64 = torch.float64
+    pf = p_w // 2 + 1
+    ang_w = 2 * torch.pi * torch.outer(torch.arange(kw, dtype=f64) - kw // 2, torch.arange(pf, dtype=f64)) / p_w
+    ew = torch.polar(torch.ones_like(ang_w), -ang_w)  # (kw, pf)
+    ang_h = 2 * torch.pi * torch.outer(torch.arange(kh, dtype=f64) - kh // 2, torch.arange(p_h, dtype=f64)) / p_h
+    eh = torch.polar(torch.ones_like(ang_h), -ang_h)  # (kh, P_h)
+    cdt = dtype.to_complex()
+    return ew.to(device=device, dtype=cdt), eh.to(device=device, dtype=cdt)
+
+
 def _kernel_spectrum(weight: torch.Tensor, ph_size: int, pw_size: int) -> torch.Tensor:
-    """rfft2 of the kernel centred at index 0 (tap ``(kh//2, kw//2)`` at (0, 0)), shape (C, P, P//2+1)."""
+    """Spectrum of the kernel centred at index 0 (tap ``(kh//2, kw//2)`` at (0, 0)).
+
+    Returned in the transposed layout (C, Pw // 2 + 1, Ph) used by the spectra of the maps. Computed
+    with two small matrix products instead of an FFT: per-plane FFT overhead (and non-smooth sizes)
+    made rfft2 of C zero-padded kernels cost as much as the convolution itself.
+    """
     c, _, kh, kw = weight.shape
-    wpad = weight.new_zeros((c, ph_size, pw_size), dtype=compute_dtype(weight.dtype))
-    wpad[:, :kh, :kw] = weight[:, 0]
-    wpad = torch.roll(wpad, shifts=(-(kh // 2), -(kw // 2)), dims=(1, 2))
-    return torch.fft.rfft2(wpad)
+    cdt = compute_dtype(weight.dtype)
+    ew, eh = _kernel_dft_mats(kh, kw, ph_size, pw_size, cdt, str(weight.device))
+    a = torch.matmul(weight.reshape(c * kh, kw).to(cdt.to_complex()), ew)  # (C*kh, pf)
+    a = a.view(c, kh, -1).transpose(1, 2).contiguous()  # (C, pf, kh)
+    return torch.matmul(a, eh)  # (C, pf, P_h)
+
+
+def _spectrum(x: torch.Tensor, ph_size: int, pw_size: int) -> torch.Tensor:
+    """2-D real FFT of (..., H, W) zero-padded to (Ph, Pw), returned transposed as (..., Pw // 2 + 1, Ph).
+
+    Done as two 1-D passes with a transpose in between: MKL's strided transform along H is several times
+    slower than a contiguous one, and the first pass only touches the H real rows, not the padded Ph.
+    """
+    a = torch.fft.rfft(x, n=pw_size, dim=-1)
+    a = a.transpose(-1, -2).contiguous()
+    a = torch.fft.fft(a, n=ph_size, dim=-1)
+    return a
+
+
+def _inverse(spec: torch.Tensor, h: int, w: int, pw_size: int) -> torch.Tensor:
+    """Inverse of :func:`_spectrum`, keeping only the first (h, w) outputs."""
+    a = torch.fft.ifft(spec, dim=-1)[..., :h]
+    a = a.transpose(-1, -2).contiguous()
+    return torch.fft.irfft(a, n=pw_size, dim=-1)[..., :w]
 
 
 def _channel_chunk(n: int, c: int, ph: int, pf: int) -> int:
@@ -137,16 +176,16 @@ def fft_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     kh, kw = weight.shape[-2:]
     ph, pw = fft_sizes(h, w, kh, kw)
     cdt = compute_dtype(x.dtype)
+    # correlation = product with the conjugate kernel spectrum
     spec_w = _kernel_spectrum(weight, ph, pw).conj_physical()
     fmt = _layout(x)
     out = torch.empty((n, c, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
     step = _channel_chunk(n, c, ph, pw // 2 + 1)
     for c0 in range(0, c, step):
         c1 = min(c, c0 + step)
-        xs = x[:, c0:c1].to(cdt)
-        spec = torch.fft.rfft2(xs, s=(ph, pw))
+        spec = _spectrum(x[:, c0:c1].to(cdt), ph, pw)
         spec.mul_(spec_w[c0:c1])
-        out[:, c0:c1] = torch.fft.irfft2(spec, s=(ph, pw))[..., :h, :w]
+        out[:, c0:c1] = _inverse(spec, h, w, pw)
     return out
 
 
@@ -161,27 +200,29 @@ def fft_backward(grad: torch.Tensor, x: Optional[torch.Tensor], weight: torch.Te
     kh, kw = weight.shape[-2:]
     ph, pw = fft_sizes(h, w, kh, kw)
     pf = pw // 2 + 1
+    cdt = compute_dtype(grad.dtype)
     spec_w = _kernel_spectrum(weight, ph, pw) if need_input else None
     gx = None
     if need_input:
         gx = torch.empty((n, c, h, w), dtype=grad.dtype, device=grad.device, memory_format=_layout(grad))
-    cdt = compute_dtype(grad.dtype)
-    acc = torch.empty((c, ph, pf), dtype=cdt.to_complex(), device=grad.device) if need_weight else None
-    step = _channel_chunk(n, c, ph, pf) if not need_weight else max(1, _channel_chunk(n, c, ph, pf) // 2)
+    acc = torch.empty((c, pf, ph), dtype=cdt.to_complex(), device=grad.device) if need_weight else None
+    step = _channel_chunk(n, c, ph, pf)
+    if need_weight:
+        step = max(1, step // 2)  # two spectra live at once
     for c0 in range(0, c, step):
         c1 = min(c, c0 + step)
-        spec_g = torch.fft.rfft2(grad[:, c0:c1].to(cdt), s=(ph, pw))
+        spec_g = _spectrum(grad[:, c0:c1].to(cdt), ph, pw)
         if need_weight:
-            spec_x = torch.fft.rfft2(x[:, c0:c1].to(cdt), s=(ph, pw))
+            spec_x = _spectrum(x[:, c0:c1].to(cdt), ph, pw)
             # conj(G) * X, summed over the batch: the frequency-domain cross-correlation.
             spec_x.mul_(spec_g.conj())
             torch.sum(spec_x, dim=0, out=acc[c0:c1])
         if need_input:
             spec_g.mul_(spec_w[c0:c1])
-            gx[:, c0:c1] = torch.fft.irfft2(spec_g, s=(ph, pw))[..., :h, :w]
+            gx[:, c0:c1] = _inverse(spec_g, h, w, pw)
     gw = None
     if need_weight:
-        corr = torch.fft.irfft2(acc, s=(ph, pw))
+        corr = _inverse(acc, ph, pw, pw)
         # lag t lives at index t mod P; tap u of the kernel is lag u - k//2.
         gw = torch.roll(corr, shifts=(kh // 2, kw // 2), dims=(1, 2))[:, :kh, :kw]
         gw = gw.unsqueeze(1).to(weight.dtype).contiguous()
@@ -213,6 +254,8 @@ def run_forward(x: torch.Tensor, weight: torch.Tensor, route: str) -> torch.Tens
     weight = crop_kernel(weight, x.shape[-2], x.shape[-1])
     if route == 'fft':
         return fft_forward(x, weight)
+    if route == 'dft':
+        return dft_forward(x, weight)
     if route in AT_ROUTES:
         return aten_forward(x, weight, route)
     raise ValueError(f'unknown CPU route {route!r}; expected one of {ROUTES}')
@@ -222,6 +265,8 @@ def run_input_grad(grad: torch.Tensor, weight: torch.Tensor, route: str) -> torc
     weight = crop_kernel(weight, grad.shape[-2], grad.shape[-1])
     if route == 'fft':
         return fft_backward(grad, None, weight, True, False)[0]
+    if route == 'dft':
+        return dft_forward(grad, weight, flip=True)
     if route in AT_ROUTES:
         return aten_input_grad(grad, weight, route)
     raise ValueError(f'unknown CPU route {route!r}; expected one of {ROUTES}')
@@ -231,6 +276,8 @@ def run_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, r
     cropped = crop_kernel(weight, grad.shape[-2], grad.shape[-1])
     if route == 'fft':
         gw = fft_backward(grad, x, cropped, False, True)[1]
+    elif route == 'dft':
+        gw = dft_backward(grad, x, cropped, False, True)[1]
     elif route in AT_ROUTES:
         gw = aten_weight_grad(grad, x, tuple(cropped.shape), route)
     else:
@@ -246,3 +293,140 @@ def uncrop_weight_grad(gw: torch.Tensor, shape: Tuple[int, ...]) -> torch.Tensor
         return gw
     oh, ow = (kh - ekh) // 2, (kw - ekw) // 2
     return F.pad(gw, (ow, kw - ekw - ow, oh, kh - ekh - oh))
+
+
+# ----------------------------------------------------------------------------------------------
+# DFT-by-GEMM route
+# ----------------------------------------------------------------------------------------------
+# The same frequency-domain algorithm as the FFT route, but every 1-D transform is a matrix product
+# with a (pruned) DFT matrix: the W-pass only reads the W real columns and the inverse only produces
+# the H x W outputs that are kept, transform sizes need not be smooth (P = H + k//2 exactly), and MKL's
+# (c)gemm runs near peak where batched small FFTs are dominated by per-transform overhead.
+@lru_cache(maxsize=256)
+def _dft_mats_cached(h: int, w: int, p_h: int, p_w: int, kh: int, kw: int, dtype: torch.dtype,
+                     device: str):
+    f64 = torch.float64
+    pf = p_w // 2 + 1
+    jw = torch.arange(pf, dtype=f64)
+    # forward real DFT along W (only the first w inputs are non-zero): (w, 2*pf) with (re, im) interleaved
+    ang_w = 2 * torch.pi * torch.outer(torch.arange(w, dtype=f64), jw) / p_w
+    fw = torch.stack((torch.cos(ang_w), -torch.sin(ang_w)), dim=-1).reshape(w, 2 * pf)
+    # forward complex DFT along H, transposed for right-multiplication: (h, p_h)
+    ang_h = 2 * torch.pi * torch.outer(torch.arange(h, dtype=f64), torch.arange(p_h, dtype=f64)) / p_h
+    fh_t = torch.polar(torch.ones_like(ang_h), -ang_h)
+    # inverse complex DFT along H keeping the first h outputs: (p_h, h)
+    gh_t = torch.polar(torch.ones_like(ang_h), ang_h).t().contiguous() / p_h
+    # inverse real DFT along W keeping the first w outputs: (2*pf, w); Hermitian weights 1, 2, ..., 2, (1)
+    cw = torch.full((pf,), 2.0, dtype=f64)
+    cw[0] = 1.0
+    if p_w % 2 == 0:
+        cw[-1] = 1.0
+    ang_iw = 2 * torch.pi * torch.outer(jw, torch.arange(w, dtype=f64)) / p_w
+    gw = torch.stack((cw[:, None] * torch.cos(ang_iw), -cw[:, None] * torch.sin(ang_iw)), dim=1)
+    gw = gw.reshape(2 * pf, w) / p_w
+    # inverse transforms evaluated only at the kernel's lags, for the weight gradient
+    lag_h = torch.arange(kh, dtype=f64) - kh // 2
+    ang_lh = 2 * torch.pi * torch.outer(torch.arange(p_h, dtype=f64), lag_h) / p_h
+    lh_t = torch.polar(torch.ones_like(ang_lh), ang_lh) / p_h  # (p_h, kh)
+    lag_w = torch.arange(kw, dtype=f64) - kw // 2
+    ang_lw = 2 * torch.pi * torch.outer(jw, lag_w) / p_w
+    lw = torch.stack((cw[:, None] * torch.cos(ang_lw), -cw[:, None] * torch.sin(ang_lw)), dim=1)
+    lw = lw.reshape(2 * pf, kw) / p_w
+    cdt = dtype.to_complex()
+    return (fw.to(device=device, dtype=dtype), fh_t.to(device=device, dtype=cdt), gh_t.to(device=device, dtype=cdt),
+            gw.to(device=device, dtype=dtype), lh_t.to(device=device, dtype=cdt), lw.to(device=device, dtype=dtype))
+
+
+def dft_sizes(h: int, w: int, kh: int, kw: int) -> Tuple[int, int]:
+    return h + kh // 2, w + kw // 2
+
+
+def _dft_mats(h: int, w: int, kh: int, kw: int, dtype: torch.dtype, device: torch.device):
+    p_h, p_w = dft_sizes(h, w, kh, kw)
+    return _dft_mats_cached(h, w, p_h, p_w, kh, kw, dtype, str(device))
+
+
+def _dft_spectrum(x: torch.Tensor, fw: torch.Tensor, fh_t: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) real -> (..., Pf, P_h) complex (transposed spectrum)."""
+    *lead, h, w = x.shape
+    a = torch.matmul(x.reshape(-1, w), fw)  # (B*H, 2*pf)
+    pf = fw.shape[1] // 2
+    a = torch.view_as_complex(a.view(-1, h, pf, 2))  # (B, H, pf)
+    a = a.transpose(1, 2).contiguous()  # (B, pf, H)
+    a = torch.matmul(a.view(-1, h), fh_t)  # (B*pf, P_h)
+    return a.view(*lead, pf, fh_t.shape[1])
+
+
+def _dft_inverse(spec: torch.Tensor, gh_t: torch.Tensor, gw: torch.Tensor) -> torch.Tensor:
+    """(..., Pf, P_h) complex -> (..., H, W) real, first (H, W) outputs only."""
+    *lead, pf, p_h = spec.shape
+    h = gh_t.shape[1]
+    a = torch.matmul(spec.reshape(-1, p_h), gh_t)  # (B*pf, H)
+    a = a.view(-1, pf, h).transpose(1, 2).contiguous()  # (B, H, pf)
+    a = torch.view_as_real(a).reshape(-1, 2 * pf)
+    y = torch.matmul(a, gw)  # (B*H, W)
+    return y.view(*lead, h, gw.shape[1])
+
+
+def _dft_chunk(n: int, c: int, h: int, pf: int, p_h: int) -> int:
+    per_channel = n * pf * max(p_h, h) * 8 * 2
+    return max(1, min(c, _CHUNK_BYTES // max(per_channel, 1)))
+
+
+def dft_forward(x: torch.Tensor, weight: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """Forward (``flip=False``) or input-gradient (``flip=True``, x = output gradient) pass by DFT-GEMM."""
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[-2:]
+    cdt = compute_dtype(x.dtype)
+    p_h, p_w = dft_sizes(h, w, kh, kw)
+    fw, fh_t, gh_t, gw_m, _, _ = _dft_mats(h, w, kh, kw, cdt, x.device)
+    spec_w = _kernel_spectrum(weight, p_h, p_w)
+    if not flip:
+        spec_w = spec_w.conj_physical()  # correlation
+    out = torch.empty((n, c, h, w), dtype=x.dtype, device=x.device, memory_format=_layout(x))
+    step = _dft_chunk(n, c, h, p_w // 2 + 1, p_h)
+    for c0 in range(0, c, step):
+        c1 = min(c, c0 + step)
+        spec = _dft_spectrum(x[:, c0:c1].to(cdt), fw, fh_t)
+        spec.mul_(spec_w[c0:c1])
+        out[:, c0:c1] = _dft_inverse(spec, gh_t, gw_m)
+    return out
+
+
+def dft_backward(grad: torch.Tensor, x: Optional[torch.Tensor], weight: torch.Tensor, need_input: bool,
+                 need_weight: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Input and/or weight gradient by DFT-GEMM; one spectrum of ``grad`` serves both.
+
+    The weight gradient's inverse transform is evaluated only at the kernel's kh x kw lags.
+    """
+    n, c, h, w = grad.shape
+    kh, kw = weight.shape[-2:]
+    cdt = compute_dtype(grad.dtype)
+    p_h, p_w = dft_sizes(h, w, kh, kw)
+    pf = p_w // 2 + 1
+    fw, fh_t, gh_t, gw_m, lh_t, lw = _dft_mats(h, w, kh, kw, cdt, grad.device)
+    spec_w = _kernel_spectrum(weight, p_h, p_w) if need_input else None
+    gx = None
+    if need_input:
+        gx = torch.empty((n, c, h, w), dtype=grad.dtype, device=grad.device, memory_format=_layout(grad))
+    acc = torch.empty((c, pf, p_h), dtype=cdt.to_complex(), device=grad.device) if need_weight else None
+    step = _dft_chunk(n, c, h, pf, p_h)
+    if need_weight:
+        step = max(1, step // 2)
+    for c0 in range(0, c, step):
+        c1 = min(c, c0 + step)
+        spec_g = _dft_spectrum(grad[:, c0:c1].to(cdt), fw, fh_t)
+        if need_weight:
+            spec_x = _dft_spectrum(x[:, c0:c1].to(cdt), fw, fh_t)
+            spec_x.mul_(spec_g.conj())
+            torch.sum(spec_x, dim=0, out=acc[c0:c1])
+        if need_input:
+            spec_g.mul_(spec_w[c0:c1])
+            gx[:, c0:c1] = _dft_inverse(spec_g, gh_t, gw_m)
+    gwt = None
+    if need_weight:
+        a = torch.matmul(acc.view(-1, p_h), lh_t)  # (C*pf, kh)
+        a = a.view(c, pf, kh).transpose(1, 2).contiguous()
+        a = torch.view_as_real(a).reshape(c * kh, 2 * pf)
+        gwt = torch.matmul(a, lw).view(c, 1, kh, kw).to(weight.dtype)
+    return gx, gwt

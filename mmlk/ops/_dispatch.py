@@ -16,9 +16,9 @@ from typing import Dict, List, Optional, Tuple
 
 TABLE_PATH = osp.join(osp.dirname(osp.abspath(__file__)), 'dwconv_cpu_table.json')
 PASSES = ('fwd', 'gx', 'gw')
-# Largest log-distance (sum over the five keys) at which a measured entry is trusted for a new shape:
-# about a factor 1.5 in one of them.
-_MAX_DISTANCE = math.log(1.5)
+# Largest log-distance (summed over kernel height/width, map height/width and 1/4 of batch) at which a
+# measured entry is trusted for a new shape.
+_MAX_DISTANCE = math.log(2.5)
 # A route must beat the best plain-aten layout by this factor to be preferred (guards against noise).
 MARGIN = 1.05
 
@@ -55,15 +55,28 @@ def _distance(entry: dict, key: Tuple[int, int, int, int, int]) -> float:
     return d
 
 
-def select_routes(kh: int, kw: int, h: int, w: int, n: int, channels_last: bool,
-                  entries: Optional[List[dict]] = None) -> Tuple[str, str, str]:
-    """(forward, input-grad, weight-grad) routes for a CPU call of this shape."""
-    default = 'cl' if channels_last else 'nchw'
+def nearest_entry(kh: int, kw: int, h: int, w: int, n: int, c: int = 0,
+                  entries: Optional[Tuple[dict, ...]] = None) -> Optional[dict]:
+    """The measured entry closest to this shape, or None if none is within the trust distance."""
     table = load_table() if entries is None else entries
     if not table:
-        return default, default, default
+        return None
     key = (kh, kw, h, w, max(n, 1))
-    entry = min(table, key=lambda e: _distance(e, key))
-    if _distance(entry, key) > _MAX_DISTANCE:
+
+    def score(e: dict) -> float:
+        # channel count only breaks ties between entries of the same geometry
+        return _distance(e, key) + (0.01 * abs(math.log(max(c, 1) / e.get('c', 1))) if c else 0.0)
+
+    entry = min(table, key=score)
+    return entry if _distance(entry, key) <= _MAX_DISTANCE else None
+
+
+@lru_cache(maxsize=4096)
+def select_routes(kh: int, kw: int, h: int, w: int, n: int, channels_last: bool,
+                  c: int = 0) -> Tuple[str, str, str]:
+    """(forward, input-grad, weight-grad) routes for a CPU call of this shape."""
+    default = 'cl' if channels_last else 'nchw'
+    entry = nearest_entry(kh, kw, h, w, n, c)
+    if entry is None:
         return default, default, default
     return tuple(entry['route'][p] for p in PASSES)  # type: ignore[return-value]

@@ -87,7 +87,7 @@ def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str) -> Tuple[str, str,
         return native, native, native
     n, _, h, w = x.shape
     kh, kw = weight.shape[-2:]
-    return _dispatch.select_routes(kh, kw, h, w, n, _is_channels_last(x))
+    return _dispatch.select_routes(kh, kw, h, w, n, _is_channels_last(x), x.shape[1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,6 +237,12 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     _check_impl(impl)
     if impl == 'torch' or _exporting() or not in_envelope(x, weight):
         return _plain(x, weight, bias)
+    if impl == 'auto' and not torch.compiler.is_compiling():
+        # eager fast path: when every pass would run F.conv2d's own kernel in the input's layout anyway,
+        # skip the custom-op layer (its dispatch costs more than a small conv).
+        native = 'cl' if _is_channels_last(x) else 'nchw'
+        if _routes(x, weight, impl) == (native, native, native):
+            return _plain(x, weight, bias)
     return _dwconv2d_op(x, weight, bias, impl)
 
 

@@ -1,0 +1,382 @@
+"""Benchmark mmlk's large-kernel depthwise convolution against ``F.conv2d`` (NCHW and channels_last).
+
+Modes:
+
+* default: per-pass table (forward, input gradient, weight gradient, and forward+backward through autograd)
+  for the RepLKNet-31B stage shapes at 224 input and RepNeXt-M3's 7x7 / 1x11 / 11x1 / 11x11 shapes, at
+  batch 1 and 8. Every timing is a median over ``--repeats`` samples, with all candidates of a pass timed
+  round-robin inside each sample so that load from other processes hits them alike. The speedup column is
+  ``best torch layout / ours`` (> 1 means mmlk is faster).
+* ``--write-table``: times every route of every pass on a grid of shapes and writes the CPU crossover table
+  ``mmlk/ops/dwconv_cpu_table.json`` that ``impl='auto'`` reads.
+* ``--model``: RepLKNet-31B and RepNeXt-M3, merged inference and one training step (SGD), with the backbones'
+  large-kernel implementation 'auto' vs 'torch'.
+
+Examples::
+
+    python tools/analysis/benchmark_dwconv.py --threads 2 --repeats 7
+    python tools/analysis/benchmark_dwconv.py --write-table --threads 2
+    python tools/analysis/benchmark_dwconv.py --model --threads 2
+    python tools/analysis/benchmark_dwconv.py --device cuda
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+from mmlk.ops import _cpu, _dispatch, dwconv  # noqa: E402
+from mmlk.ops.dwconv import dwconv2d  # noqa: E402
+
+# (label, C, H, W, kh, kw)
+REPLKNET_31B = [('31B s1', 128, 56, 56, 31, 31), ('31B s2', 256, 28, 28, 29, 29),
+                ('31B s3', 512, 14, 14, 27, 27), ('31B s4', 1024, 7, 7, 13, 13)]
+# RepNeXt-M3 (dims 64/128/256/512, ChunkConv gives each branch C/4 channels): merged 7x7 conv_m and the
+# unmerged 1x11 / 11x1 conv_l, plus an 11x11 for a merged conv_l.
+REPNEXT_M3 = [('M3 s1 7x7', 16, 56, 56, 7, 7), ('M3 s2 7x7', 32, 28, 28, 7, 7), ('M3 s3 7x7', 64, 14, 14, 7, 7),
+              ('M3 s4 7x7', 128, 7, 7, 7, 7), ('M3 s1 1x11', 16, 56, 56, 1, 11), ('M3 s1 11x1', 16, 56, 56, 11, 1),
+              ('M3 s3 1x11', 64, 14, 14, 1, 11), ('M3 s2 11x11', 32, 28, 28, 11, 11)]
+PASS_NAMES = {'fwd': 'forward', 'gx': 'input grad', 'gw': 'weight grad', 'fb': 'fwd+bwd'}
+
+
+# ----------------------------------------------------------------------------------------------
+# timing helpers
+# ----------------------------------------------------------------------------------------------
+class Timer:
+    """Wall-clock (CPU) or CUDA-event timing of a callable, several calls per sample for fast ones."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def sync(self) -> None:
+        if self.device == 'cuda':
+            torch.cuda.synchronize()
+
+    def once(self, fn: Callable[[], object], inner: int = 1) -> float:
+        if self.device == 'cuda':
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1e3 / inner
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        return (time.perf_counter() - t0) / inner
+
+
+def race(timer: Timer, fns: Dict[str, Callable[[], object]], repeats: int, min_sample: float = 0.02,
+         give_up: float = 4.0) -> Dict[str, float]:
+    """Median seconds per call of each candidate, timed round-robin.
+
+    A candidate whose first timing is more than ``give_up`` times the fastest first timing is only
+    sampled once more (it cannot win, and the slow aten kernels take seconds per call).
+    """
+    first: Dict[str, float] = {}
+    inner: Dict[str, int] = {}
+    for name, fn in fns.items():
+        fn()  # warm-up: allocations, FFT plans, Triton compilation
+        timer.sync()
+        t = timer.once(fn)
+        first[name] = t
+        inner[name] = max(1, min(200, int(min_sample / max(t, 1e-7))))
+    fastest = min(first.values())
+    samples: Dict[str, List[float]] = {k: [] for k in fns}
+    for r in range(repeats):
+        for name, fn in fns.items():
+            if r >= 1 and first[name] > give_up * fastest:
+                continue
+            samples[name].append(timer.once(fn, inner[name]))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def _make(shape: Tuple[int, int, int, int], kh: int, kw: int, device: str, dtype: torch.dtype, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+    w = (torch.randn(shape[1], 1, kh, kw, generator=g) / (kh * kw) ** 0.5).to(device=device, dtype=dtype)
+    gy = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+    return x, w, gy
+
+
+def _aten_bwd(gy, x, w, mask):
+    kh, kw = w.shape[-2:]
+    return torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [kh // 2, kw // 2], [1, 1], False, [0, 0],
+                                               x.shape[1], mask)
+
+
+def _fwd_bwd(fn, x, w, gy):
+    def run():
+        xr = x.detach().requires_grad_()
+        wr = w.detach().requires_grad_()
+        fn(xr, wr).backward(gy)
+    return run
+
+
+def torch_candidates(x, w, gy) -> Dict[str, Dict[str, Callable]]:
+    """F.conv2d and its backward kernels in both layouts, inputs already in that layout (no conversion)."""
+    kh, kw = w.shape[-2:]
+    out: Dict[str, Dict[str, Callable]] = {p: {} for p in PASS_NAMES}
+    for lay, fmt in (('nchw', torch.contiguous_format), ('cl', torch.channels_last)):
+        xl, gl = x.contiguous(memory_format=fmt), gy.contiguous(memory_format=fmt)
+        out['fwd'][f'torch_{lay}'] = lambda xl=xl: F.conv2d(xl, w, None, 1, (kh // 2, kw // 2), 1, xl.shape[1])
+        out['gx'][f'torch_{lay}'] = lambda xl=xl, gl=gl: _aten_bwd(gl, xl, w, [True, False, False])
+        out['gw'][f'torch_{lay}'] = lambda xl=xl, gl=gl: _aten_bwd(gl, xl, w, [False, True, False])
+        out['fb'][f'torch_{lay}'] = _fwd_bwd(
+            lambda a, b: F.conv2d(a, b, None, 1, (kh // 2, kw // 2), 1, a.shape[1]), xl, w, gl)
+    return out
+
+
+def ours_candidates(x, w, gy, impl: str = 'auto') -> Dict[str, Callable]:
+    """mmlk's op on NCHW inputs (any layout conversion it chooses is inside the timing)."""
+    return {
+        'fwd': lambda: dwconv2d(x, w, None, impl),
+        'gx': lambda: dwconv._dwconv2d_backward_op(gy, x, w, impl, True, False),
+        'gw': lambda: dwconv._dwconv2d_backward_op(gy, x, w, impl, False, True),
+        'fb': _fwd_bwd(lambda a, b: dwconv2d(a, b, None, impl), x, w, gy),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# per-pass benchmark
+# ----------------------------------------------------------------------------------------------
+def bench_shapes(shapes, batches: Sequence[int], device: str, dtype: torch.dtype, repeats: int,
+                 impl: str) -> List[dict]:
+    timer = Timer(device)
+    rows = []
+    for n in batches:
+        for label, c, h, w_, kh, kw in shapes:
+            x, w, gy = _make((n, c, h, w_), kh, kw, device, dtype)
+            tc = torch_candidates(x, w, gy)
+            oc = ours_candidates(x, w, gy, impl)
+            routes = dwconv._routes(x, w, impl)
+            row = dict(label=label, n=n, c=c, h=h, w=w_, kh=kh, kw=kw, routes=list(routes))
+            for p in PASS_NAMES:
+                times = race(timer, {**tc[p], 'ours': oc[p]}, repeats)
+                best = min(times['torch_nchw'], times['torch_cl'])
+                row[p] = dict(nchw=times['torch_nchw'], cl=times['torch_cl'], ours=times['ours'],
+                              speedup=best / times['ours'])
+            rows.append(row)
+            print(_format_row(row), flush=True)
+    return rows
+
+
+def _format_header() -> str:
+    cols = ' | '.join(f'{PASS_NAMES[p]}: nchw / cl / ours ms (x)' for p in PASS_NAMES)
+    return f'| shape | N | routes fwd/gx/gw | {cols} |\n|' + '---|' * (3 + len(PASS_NAMES))
+
+
+def _format_row(r: dict) -> str:
+    cells = []
+    for p in PASS_NAMES:
+        d = r[p]
+        cells.append(f"{d['nchw'] * 1e3:.2f} / {d['cl'] * 1e3:.2f} / {d['ours'] * 1e3:.2f} ({d['speedup']:.2f}x)")
+    shape = f"{r['label']} ({r['c']},{r['h']},{r['w']},{r['kh']}x{r['kw']})"
+    return f"| {shape} | {r['n']} | {'/'.join(r['routes'])} | " + ' | '.join(cells) + ' |'
+
+
+def summarize(rows: List[dict]) -> str:
+    lines = []
+    for n in sorted({r['n'] for r in rows}):
+        sel = [r for r in rows if r['n'] == n and r['label'].startswith('31B')]
+        if len(sel) == 4:
+            ours = sum(r[p]['ours'] for r in sel for p in ('fwd', 'gx', 'gw'))
+            best = sum(min(r[p]['nchw'], r[p]['cl']) for r in sel for p in ('fwd', 'gx', 'gw'))
+            lines.append(f'31B stages, batch {n}, sum of fwd+gx+gw: best torch {best * 1e3:.1f} ms, '
+                         f'ours {ours * 1e3:.1f} ms, speedup {best / ours:.2f}x')
+    k31 = [r for r in rows if r['kh'] == 31 and r['h'] == 56]
+    for r in k31:
+        lines.append(f"K31@56 weight grad, batch {r['n']}: speedup {r['gw']['speedup']:.1f}x")
+    worst = min(((r[p]['speedup'], r['label'], r['n'], p) for r in rows for p in PASS_NAMES))
+    lines.append(f'slowest pass relative to best torch: {worst[0]:.2f}x ({worst[1]}, batch {worst[2]}, '
+                 f'{PASS_NAMES[worst[3]]})')
+    return '\n'.join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# crossover table
+# ----------------------------------------------------------------------------------------------
+TABLE_KERNELS = [(5, 5), (7, 7), (11, 11), (13, 13), (17, 17), (21, 21), (27, 27), (31, 31), (1, 11), (11, 1),
+                 (1, 7), (7, 1)]
+TABLE_MAPS = [7, 14, 28, 56]
+TABLE_C = 64
+
+
+def table_shapes(batches: Sequence[int]) -> List[Tuple[int, int, int, int, int, int]]:
+    """(N, C, H, W, kh, kw): the benchmark shapes themselves plus a grid at C=64."""
+    out = []
+    for n in batches:
+        for _, c, h, w, kh, kw in REPLKNET_31B + REPNEXT_M3:
+            out.append((n, c, h, w, kh, kw))
+        for kh, kw in TABLE_KERNELS:
+            for m in TABLE_MAPS:
+                out.append((n, TABLE_C, m, m, kh, kw))
+    seen, uniq = set(), []
+    for s in out:
+        if s not in seen:
+            seen.add(s)
+            uniq.append(s)
+    return uniq
+
+
+def route_candidates(x, w, gy) -> Dict[str, Dict[str, Callable]]:
+    fwd = {r: (lambda r=r: _cpu.run_forward(x, w, r)) for r in _cpu.ROUTES}
+    gx = {r: (lambda r=r: _cpu.run_input_grad(gy, w, r)) for r in _cpu.ROUTES}
+    gw = {r: (lambda r=r: _cpu.run_weight_grad(gy, x, w, r)) for r in ('nchw', 'cl', 'fft')}
+    return {'fwd': fwd, 'gx': gx, 'gw': gw}
+
+
+def write_table(path: str, batches: Sequence[int], repeats: int, threads: int, command: str) -> None:
+    timer = Timer('cpu')
+    entries = []
+    shapes = table_shapes(batches)
+    for i, (n, c, h, w_, kh, kw) in enumerate(shapes):
+        x, w, gy = _make((n, c, h, w_), kh, kw, 'cpu', torch.float32)
+        cands = route_candidates(x, w, gy)
+        entry = dict(n=n, c=c, h=h, w=w_, kh=kh, kw=kw, times={}, route={})
+        for p, fns in cands.items():
+            times = race(timer, fns, repeats)
+            entry['times'][p] = {k: round(v, 7) for k, v in times.items()}
+            entry['route'][p] = _dispatch.best_route(times)
+        entries.append(entry)
+        print(f"[{i + 1}/{len(shapes)}] N={n} C={c} {h}x{w_} k={kh}x{kw}: "
+              + ', '.join(f"{p}={entry['route'][p]}" for p in cands), flush=True)
+    meta = dict(command=command, torch=torch.__version__, threads=threads, machine=platform.machine(),
+                processor=_cpu_name(), date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+                note='times are median seconds per call with NCHW fp32 inputs; route = fastest measured, '
+                     'kept only if it beats the better F.conv2d layout by the dispatch margin')
+    with open(path, 'w') as f:
+        json.dump(dict(meta=meta, entries=entries), f, indent=1)
+        f.write('\n')
+    print(f'wrote {len(entries)} entries to {path}')
+
+
+def _cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+# ----------------------------------------------------------------------------------------------
+# model-level benchmark
+# ----------------------------------------------------------------------------------------------
+def _set_lk_impl(model: torch.nn.Module, impl: str) -> int:
+    from mmlk.ops import LargeKernelDWConv2d
+    count = 0
+    for m in model.modules():
+        if isinstance(m, LargeKernelDWConv2d):
+            m.impl = impl
+            count += 1
+    return count
+
+
+def bench_models(device: str, repeats: int, batch_infer: int, batch_train: int, size: int,
+                 channels_last: bool) -> None:
+    from mmlk.models.backbones.replknet import RepLKNet
+    from mmlk.models.backbones.repnext import RepNeXt
+    timer = Timer(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    specs = [('RepLKNet-31B', lambda: RepLKNet(arch='31B')), ('RepNeXt-M3', lambda: RepNeXt(arch='m3'))]
+    print(f'| model | mode | batch | torch ms | auto ms | speedup |\n|---|---|---|---|---|---|')
+    for name, build in specs:
+        torch.manual_seed(0)
+        model = build().to(device).to(memory_format=fmt)
+        # inference, merged
+        infer = build().to(device).to(memory_format=fmt).eval()
+        infer.load_state_dict(model.state_dict())
+        infer.switch_to_deploy()
+        x = torch.randn(batch_infer, 3, size, size, device=device).contiguous(memory_format=fmt)
+        fns = {}
+        for impl in ('torch', 'auto'):
+            def run_infer(impl=impl):
+                _set_lk_impl(infer, impl)
+                with torch.no_grad():
+                    infer(x)
+            fns[impl] = run_infer
+        t = race(timer, fns, repeats, min_sample=0.0)
+        print(f"| {name} | merged inference | {batch_infer} | {t['torch'] * 1e3:.1f} | {t['auto'] * 1e3:.1f} | "
+              f"{t['torch'] / t['auto']:.2f}x |", flush=True)
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+        xt = torch.randn(batch_train, 3, size, size, device=device).contiguous(memory_format=fmt)
+        fns = {}
+        for impl in ('torch', 'auto'):
+            def run_step(impl=impl):
+                _set_lk_impl(model, impl)
+                opt.zero_grad(set_to_none=True)
+                out = model(xt)
+                out = out if isinstance(out, (tuple, list)) else (out, )
+                sum(o.float().mean() for o in out).backward()
+                opt.step()
+            fns[impl] = run_step
+        t = race(timer, fns, repeats, min_sample=0.0)
+        print(f"| {name} | training step | {batch_train} | {t['torch'] * 1e3:.1f} | {t['auto'] * 1e3:.1f} | "
+              f"{t['torch'] / t['auto']:.2f}x |", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads on CPU (default 2)')
+    p.add_argument('--repeats', type=int, default=5, help='samples per median (default 5)')
+    p.add_argument('--batch', type=int, nargs='+', default=[1, 8])
+    p.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
+    p.add_argument('--impl', default='auto', help="mmlk impl to time (default 'auto')")
+    p.add_argument('--only', choices=['replknet', 'repnext'], help='restrict the shape list')
+    p.add_argument('--write-table', action='store_true', help='measure all CPU routes and write the table')
+    p.add_argument('--table-path', default=_dispatch.TABLE_PATH)
+    p.add_argument('--model', action='store_true', help='model-level benchmark (RepLKNet-31B, RepNeXt-M3)')
+    p.add_argument('--model-batch', type=int, nargs=2, default=[1, 2], metavar=('INFER', 'TRAIN'))
+    p.add_argument('--size', type=int, default=224)
+    p.add_argument('--nchw-model', action='store_true', help='run the models in NCHW (default channels_last)')
+    p.add_argument('--json', help='also dump the per-pass rows to this JSON file')
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('--device cuda: no CUDA device is available')
+    if args.device == 'cpu':
+        torch.set_num_threads(args.threads)
+    command = 'python ' + ' '.join([osp.relpath(__file__)] + list(sys.argv[1:] if argv is None else argv))
+    print(f'# {command}\n# torch {torch.__version__}, {args.device}, threads {torch.get_num_threads()}, '
+          f'{_cpu_name()}, {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}')
+    if args.write_table:
+        if args.device != 'cpu':
+            raise SystemExit('--write-table measures the CPU routes; run it with --device cpu')
+        write_table(args.table_path, args.batch, args.repeats, args.threads, command)
+        return
+    if args.model:
+        bench_models(args.device, args.repeats, args.model_batch[0], args.model_batch[1], args.size,
+                     not args.nchw_model)
+        return
+    shapes = {'replknet': REPLKNET_31B, 'repnext': REPNEXT_M3}.get(args.only, REPLKNET_31B + REPNEXT_M3)
+    print('# times are medians in ms; (x) = best torch layout / ours, > 1 means mmlk is faster')
+    print(_format_header())
+    rows = bench_shapes(shapes, args.batch, args.device, getattr(torch, args.dtype), args.repeats, args.impl)
+    print()
+    print(summarize(rows))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
