@@ -436,6 +436,7 @@ def test_timm_create_model_and_features_only():
         pooled = timm.create_model(name, num_classes=0)
         assert 'head.weight' not in pooled.state_dict() and 'norm.weight' in pooled.state_dict()
         assert pooled(torch.empty(2, 3, 64, 64)).shape == (2, model.num_features)
+        assert timm.create_model('replknet_31l.in22k').head.weight.shape == (21841, 1536)
     feat = timm.create_model('replknet_31b', features_only=True).eval()
     assert feat.feature_info.channels() == [128, 256, 512, 1024]
     assert feat.feature_info.reduction() == [4, 8, 16, 32]
@@ -444,6 +445,16 @@ def test_timm_create_model_and_features_only():
     assert [tuple(m.shape) for m in maps] == [(1, 128, 16, 16), (1, 256, 8, 8), (1, 512, 4, 4),
                                               (1, 1024, 2, 2)]
     assert all(torch.isfinite(m).all() for m in maps)
+
+
+def test_timm_pretrained_goes_through_mmlk_checkpoints(tmp_path, monkeypatch):
+    timm = pytest.importorskip('timm')
+    # Offline with an empty cache: the failure must name the mmlk checkpoint, never fall back to
+    # random weights silently (timm's own behaviour for a cfg without url).
+    monkeypatch.setenv('MMLK_OFFLINE', '1')
+    monkeypatch.setenv('MMLK_CACHE_DIR', str(tmp_path))
+    with torch.device('meta'), pytest.raises(Exception, match='replknet-31b_in21k-pre_in1k-384'):
+        timm.create_model('replknet_31b.in22k_ft_in1k_384', pretrained=True)
 
 
 # ----------------------------------------------------------------------------- host libraries

@@ -816,7 +816,8 @@ def check_state_dict_fits(model: RepLKNet, state_dict: Dict[str, torch.Tensor],
 # ---------------------------------------------------------------------- timm factories
 try:
     from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-    from timm.models._features import feature_take_indices
+    from timm.models._features import FeatureGetterNet, feature_take_indices
+    from timm.models._builder import pretrained_cfg_for_features
 except ImportError:  # timm is optional
     build_model_with_cfg = None
 
@@ -906,7 +907,8 @@ if build_model_with_cfg is not None:
             'paper_name': 'Scaling Up Your Kernels to 31x31: Revisiting Large Kernel Design in CNNs',
             'origin_url': 'https://github.com/DingXiaoH/RepLKNet-pytorch', **kwargs}
 
-    # Weights are resolved by mmlk's checkpoint registry, not by timm (no url here).
+    # timm resolves no weights itself (no url): pretrained=True goes through mmlk's checkpoint registry
+    # (checkpoints.yaml names, sha256-verified downloads, strict loading).
     default_cfgs = generate_default_cfgs({
         'replknet_31b.in1k': _timm_cfg(),
         'replknet_31b.in1k_384': _timm_cfg(input_size=(3, 384, 384), pool_size=(12, 12),
@@ -914,30 +916,58 @@ if build_model_with_cfg is not None:
         'replknet_31b.in22k_ft_in1k': _timm_cfg(),
         'replknet_31b.in22k_ft_in1k_384': _timm_cfg(input_size=(3, 384, 384),
                                                     pool_size=(12, 12), crop_pct=1.0),
+        'replknet_31b.in22k': _timm_cfg(num_classes=21841),
         'replknet_31l.in22k_ft_in1k_384': _timm_cfg(input_size=(3, 384, 384),
                                                     pool_size=(12, 12), crop_pct=1.0),
+        'replknet_31l.in22k': _timm_cfg(num_classes=21841),
         'replknet_xl.meg73m_ft_in1k_320': _timm_cfg(input_size=(3, 320, 320), pool_size=(10, 10),
                                                     crop_pct=1.0, mean=(0.5, 0.5, 0.5),
                                                     std=(0.5, 0.5, 0.5)),
     })
+    # timm name.tag -> mmlk checkpoints.yaml name.
+    TIMM_CHECKPOINTS = {
+        'replknet_31b.in1k': 'replknet-31b_in1k-224',
+        'replknet_31b.in1k_384': 'replknet-31b_in1k-384',
+        'replknet_31b.in22k_ft_in1k': 'replknet-31b_in21k-pre_in1k-224',
+        'replknet_31b.in22k_ft_in1k_384': 'replknet-31b_in21k-pre_in1k-384',
+        'replknet_31b.in22k': 'replknet-31b_in21k-224',
+        'replknet_31l.in22k_ft_in1k_384': 'replknet-31l_in21k-pre_in1k-384',
+        'replknet_31l.in22k': 'replknet-31l_in21k-224',
+        'replknet_xl.meg73m_ft_in1k_320': 'replknet-xl_meg73m-pre_in1k-320',
+    }
 
-    def _create_timm(variant: str, arch: str, pretrained: bool, **kwargs) -> TimmRepLKNet:
-        return build_model_with_cfg(
-            TimmRepLKNet, variant, pretrained,
-            feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
-            arch=arch, **kwargs)
+    def _create_timm(variant: str, arch: str, pretrained: bool, **kwargs) -> nn.Module:
+        features_only = kwargs.pop('features_only', False)
+        out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
+        feature_cls = kwargs.pop('feature_cls', 'getter')
+        if features_only and feature_cls != 'getter':
+            raise ValueError(f'RepLKNet supports only feature_cls="getter" (its stages and '
+                             f'transitions interleave), got {feature_cls!r}')
+        model = build_model_with_cfg(TimmRepLKNet, variant, False, arch=arch, **kwargs)
+        if pretrained:
+            name = f'{variant}.{model.pretrained_cfg.get("tag") or ""}'.rstrip('.')
+            if name not in TIMM_CHECKPOINTS:
+                raise ValueError(f'no released weights for {name}; tags with weights: '
+                                 f'{sorted(TIMM_CHECKPOINTS)}')
+            from mmlk.checkpoint import load_pretrained  # lazy: the loader pulls more deps
+            load_pretrained(model, TIMM_CHECKPOINTS[name])
+        if features_only:
+            cfg = model.pretrained_cfg
+            model = FeatureGetterNet(model, out_indices=out_indices)
+            model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(cfg)
+        return model
 
     @register_model
-    def replknet_31b(pretrained: bool = False, **kwargs) -> TimmRepLKNet:
+    def replknet_31b(pretrained: bool = False, **kwargs) -> nn.Module:
         """RepLKNet-31B (kernels 31/29/27/13, channels 128-1024)."""
         return _create_timm('replknet_31b', '31B', pretrained, **kwargs)
 
     @register_model
-    def replknet_31l(pretrained: bool = False, **kwargs) -> TimmRepLKNet:
+    def replknet_31l(pretrained: bool = False, **kwargs) -> nn.Module:
         """RepLKNet-31L (kernels 31/29/27/13, channels 192-1536)."""
         return _create_timm('replknet_31l', '31L', pretrained, **kwargs)
 
     @register_model
-    def replknet_xl(pretrained: bool = False, **kwargs) -> TimmRepLKNet:
+    def replknet_xl(pretrained: bool = False, **kwargs) -> nn.Module:
         """RepLKNet-XL (kernels 27/27/27/13, channels 256-2048, dw_ratio 1.5, no small kernel)."""
         return _create_timm('replknet_xl', 'XL', pretrained, **kwargs)
