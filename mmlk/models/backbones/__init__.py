@@ -1,0 +1,2 @@
+from .replknet import RepLKNet  # noqa: F401
+from .repnext import RepNeXt  # noqa: F401

@@ -39,3 +39,65 @@ def pad_kernel(kernel: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         raise ValueError(f'cannot centre a {kh}x{kw} kernel inside {th}x{tw}')
     ph, pw = (th - kh) // 2, (tw - kw) // 2
     return F.pad(kernel, [pw, pw, ph, ph])
+
+
+def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(scale, shift)`` with ``bn(x) == x * scale + shift`` per channel (eval mode)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError(f'cannot fold {type(bn).__name__} without running statistics '
+                         '(track_running_stats=False); merge is only exact for BN-like norms')
+    std = (bn.running_var + bn.eps).sqrt()
+    gamma = bn.weight if bn.weight is not None else torch.ones_like(std)
+    beta = bn.bias if bn.bias is not None else torch.zeros_like(std)
+    scale = gamma / std
+    return scale, beta - bn.running_mean * scale
+
+
+def fold_bn_into_next(weight: torch.Tensor, bias: Optional[torch.Tensor],
+                      bn: nn.modules.batchnorm._BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Fold an eval-mode BatchNorm that *precedes* a dense (groups=1) conv or linear layer.
+
+    ``layer(bn(x)) == layer'(x)`` with ``w'[o, i] = w[o, i] * scale[i]`` and
+    ``b' = b + sum_{i, taps} w[o, i] * shift[i]``. Exact only where the layer never sees zero padding
+    (a 1x1 conv or a Linear): a padded border would see ``0`` instead of ``shift``.
+    ``weight`` is ``(out, in)`` or ``(out, in, kh, kw)``.
+    """
+    scale, shift = bn_scale_shift(bn)
+    if weight.shape[1] != scale.numel():
+        raise ValueError(f'the layer takes {weight.shape[1]} input channels but the norm has {scale.numel()}; '
+                         'only dense (groups=1) layers can absorb a preceding norm')
+    view = (1, -1) + (1,) * (weight.dim() - 2)
+    fused_weight = weight * scale.reshape(view)
+    taps = weight.flatten(2).sum(-1) if weight.dim() > 2 else weight
+    fused_bias = taps @ shift
+    if bias is not None:
+        fused_bias = fused_bias + bias
+    return fused_weight, fused_bias
+
+
+def dilate_kernel(kernel: torch.Tensor, dilation: int) -> torch.Tensor:
+    """Spread a ``(..., kh, kw)`` kernel with zeros so a dilation-1 conv equals the dilated one.
+
+    A ``k`` tap kernel at dilation ``d`` (padding ``p``) equals a ``(k - 1) * d + 1`` kernel at dilation 1
+    with the same padding. Differentiable (autograd flows back into ``kernel``).
+    """
+    if dilation == 1:
+        return kernel
+    kh, kw = kernel.shape[-2:]
+    out = kernel.new_zeros(*kernel.shape[:-2], (kh - 1) * dilation + 1, (kw - 1) * dilation + 1)
+    out[..., ::dilation, ::dilation] = kernel
+    return out
+
+
+def serial_kernel(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """Merge a bias-free depthwise ``1 x k`` conv followed by a depthwise ``k' x 1`` conv into ``k' x k``.
+
+    ``row`` is ``(C, 1, 1, k)``, ``col`` is ``(C, 1, k', 1)``; the product is exact including borders and
+    strides (``(1, s)`` then ``(s, 1)`` equals ``(s, s)``) because the zero rows the second conv pads
+    with are what a bias-free first conv would output there. Differentiable.
+    """
+    if row.shape[-2] != 1 or col.shape[-1] != 1:
+        raise ValueError(f'expected a (C, 1, 1, k) row and a (C, 1, k, 1) column kernel, '
+                         f'got {tuple(row.shape)} and {tuple(col.shape)}')
+    return col * row
+

@@ -1,0 +1,696 @@
+"""RepNeXt: a fast multi-scale CNN using structural re-parameterisation.
+
+Zhao, Luo and Ouyang, "RepNeXt: A Fast Multi-Scale CNN using Structural Reparameterization",
+arXiv 2406.16004. One implementation serves mmpretrain, mmseg, mmdet (``type='mmlk.RepNeXt'``) and timm
+(``timm.create_model('repnext_m3')`` after ``import mmlk``).
+
+Module names reproduce the released checkpoints (``stem.stem.0.conv.weight``,
+``stages.1.downsample.token_mixer.conv_s.conv_3_3.weight``, ...), so the training-form weights load
+without renaming. The deploy form (``deploy=True`` or :meth:`RepNeXt.switch_to_deploy`) merges
+
+* every multi-branch depthwise group (``conv_s``, ``conv_m``) into one biased conv: parallel branches are
+  zero-padded to the largest kernel and summed, serial bias-free ``1 x k -> k x 1`` pairs become their
+  outer product, the dilated ``2 x 2`` becomes a sparse ``3 x 3``;
+* every ConvNorm into a biased conv;
+* beyond upstream (``fold_block_norm=True``), the block BatchNorm into the following 1x1 conv, and the
+  downsample BatchNorm into the preceding depthwise convs. Both are exact; with ``fold_block_norm=False``
+  the deploy form has exactly the upstream fused layout and parameter count.
+
+``conv_l`` (biased ``1 x 11`` then biased ``11 x 1``) stays two convs, as upstream: the first bias meets the
+second conv's zero padding, so the 11 x 11 product is not exact at the borders (and two thin convs are
+cheaper than one 11 x 11 anyway).
+
+Beyond upstream, training speed: the branches of ``conv_s`` and ``conv_m`` carry no per-branch norm, so
+``merge_branches=True`` computes each group in the training form as ONE convolution whose kernel is built
+(differentiably) from the branch parameters on every call. Forward values and the gradients of every
+branch parameter equal the branch-by-branch computation up to float rounding; see
+``tools/analysis/benchmark_repnext.py`` for the measured speed-up.
+"""
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmlk.ops import LargeKernelDWConv2d, dwconv2d
+from mmlk.registry import MODELS, register_plain_alias
+from ..heads.repnext_head import RepNeXtClsHead
+from ..utils.reparam import (bn_scale_shift, dilate_kernel, fold_bn_into_next, fuse_conv_bn, pad_kernel,
+                             serial_kernel)
+
+#: Depthwise stride-1 convolutions whose larger kernel side reaches this go through mmlk's large-kernel op.
+LK_MIN_KERNEL = 7
+
+_Pair = Tuple[int, int]
+
+
+def _pair(v: Union[int, Sequence[int]]) -> _Pair:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _dw_conv(channels: int, kernel_size: Union[int, _Pair], stride: Union[int, _Pair] = 1,
+             padding: Union[int, _Pair, None] = None, dilation: int = 1, bias: bool = True,
+             lk_impl: str = 'auto') -> nn.Conv2d:
+    """A depthwise conv; 'same'-padded stride-1 ones with a side >= 7 use :class:`LargeKernelDWConv2d`.
+
+    Both are ``nn.Conv2d`` with ``weight``/``bias`` parameters, so the state-dict layout is the same.
+    """
+    ks, st = _pair(kernel_size), _pair(stride)
+    pad = (ks[0] // 2, ks[1] // 2) if padding is None else _pair(padding)
+    if (st == (1, 1) and dilation == 1 and max(ks) >= LK_MIN_KERNEL and ks[0] % 2 and ks[1] % 2
+            and pad == (ks[0] // 2, ks[1] // 2)):
+        return LargeKernelDWConv2d(channels, ks, bias=bias, impl=lk_impl)
+    return nn.Conv2d(channels, channels, ks, stride=st, padding=pad, dilation=dilation, groups=channels,
+                     bias=bias)
+
+
+def _dw_apply(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int,
+              lk_impl: str) -> torch.Tensor:
+    """Depthwise conv with an odd square kernel, 'same' padding, through the large-kernel op if big."""
+    k = weight.shape[-1]
+    if stride == 1 and k >= LK_MIN_KERNEL:
+        return dwconv2d(x, weight, bias, impl=lk_impl)
+    return F.conv2d(x, weight, bias, stride, k // 2, 1, x.shape[1])
+
+
+def _require_bn(norm: nn.Module, where: str) -> _BatchNorm:
+    if not isinstance(norm, _BatchNorm):
+        raise TypeError(f'{where}: cannot merge a {type(norm).__name__} into a conv; structural '
+                        're-parameterisation needs a BatchNorm-type norm_cfg (BN or SyncBN)')
+    return norm
+
+
+def _copy_into(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, like: torch.Tensor) -> nn.Conv2d:
+    conv = conv.to(device=like.device, dtype=like.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+    return conv
+
+
+class ConvNorm(nn.Sequential):
+    """Conv (no bias) followed by a norm; children ``conv`` and ``norm`` as in the released weights."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 padding: int = 0, norm_cfg: Optional[Dict] = None) -> None:
+        super().__init__()
+        self.add_module('conv', nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False))
+        self.add_module('norm', build_norm_layer(norm_cfg or dict(type='BN'), out_channels)[1])
+
+    @torch.no_grad()
+    def merge(self) -> nn.Conv2d:
+        """Return the equivalent biased conv (eval-mode statistics)."""
+        conv = self.conv
+        w, b = fuse_conv_bn(conv.weight, conv.bias, _require_bn(self.norm, 'ConvNorm'))
+        merged = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                           conv.dilation, conv.groups, bias=True)
+        return _copy_into(merged, w, b, conv.weight)
+
+
+def _conv_or_convnorm(in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int,
+                      norm_cfg: Dict, deploy: bool) -> nn.Module:
+    if deploy:
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=True)
+    return ConvNorm(in_channels, out_channels, kernel_size, stride, padding, norm_cfg)
+
+
+def _deploy_dw(channels: int, kernel_size: int, stride: int, lk_impl: str) -> nn.Conv2d:
+    return _dw_conv(channels, kernel_size, stride, kernel_size // 2, bias=True, lk_impl=lk_impl)
+
+
+class _RepDWBranches(nn.Module):
+    """Depthwise branch group without per-branch norms, equal to one ``k x k`` conv.
+
+    Subclasses define the branches and :meth:`equivalent_kernel_bias`, which builds the single kernel
+    differentiably from the branch parameters.
+    """
+
+    kernel_size: int
+
+    def __init__(self, channels: int, stride: int, merge_branches: bool, lk_impl: str) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f'stride must be 1 or 2, got {stride}')
+        self.channels = channels
+        self.stride = stride
+        self.merge_branches = merge_branches
+        self.lk_impl = lk_impl
+
+    def equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward_branches(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merge_branches:
+            weight, bias = self.equivalent_kernel_bias()
+            return _dw_apply(x, weight, bias, self.stride, self.lk_impl)
+        return self.forward_branches(x)
+
+    @torch.no_grad()
+    def merge(self) -> nn.Conv2d:
+        """Return the single biased depthwise conv this group equals."""
+        weight, bias = self.equivalent_kernel_bias()
+        conv = _deploy_dw(self.channels, self.kernel_size, self.stride, self.lk_impl)
+        return _copy_into(conv, weight, bias, weight)
+
+
+class RepDWConvS(_RepDWBranches):
+    """Small-kernel group (3 x 3 equivalent).
+
+    Stride 1: parallel biased 3x3, 1x3, 3x1 and 2x2 dilation 2. Stride 2: 3x3, the serial bias-free
+    pair 1x3 (stride (1, 2)) then 3x1 (stride (2, 1)), and the 2x2 dilation 2.
+    """
+
+    kernel_size = 3
+
+    def __init__(self, channels: int, stride: int = 1, merge_branches: bool = True,
+                 lk_impl: str = 'auto') -> None:
+        super().__init__(channels, stride, merge_branches, lk_impl)
+        c, s = channels, stride
+        self.conv_3_3 = _dw_conv(c, 3, s, 1, bias=True)
+        self.conv_3_w = _dw_conv(c, (1, 3), (1, s), (0, 1), bias=s == 1)
+        self.conv_3_h = _dw_conv(c, (3, 1), (s, 1), (1, 0), bias=s == 1)
+        self.conv_2_2 = _dw_conv(c, 2, s, 1, dilation=2, bias=True)
+
+    def forward_branches(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            return self.conv_3_3(x) + self.conv_3_w(x) + self.conv_3_h(x) + self.conv_2_2(x)
+        return self.conv_3_3(x) + self.conv_3_h(self.conv_3_w(x)) + self.conv_2_2(x)
+
+    def equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        k = self.conv_3_3.weight + dilate_kernel(self.conv_2_2.weight, 2)
+        b = self.conv_3_3.bias + self.conv_2_2.bias
+        if self.stride == 1:
+            k = k + pad_kernel(self.conv_3_w.weight, (3, 3)) + pad_kernel(self.conv_3_h.weight, (3, 3))
+            b = b + self.conv_3_w.bias + self.conv_3_h.bias
+        else:
+            k = k + serial_kernel(self.conv_3_w.weight, self.conv_3_h.weight)
+        return k, b
+
+
+class RepDWConvM(_RepDWBranches):
+    """Medium-kernel group (7 x 7 equivalent): parallel biased 7x7, 5x3, 3x5 plus the serial bias-free
+    pairs 1x7 -> 7x1 and 1x5 -> 5x1 (strides split as (1, s) then (s, 1))."""
+
+    kernel_size = 7
+
+    def __init__(self, channels: int, stride: int = 1, merge_branches: bool = True,
+                 lk_impl: str = 'auto') -> None:
+        super().__init__(channels, stride, merge_branches, lk_impl)
+        c, s, lk = channels, stride, lk_impl
+        self.conv_7_7 = _dw_conv(c, 7, s, 3, bias=True, lk_impl=lk)
+        self.conv_5_3 = _dw_conv(c, (5, 3), s, (2, 1), bias=True)
+        self.conv_3_5 = _dw_conv(c, (3, 5), s, (1, 2), bias=True)
+        self.conv_7_w = _dw_conv(c, (1, 7), (1, s), (0, 3), bias=False, lk_impl=lk)
+        self.conv_7_h = _dw_conv(c, (7, 1), (s, 1), (3, 0), bias=False, lk_impl=lk)
+        self.conv_5_w = _dw_conv(c, (1, 5), (1, s), (0, 2), bias=False)
+        self.conv_5_h = _dw_conv(c, (5, 1), (s, 1), (2, 0), bias=False)
+
+    def forward_branches(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.conv_7_7(x) + self.conv_5_3(x) + self.conv_3_5(x) + self.conv_7_h(self.conv_7_w(x))
+                + self.conv_5_h(self.conv_5_w(x)))
+
+    def equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        size = (7, 7)
+        k = (self.conv_7_7.weight + pad_kernel(self.conv_5_3.weight, size)
+             + pad_kernel(self.conv_3_5.weight, size)
+             + serial_kernel(self.conv_7_w.weight, self.conv_7_h.weight)
+             + pad_kernel(serial_kernel(self.conv_5_w.weight, self.conv_5_h.weight), size))
+        b = self.conv_7_7.bias + self.conv_5_3.bias + self.conv_3_5.bias
+        return k, b
+
+
+def _merge_children(module: nn.Module) -> None:
+    """Replace every direct mergeable child (branch group or ConvNorm) by its merged conv."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, (_RepDWBranches, ConvNorm)):
+            setattr(module, name, child.merge())
+
+
+class ChunkConv(nn.Module):
+    """Token mixer of a block: four channel chunks -> identity, ``conv_s``, ``conv_m``, ``conv_l``."""
+
+    def __init__(self, channels: int, deploy: bool = False, merge_branches: bool = True,
+                 lk_impl: str = 'auto') -> None:
+        super().__init__()
+        if channels % 4:
+            raise ValueError(f'RepNeXt block width must be divisible by 4 (four chunks), got {channels}')
+        c = channels // 4
+        if deploy:
+            self.conv_s = _deploy_dw(c, 3, 1, lk_impl)
+            self.conv_m = _deploy_dw(c, 7, 1, lk_impl)
+        else:
+            self.conv_s = RepDWConvS(c, 1, merge_branches, lk_impl)
+            self.conv_m = RepDWConvM(c, 1, merge_branches, lk_impl)
+        self.conv_l = nn.Sequential(_dw_conv(c, (1, 11), 1, (0, 5), bias=True, lk_impl=lk_impl),
+                                    _dw_conv(c, (11, 1), 1, (5, 0), bias=True, lk_impl=lk_impl))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        i, s, m, l = torch.chunk(x, 4, dim=1)
+        return torch.cat((i, self.conv_s(s), self.conv_m(m), self.conv_l(l)), dim=1)
+
+
+class CopyConv(nn.Module):
+    """Token mixer of a downsample: stride-2 ``conv_s`` and ``conv_m`` on the full input, concatenated."""
+
+    def __init__(self, channels: int, deploy: bool = False, merge_branches: bool = True,
+                 lk_impl: str = 'auto') -> None:
+        super().__init__()
+        if deploy:
+            self.conv_s = _deploy_dw(channels, 3, 2, lk_impl)
+            self.conv_m = _deploy_dw(channels, 7, 2, lk_impl)
+        else:
+            self.conv_s = RepDWConvS(channels, 2, merge_branches, lk_impl)
+            self.conv_m = RepDWConvM(channels, 2, merge_branches, lk_impl)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat((self.conv_s(x), self.conv_m(x)), dim=1)
+
+
+def _channel_mixer(channels: int, hidden: int, norm_cfg: Dict, act_cfg: Dict, deploy: bool) -> nn.Sequential:
+    return nn.Sequential(
+        _conv_or_convnorm(channels, hidden, 1, 1, 0, norm_cfg, deploy),
+        build_activation_layer(act_cfg),
+        _conv_or_convnorm(hidden, channels, 1, 1, 0, norm_cfg, deploy))
+
+
+class _RepNeXtUnit(nn.Module):
+    """Shared plumbing of blocks and downsamples: checkpointing and idempotent deploy switching."""
+
+    def __init__(self, deploy: bool, fold_block_norm: bool, with_cp: bool) -> None:
+        super().__init__()
+        self.deploy = deploy
+        self.fold_block_norm = fold_block_norm
+        self.with_cp = with_cp
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _fold_norm(self) -> None:
+        raise NotImplementedError
+
+    def switch_to_deploy(self) -> None:
+        """Merge in place (running BN statistics are used). Calling it again does nothing."""
+        if self.deploy:
+            return
+        _merge_children(self.token_mixer)
+        _merge_children(self.channel_mixer)
+        if self.fold_block_norm:
+            self._fold_norm()
+            self.norm = nn.Identity()
+        self.deploy = True
+
+
+class MetaNeXtBlock(_RepNeXtUnit):
+    """``x + drop_path(channel_mixer(norm(token_mixer(x))))`` with a ChunkConv token mixer."""
+
+    def __init__(self, channels: int, mlp_ratio: float = 2., norm_cfg: Optional[Dict] = None,
+                 act_cfg: Optional[Dict] = None, drop_path: float = 0., deploy: bool = False,
+                 fold_block_norm: bool = True, merge_branches: bool = True, lk_impl: str = 'auto',
+                 with_cp: bool = False) -> None:
+        super().__init__(deploy, fold_block_norm, with_cp)
+        norm_cfg = norm_cfg or dict(type='BN')
+        self.token_mixer = ChunkConv(channels, deploy, merge_branches, lk_impl)
+        self.norm = nn.Identity() if deploy and fold_block_norm else build_norm_layer(norm_cfg, channels)[1]
+        self.channel_mixer = _channel_mixer(channels, int(channels * mlp_ratio), norm_cfg,
+                                            act_cfg or dict(type='GELU'), deploy)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.channel_mixer(self.norm(self.token_mixer(x))))
+
+    def _fold_norm(self) -> None:
+        # The norm feeds only the first 1x1 conv (no padding), so folding it there is exact.
+        conv = self.channel_mixer[0]
+        with torch.no_grad():
+            w, b = fold_bn_into_next(conv.weight, conv.bias, _require_bn(self.norm, 'MetaNeXtBlock'))
+            conv.weight.copy_(w)
+            conv.bias.copy_(b)
+
+
+class Downsample(_RepNeXtUnit):
+    """``y = norm(CopyConv(x)); y + channel_mixer(y)``: halves the resolution, doubles the width."""
+
+    def __init__(self, in_channels: int, mlp_ratio: float = 2., norm_cfg: Optional[Dict] = None,
+                 act_cfg: Optional[Dict] = None, deploy: bool = False, fold_block_norm: bool = True,
+                 merge_branches: bool = True, lk_impl: str = 'auto', with_cp: bool = False) -> None:
+        super().__init__(deploy, fold_block_norm, with_cp)
+        norm_cfg = norm_cfg or dict(type='BN')
+        out_channels = in_channels * 2
+        self.token_mixer = CopyConv(in_channels, deploy, merge_branches, lk_impl)
+        self.norm = (nn.Identity() if deploy and fold_block_norm
+                     else build_norm_layer(norm_cfg, out_channels)[1])
+        self.channel_mixer = _channel_mixer(out_channels, int(out_channels * mlp_ratio), norm_cfg,
+                                            act_cfg or dict(type='GELU'), deploy)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.token_mixer(x))
+        return x + self.channel_mixer(x)
+
+    def _fold_norm(self) -> None:
+        # The normed tensor also feeds the residual, so the norm cannot go into the 1x1 conv; it directly
+        # follows the two depthwise convs instead (first half of its channels conv_s, second half conv_m).
+        scale, shift = bn_scale_shift(_require_bn(self.norm, 'Downsample'))
+        c = scale.numel() // 2
+        with torch.no_grad():
+            for conv, sl in ((self.token_mixer.conv_s, slice(0, c)), (self.token_mixer.conv_m, slice(c, None))):
+                conv.weight.mul_(scale[sl].reshape(-1, 1, 1, 1))
+                conv.bias.mul_(scale[sl]).add_(shift[sl])
+
+
+class RepNeXtStem(nn.Module):
+    """Two stride-2 3x3 ConvNorms with an activation between them (overall stride 4)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm_cfg: Dict, act_cfg: Dict,
+                 deploy: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            _conv_or_convnorm(in_channels, out_channels // 2, 3, 2, 1, norm_cfg, deploy),
+            build_activation_layer(act_cfg),
+            _conv_or_convnorm(out_channels // 2, out_channels, 3, 2, 1, norm_cfg, deploy))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
+
+    def switch_to_deploy(self) -> None:
+        _merge_children(self.stem)
+
+
+class RepNeXtStage(nn.Module):
+    """Optional downsample followed by MetaNeXt blocks (``downsample`` is absent in the first stage)."""
+
+    def __init__(self, downsample: Optional[nn.Module], blocks: List[nn.Module]) -> None:
+        super().__init__()
+        self.downsample = downsample if downsample is not None else nn.Identity()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+@MODELS.register_module()
+@register_plain_alias
+class RepNeXt(BaseModule):
+    """RepNeXt backbone (`arXiv 2406.16004 <https://arxiv.org/abs/2406.16004>`_).
+
+    Args:
+        arch: ``'m0'`` ... ``'m5'`` or a dict with ``embed_dims`` (each stage twice the previous, each
+            divisible by 4), ``depths`` (same length) and optionally ``mlp_ratio`` (default 2).
+        in_channels: Input image channels. Defaults to 3.
+        out_indices: Stages whose outputs are returned (strides 4, 8, 16, 32); negative values count
+            from the end. Defaults to ``(0, 1, 2, 3)``.
+        frozen_stages: Freeze the stem (``>= 0``) and the first ``frozen_stages`` stages (parameters
+            and norm statistics). ``-1`` freezes nothing. Defaults to -1.
+        norm_eval: Keep every BatchNorm in eval mode during training. Defaults to False.
+        with_cp: Gradient-checkpoint every block and downsample (``use_reentrant=False``).
+        norm_cfg: Norm of the ConvNorms and of the block norms. Defaults to ``dict(type='BN')``;
+            merging needs a BatchNorm type.
+        act_cfg: Activation. Defaults to ``dict(type='GELU')``.
+        drop_path_rate: Stochastic depth, linear over the MetaNeXt blocks. Upstream has none;
+            the default 0 keeps parity.
+        deploy: Build the merged (inference) form directly, e.g. to load merged checkpoints.
+        fold_block_norm: In the deploy form also fold the block norms (exact). ``False`` reproduces the
+            upstream fused layout and parameter count. Defaults to True.
+        merge_branches: Compute each depthwise branch group of the training form as one conv with the
+            summed kernel (same values and gradients as branch by branch, faster). Defaults to True.
+        lk_impl: Implementation passed to :class:`mmlk.ops.LargeKernelDWConv2d` for depthwise
+            convolutions with a side of 7 or more. Defaults to ``'auto'``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=..., prefix=...)`` loads through
+            :func:`mmlk.checkpoint.load_pretrained` (strict); other configs go to mmengine.
+    """
+
+    arch_settings: Dict[str, Dict] = {
+        'm0': dict(embed_dims=[40, 80, 160, 320], depths=[2, 2, 9, 1], mlp_ratio=2),
+        'm1': dict(embed_dims=[48, 96, 192, 384], depths=[3, 3, 15, 2], mlp_ratio=2),
+        'm2': dict(embed_dims=[56, 112, 224, 448], depths=[3, 3, 15, 2], mlp_ratio=2),
+        'm3': dict(embed_dims=[64, 128, 256, 512], depths=[3, 3, 13, 2], mlp_ratio=2),
+        'm4': dict(embed_dims=[64, 128, 256, 512], depths=[5, 5, 25, 4], mlp_ratio=2),
+        'm5': dict(embed_dims=[80, 160, 320, 640], depths=[7, 7, 35, 2], mlp_ratio=2),
+    }
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'm3',
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 norm_cfg: Optional[Dict] = None,
+                 act_cfg: Optional[Dict] = None,
+                 drop_path_rate: float = 0.,
+                 deploy: bool = False,
+                 fold_block_norm: bool = True,
+                 merge_branches: bool = True,
+                 lk_impl: str = 'auto',
+                 init_cfg: Optional[Union[Dict, List[Dict]]] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self._build_kwargs = copy.deepcopy(dict(
+            arch=arch, in_channels=in_channels, out_indices=out_indices, frozen_stages=frozen_stages,
+            norm_eval=norm_eval, with_cp=with_cp, norm_cfg=norm_cfg, act_cfg=act_cfg,
+            drop_path_rate=drop_path_rate, deploy=deploy, fold_block_norm=fold_block_norm,
+            merge_branches=merge_branches, lk_impl=lk_impl, init_cfg=init_cfg))
+        self.arch = self._parse_arch(arch)
+        embed_dims, depths = self.arch['embed_dims'], self.arch['depths']
+        mlp_ratio = self.arch['mlp_ratio']
+        num_stages = len(depths)
+        norm_cfg = norm_cfg or dict(type='BN')
+        act_cfg = act_cfg or dict(type='GELU')
+
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        indices = []
+        for i in out_indices:
+            if not -num_stages <= i < num_stages:
+                raise ValueError(f'out_indices entry {i} is out of range for {num_stages} stages')
+            indices.append(i % num_stages)
+        self.out_indices = tuple(indices)
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], got {frozen_stages}')
+        if drop_path_rate < 0 or drop_path_rate >= 1:
+            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        self.deploy = deploy
+        self.embed_dims = list(embed_dims)
+        self.out_channels = [embed_dims[i] for i in self.out_indices]
+
+        common = dict(norm_cfg=norm_cfg, act_cfg=act_cfg, deploy=deploy, fold_block_norm=fold_block_norm,
+                      merge_branches=merge_branches, lk_impl=lk_impl, with_cp=with_cp)
+        self.stem = RepNeXtStem(in_channels, embed_dims[0], norm_cfg, act_cfg, deploy)
+        total = sum(depths)
+        # plain Python, so the model can also be built on the meta device
+        dpr = [drop_path_rate * j / max(total - 1, 1) for j in range(total)]
+        stages = []
+        for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
+            downsample = Downsample(embed_dims[i - 1], mlp_ratio, **common) if i > 0 else None
+            first = sum(depths[:i])
+            blocks = [MetaNeXtBlock(dim, mlp_ratio, drop_path=dpr[first + j], **common) for j in range(depth)]
+            stages.append(RepNeXtStage(downsample, blocks))
+        self.stages = nn.Sequential(*stages)
+        self._freeze_stages()
+
+    @classmethod
+    def _parse_arch(cls, arch: Union[str, Dict]) -> Dict:
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_settings:
+                raise ValueError(f'unknown RepNeXt arch {arch!r}; choose one of {sorted(cls.arch_settings)} '
+                                 'or pass a dict with embed_dims, depths and optionally mlp_ratio')
+            return copy.deepcopy(cls.arch_settings[key])
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        unknown = set(arch) - {'embed_dims', 'depths', 'mlp_ratio'}
+        missing = {'embed_dims', 'depths'} - set(arch)
+        if unknown or missing:
+            raise ValueError(f'arch dict needs keys embed_dims and depths (optional mlp_ratio); '
+                             f'missing {sorted(missing)}, unknown {sorted(unknown)}')
+        dims, depths = list(arch['embed_dims']), list(arch['depths'])
+        mlp_ratio = arch.get('mlp_ratio', 2)
+        if not dims or len(dims) != len(depths):
+            raise ValueError(f'embed_dims {dims} and depths {depths} must be non-empty and equally long')
+        if any(int(d) != d or d < 1 for d in depths):
+            raise ValueError(f'depths must be positive integers, got {depths}')
+        if any(d % 4 for d in dims):
+            raise ValueError(f'every embed dim must be divisible by 4 (ChunkConv splits four ways), got {dims}')
+        if any(b != 2 * a for a, b in zip(dims, dims[1:])):
+            raise ValueError(f'each embed dim must be twice the previous one (the downsample concatenates two '
+                             f'depthwise groups), got {dims}')
+        if not mlp_ratio > 0:
+            raise ValueError(f'mlp_ratio must be positive, got {mlp_ratio}')
+        return dict(embed_dims=dims, depths=[int(d) for d in depths], mlp_ratio=mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        frozen = [self.stem] + [self.stages[i] for i in range(self.frozen_stages)]
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'RepNeXt':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def switch_to_deploy(self) -> None:
+        """Merge the whole backbone in place for inference; idempotent. Uses running BN statistics."""
+        if self.deploy:
+            return
+        self.stem.switch_to_deploy()
+        for m in list(self.modules()):
+            if isinstance(m, _RepNeXtUnit):
+                m.switch_to_deploy()
+        self.deploy = True
+        self._build_kwargs['deploy'] = True
+        self._freeze_stages()
+
+    def init_weights(self) -> None:
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            from mmlk.checkpoint import load_pretrained  # lazy: the loader pulls in optional packages
+            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'))
+            self._is_init = True
+            return
+        super().init_weights()
+
+
+class RepNeXtTimm(RepNeXt):
+    """Full RepNeXt classifier for timm: the backbone plus upstream's two-head classifier.
+
+    State-dict keys equal the released classification checkpoints (``head.head.*``, ``head.head_dist.*``).
+    In training with ``distillation=True`` the forward returns ``(head, head_dist)`` logits as upstream's
+    DeiT-style training expects; otherwise, and always in eval, their mean.
+    """
+
+    def __init__(self, arch: Union[str, Dict] = 'm3', num_classes: int = 1000, in_chans: int = 3,
+                 global_pool: str = 'avg', drop_rate: float = 0., distillation: bool = False,
+                 **kwargs) -> None:
+        if global_pool not in ('avg', ''):
+            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+        super().__init__(arch=arch, in_channels=in_chans, out_indices=(-1, ), **kwargs)
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = self.embed_dims[-1]
+        self.feature_info = [dict(num_chs=c, reduction=4 * 2 ** i, module=f'stages.{i}')
+                             for i, c in enumerate(self.embed_dims)]
+        self.head_drop = nn.Dropout(drop_rate)
+        self.distillation = distillation
+        self.head = self._make_head(num_classes)
+
+    def _make_head(self, num_classes: int) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
+        return RepNeXtClsHead(num_classes, self.num_features, distillation=self.distillation,
+                              deploy=self.deploy)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head = self._make_head(num_classes)
+
+    def set_distilled_training(self, enable: bool = True) -> None:
+        self.distillation = enable
+        if isinstance(self.head, RepNeXtClsHead):
+            self.head.distillation = enable
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == 'avg':
+            x = x.mean((2, 3))
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def switch_to_deploy(self) -> None:
+        super().switch_to_deploy()
+        if isinstance(self.head, RepNeXtClsHead):
+            self.head.switch_to_deploy()
+
+
+try:  # timm is optional: register timm model names only when it is installed
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+except ImportError:  # pragma: no cover - exercised only without timm
+    register_model = None
+
+if register_model is not None:
+    # timm's register_model reads the module attribute ``default_cfgs`` for pretrained configs.
+    default_cfgs = generate_default_cfgs({
+        f'repnext_{name}': dict(
+            url='', num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.95,
+            interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+            first_conv='stem.stem.0.conv', classifier=('head.head.linear', 'head.head_dist.linear'),
+            license='apache-2.0', paper_ids='arXiv:2406.16004')
+        for name in RepNeXt.arch_settings})
+
+    def _create_repnext(variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
+        out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
+        return build_model_with_cfg(RepNeXtTimm, variant, pretrained, arch=variant.split('_')[-1],
+                                    feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+                                    **kwargs)
+
+    @register_model
+    def repnext_m0(pretrained: bool = False, **kwargs) -> nn.Module:
+        """RepNeXt-M0 classifier (2.72M parameters train-time)."""
+        return _create_repnext('repnext_m0', pretrained, **kwargs)
+
+    @register_model
+    def repnext_m1(pretrained: bool = False, **kwargs) -> nn.Module:
+        """RepNeXt-M1 classifier (5.32M parameters train-time)."""
+        return _create_repnext('repnext_m1', pretrained, **kwargs)
+
+    @register_model
+    def repnext_m2(pretrained: bool = False, **kwargs) -> nn.Module:
+        """RepNeXt-M2 classifier (7.05M parameters train-time)."""
+        return _create_repnext('repnext_m2', pretrained, **kwargs)
+
+    @register_model
+    def repnext_m3(pretrained: bool = False, **kwargs) -> nn.Module:
+        """RepNeXt-M3 classifier (8.47M parameters train-time)."""
+        return _create_repnext('repnext_m3', pretrained, **kwargs)
+
+    @register_model
+    def repnext_m4(pretrained: bool = False, **kwargs) -> nn.Module:
+        """RepNeXt-M4 classifier (14.08M parameters train-time)."""
+        return _create_repnext('repnext_m4', pretrained, **kwargs)
+
+    @register_model
+    def repnext_m5(pretrained: bool = False, **kwargs) -> nn.Module:
+        """RepNeXt-M5 classifier (22.71M parameters train-time)."""
+        return _create_repnext('repnext_m5', pretrained, **kwargs)
