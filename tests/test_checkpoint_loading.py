@@ -15,7 +15,7 @@ import yaml
 
 import _checkpoint_fixtures as F
 from mmlk.checkpoint import CheckpointError, load_pretrained, read_state_dict, resolve_checkpoint, sha256sum
-from mmlk.checkpoint.keys import describe_arch, detect_format
+from mmlk.checkpoint.keys import describe_arch
 from mmlk.checkpoint.loading import _mismatch_message
 from mmlk.checkpoint.reader import read_torchscript_tensors
 from mmlk.models.backbones.replknet import RepLKNet
@@ -379,7 +379,8 @@ def _registry(tmp_path, monkeypatch, entries):
 
 
 def _cache_files(cache):
-    return sorted(os.listdir(cache)) if cache.exists() else []
+    """Everything in the cache except the inter-process lock directory."""
+    return sorted(f for f in os.listdir(cache) if f != '.locks') if cache.exists() else []
 
 
 def test_download_by_name_verify_and_reuse_cache(tmp_path, monkeypatch, cache, server):

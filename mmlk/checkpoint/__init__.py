@@ -4,6 +4,8 @@
 * :func:`resolve_checkpoint` - ``checkpoints.yaml`` name / path / URL -> verified local file.
 * :func:`read_state_dict` - read a file safely into official key names.
 * :mod:`.registry` - the ``checkpoints.yaml`` table and the cache directory.
+* :mod:`.convert` - upstream downstream / classification files -> checkpoints mmlk's configs load
+  (behind ``tools/model_converters/convert_*.py``).
 """
 from .download import download_file, sha256sum
 from .errors import CheckpointError

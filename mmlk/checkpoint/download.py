@@ -5,6 +5,7 @@ attempt continues it with an HTTP ``Range`` request. Only a complete file whose 
 a known hash, whose zip archive passes its CRC check) is moved into place with ``os.replace``, so the cache
 never holds a half-written or unverified checkpoint under its final name.
 """
+import contextlib
 import hashlib
 import os
 import os.path as osp
@@ -12,7 +13,7 @@ import re
 import urllib.error
 import urllib.request
 import zipfile
-from typing import Optional
+from typing import Iterator, Optional
 
 from .errors import CheckpointError
 
@@ -165,6 +166,21 @@ def download_file(url: str, dest: str, sha256: Optional[str] = None, progress: b
     os.replace(part, dest)
     write_pin(dest, digest)
     return dest
+
+
+@contextlib.contextmanager
+def download_lock(dest: str) -> Iterator[None]:
+    """Serialise downloads of one file across processes (e.g. every rank of a distributed job calls
+    ``init_weights``): an inter-process lock in ``<cache>/.locks``. ``filelock`` comes with torch."""
+    try:
+        from filelock import FileLock
+    except ImportError:  # pragma: no cover - torch depends on filelock
+        yield
+        return
+    lock_dir = osp.join(osp.dirname(osp.abspath(dest)), '.locks')
+    os.makedirs(lock_dir, exist_ok=True)
+    with FileLock(osp.join(lock_dir, osp.basename(dest) + '.lock')):
+        yield
 
 
 def pin_path(path: str) -> str:

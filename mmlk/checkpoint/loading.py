@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from . import keys as K
-from .download import download_file, verify_cached
+from .download import download_file, download_lock, verify_cached
 from .errors import CheckpointError
 from .reader import read_checkpoint
 from .registry import cache_file_name, default_cache_dir, direct_urls, get_entry, manual_locations, suggest_names
@@ -85,7 +85,11 @@ def resolve_checkpoint(checkpoint: Union[str, os.PathLike], cache_dir: Optional[
             return dest, None
         if not download:
             raise CheckpointError(f'{name} is not in the cache {cache} and downloads are off (MMLK_OFFLINE)')
-        return download_file(spec, dest, sha256=prefix, progress=progress), None
+        with download_lock(dest):
+            if osp.isfile(dest):  # another process fetched it while we waited
+                verify_cached(dest, prefix)
+                return dest, None
+            return download_file(spec, dest, sha256=prefix, progress=progress), None
     entry = get_entry(spec)
     if entry is None:
         close = suggest_names(spec)
@@ -106,12 +110,16 @@ def resolve_checkpoint(checkpoint: Union[str, os.PathLike], cache_dir: Optional[
     if not download:
         raise CheckpointError(f'{entry["name"]} is not in the cache and downloads are off (MMLK_OFFLINE). {hint}')
     errors = []
-    for url in urls:
-        try:
-            return download_file(url, dest, sha256=entry.get('sha256'), progress=progress,
-                                 manual_hint=hint), entry
-        except CheckpointError as e:
-            errors.append(str(e))
+    with download_lock(dest):
+        if osp.isfile(dest):  # another process fetched it while we waited
+            verify_cached(dest, entry.get('sha256'))
+            return dest, entry
+        for url in urls:
+            try:
+                return download_file(url, dest, sha256=entry.get('sha256'), progress=progress,
+                                     manual_hint=hint), entry
+            except CheckpointError as e:
+                errors.append(str(e))
     raise CheckpointError('\n'.join(errors))
 
 
