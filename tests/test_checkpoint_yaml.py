@@ -93,3 +93,14 @@ def test_registry_module_reads_the_same_table():
     e = get_entry('RepLKNet-31B_In1k-224')  # case-insensitive
     assert e is not None and e['download']['google_drive_id'] == '1azQUiCxK9feYVkkrPqwVPBtNsTzDrX7S'
     assert cache_file_name(get_entry('repnext-m3_in1k')) == 'repnext_m3_distill_300e.pth'
+
+
+def test_converted_copies_point_at_their_original():
+    names = {e['name']: e for e in ENTRIES}
+    copies = [e for e in ENTRIES if e.get('converted_from')]
+    assert len(copies) == 6
+    for e in copies:
+        orig = names[e['converted_from']]
+        assert (orig['variant'], orig['resolution'], orig['pretraining']) == (e['variant'], e['resolution'],
+                                                                            e['pretraining'])
+        assert orig['download']['google_drive_id'] in e['notes']

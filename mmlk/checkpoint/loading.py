@@ -33,7 +33,8 @@ from . import keys as K
 from .download import download_file, download_lock, verify_cached
 from .errors import CheckpointError
 from .reader import read_checkpoint
-from .registry import cache_file_name, default_cache_dir, direct_urls, get_entry, manual_locations, suggest_names
+from .registry import (cache_file_name, default_cache_dir, direct_alternatives, direct_urls, get_entry,
+                       manual_locations, suggest_names)
 
 _MAX_LIST = 8
 
@@ -105,8 +106,11 @@ def resolve_checkpoint(checkpoint: Union[str, os.PathLike], cache_dir: Optional[
     urls = direct_urls(entry)
     hint = manual_hint(entry, dest)
     if not urls:
+        alt = direct_alternatives(entry)
+        alt_hint = (f' The same weights, converted by OpenMMLab, download directly: use {" or ".join(map(repr, alt))} '
+                    'instead (mmlk loads that format too).' if alt else '')
         raise CheckpointError(f'{entry["name"]} is published only on Google Drive / Baidu, which need a browser, '
-                              f'so mmlk cannot fetch it. {hint}')
+                              f'so mmlk cannot fetch it. {hint}{alt_hint}')
     if not download:
         raise CheckpointError(f'{entry["name"]} is not in the cache and downloads are off (MMLK_OFFLINE). {hint}')
     errors = []

@@ -96,6 +96,16 @@ def direct_urls(entry: dict) -> List[str]:
     return [u for u in (dl.get('github_release'), dl.get('openmmlab')) if u]
 
 
+def direct_alternatives(entry: dict, path: Optional[str] = None) -> List[str]:
+    """Names of converted copies of ``entry`` (``converted_from``) that download without a browser."""
+    try:
+        table = load_registry(path)
+    except CheckpointError:
+        return []
+    return [e['name'] for e in table.values()
+            if str(e.get('converted_from', '')).lower() == entry['name'].lower() and direct_urls(e)]
+
+
 def manual_locations(entry: dict) -> List[str]:
     """Human-readable download locations, including those that need a browser."""
     dl = entry.get('download') or {}
