@@ -119,6 +119,40 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 @lru_cache(maxsize=256)
+def _lag_mats(p_h: int, p_w: int, kh: int, kw: int, dtype: torch.dtype, device: str):
+    """Inverse 2-D DFT evaluated only at the kernel's lags ``[-k//2, k//2]``.
+
+    Returns ``lh_t`` (P_h, kh) complex, applied along H, and ``lw`` (2 * (P_w // 2 + 1), kw) real, the
+    Hermitian-weighted inverse real DFT along W acting on (re, im)-interleaved spectra.
+    """
+    f64 = torch.float64
+    pf = p_w // 2 + 1
+    cw = torch.full((pf,), 2.0, dtype=f64)
+    cw[0] = 1.0
+    if p_w % 2 == 0:
+        cw[-1] = 1.0
+    lag_h = torch.arange(kh, dtype=f64) - kh // 2
+    ang_lh = 2 * torch.pi * torch.outer(torch.arange(p_h, dtype=f64), lag_h) / p_h
+    lh_t = torch.polar(torch.ones_like(ang_lh), ang_lh) / p_h
+    lag_w = torch.arange(kw, dtype=f64) - kw // 2
+    ang_lw = 2 * torch.pi * torch.outer(torch.arange(pf, dtype=f64), lag_w) / p_w
+    lw = torch.stack((cw[:, None] * torch.cos(ang_lw), -cw[:, None] * torch.sin(ang_lw)), dim=1)
+    lw = lw.reshape(2 * pf, kw) / p_w
+    return lh_t.to(device=device, dtype=dtype.to_complex()), lw.to(device=device, dtype=dtype)
+
+
+def _lag_inverse(acc: torch.Tensor, kh: int, kw: int, p_w: int) -> torch.Tensor:
+    """(C, Pf, P_h) cross-spectrum -> (C, 1, kh, kw) correlation at the kernel's lags (two small GEMMs)."""
+    c, pf, p_h = acc.shape
+    real = acc.real.dtype
+    lh_t, lw = _lag_mats(p_h, p_w, kh, kw, real, str(acc.device))
+    a = torch.matmul(acc.reshape(c * pf, p_h), lh_t)  # (C*pf, kh)
+    a = a.view(c, pf, kh).transpose(1, 2).contiguous()
+    a = torch.view_as_real(a).reshape(c * kh, 2 * pf)
+    return torch.matmul(a, lw).view(c, 1, kh, kw)
+
+
+@lru_cache(maxsize=256)
 def _kernel_dft_mats(kh: int, kw: int, p_h: int, p_w: int, dtype: torch.dtype, device: str):
     """Pruned DFT matrices taking a centred (kh, kw) kernel to its (P_h, P_w // 2 + 1) spectrum."""
     f64 = torch.float64
@@ -222,10 +256,8 @@ def fft_backward(grad: torch.Tensor, x: Optional[torch.Tensor], weight: torch.Te
             gx[:, c0:c1] = _inverse(spec_g, h, w, pw)
     gw = None
     if need_weight:
-        corr = _inverse(acc, ph, pw, pw)
-        # lag t lives at index t mod P; tap u of the kernel is lag u - k//2.
-        gw = torch.roll(corr, shifts=(kh // 2, kw // 2), dims=(1, 2))[:, :kh, :kw]
-        gw = gw.unsqueeze(1).to(weight.dtype).contiguous()
+        # only the kh x kw lags are needed: evaluate the inverse there instead of on the whole grid
+        gw = _lag_inverse(acc, kh, kw, pw).to(weight.dtype)
     return gx, gw
 
 
@@ -404,7 +436,7 @@ def dft_backward(grad: torch.Tensor, x: Optional[torch.Tensor], weight: torch.Te
     cdt = compute_dtype(grad.dtype)
     p_h, p_w = dft_sizes(h, w, kh, kw)
     pf = p_w // 2 + 1
-    fw, fh_t, gh_t, gw_m, lh_t, lw = _dft_mats(h, w, kh, kw, cdt, grad.device)
+    fw, fh_t, gh_t, gw_m, _, _ = _dft_mats(h, w, kh, kw, cdt, grad.device)
     spec_w = _kernel_spectrum(weight, p_h, p_w) if need_input else None
     gx = None
     if need_input:
@@ -423,10 +455,5 @@ def dft_backward(grad: torch.Tensor, x: Optional[torch.Tensor], weight: torch.Te
         if need_input:
             spec_g.mul_(spec_w[c0:c1])
             gx[:, c0:c1] = _dft_inverse(spec_g, gh_t, gw_m)
-    gwt = None
-    if need_weight:
-        a = torch.matmul(acc.view(-1, p_h), lh_t)  # (C*pf, kh)
-        a = a.view(c, pf, kh).transpose(1, 2).contiguous()
-        a = torch.view_as_real(a).reshape(c * kh, 2 * pf)
-        gwt = torch.matmul(a, lw).view(c, 1, kh, kw).to(weight.dtype)
+    gwt = _lag_inverse(acc, kh, kw, p_w).to(weight.dtype) if need_weight else None
     return gx, gwt

@@ -7,7 +7,9 @@ exposes one op that picks, per pass, the fastest of several routes:
 
 * ``'torch'``: plain ``F.conv2d`` and its autograd, in the input's layout (the reference);
 * ``'cl'``: aten kernels in channels_last for every pass;
-* ``'fft'``: rfft2-based forward / input gradient / weight gradient (CPU or CUDA, fp32 maths);
+* ``'fft'``: FFT-based forward / input gradient / weight gradient (fp32 maths, 2/3/5-smooth sizes);
+* ``'dft'``: the same frequency-domain algorithm with pruned DFT matrices as GEMMs (no smooth-size
+  padding, no per-plane FFT overhead; wins for mid-sized maps);
 * ``'triton'``: the Triton kernels in ``kernels/triton_dwconv.py`` (CUDA, or CPU under ``TRITON_INTERPRET=1``);
 * ``'auto'``: on CPU the routes recorded fastest in ``dwconv_cpu_table.json`` (written by
   ``tools/analysis/benchmark_dwconv.py --write-table``), never a route measured slower than ``F.conv2d``
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 
 from . import _cpu, _dispatch, _triton
 
-IMPLS = ('auto', 'torch', 'cl', 'fft', 'triton')
+IMPLS = ('auto', 'torch', 'cl', 'fft', 'dft', 'triton')
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -71,8 +73,8 @@ def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str) -> Tuple[str, str,
                 "dwconv2d(impl='triton') needs a CUDA tensor (or TRITON_INTERPRET=1 on CPU) in fp32/fp16/bf16 "
                 f'and an installed triton; got {x.device} {x.dtype}. Use impl="auto" to pick a route for you.')
         return 'triton', 'triton', 'triton'
-    if impl == 'fft':
-        return 'fft', 'fft', 'fft'
+    if impl in ('fft', 'dft'):
+        return impl, impl, impl
     if impl == 'cl':
         return 'cl', 'cl', 'cl'
     native = 'cl' if _is_channels_last(x) else 'nchw'
@@ -106,10 +108,11 @@ def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gx_rout
               need_input: bool, need_weight: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     gx = gw = None
     h, w = grad.shape[-2:]
-    if gx_route == 'fft' and gw_route == 'fft' and need_input and need_weight:
+    if gx_route == gw_route and gx_route in _cpu.FOURIER_ROUTES and need_input and need_weight:
         # one spectrum of the output gradient serves both gradients
         cropped = _cpu.crop_kernel(weight, h, w)
-        gx, gw = _cpu.fft_backward(grad, x, cropped, True, True)
+        both = _cpu.fft_backward if gx_route == 'fft' else _cpu.dft_backward
+        gx, gw = both(grad, x, cropped, True, True)
         return gx, _cpu.uncrop_weight_grad(gw, weight.shape)
     if need_input:
         if gx_route == 'triton':
@@ -227,8 +230,8 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         x: input of shape (N, C, H, W), contiguous or channels_last; fp32, fp16, bf16 (or fp64).
         weight: depthwise kernel of shape (C, 1, kh, kw) with odd kh and kw.
         bias: optional bias of shape (C,).
-        impl: 'auto' (default), 'torch' (plain ``F.conv2d``), 'cl' (aten in channels_last), 'fft' or
-            'triton'. Inputs outside the envelope (not depthwise, even kernel, mismatched dtypes) always
+        impl: 'auto' (default), 'torch' (plain ``F.conv2d``), 'cl' (aten in channels_last), 'fft',
+            'dft' or 'triton'. Inputs outside the envelope (not depthwise, even kernel, mismatched dtypes) always
             use ``F.conv2d``.
 
     Returns:

@@ -29,7 +29,12 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import torch
+# OpenMP threads that spin while waiting collapse (10-50x slower parallel regions) when the cores are
+# shared with other processes; passive waiting keeps both torch and mmlk timings meaningful there. It has
+# to be set before torch initialises OpenMP; an explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
@@ -232,7 +237,7 @@ def table_shapes(batches: Sequence[int]) -> List[Tuple[int, int, int, int, int, 
 def route_candidates(x, w, gy) -> Dict[str, Dict[str, Callable]]:
     fwd = {r: (lambda r=r: _cpu.run_forward(x, w, r)) for r in _cpu.ROUTES}
     gx = {r: (lambda r=r: _cpu.run_input_grad(gy, w, r)) for r in _cpu.ROUTES}
-    gw = {r: (lambda r=r: _cpu.run_weight_grad(gy, x, w, r)) for r in ('nchw', 'cl', 'fft')}
+    gw = {r: (lambda r=r: _cpu.run_weight_grad(gy, x, w, r)) for r in ('nchw', 'cl', 'fft', 'dft')}
     return {'fwd': fwd, 'gx': gx, 'gw': gw}
 
 
@@ -357,7 +362,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         torch.set_num_threads(args.threads)
     command = 'python ' + ' '.join([osp.relpath(__file__)] + list(sys.argv[1:] if argv is None else argv))
     print(f'# {command}\n# torch {torch.__version__}, {args.device}, threads {torch.get_num_threads()}, '
-          f'{_cpu_name()}, {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}')
+          f'OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY")}, {_cpu_name()}, '
+          f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}')
     if args.write_table:
         if args.device != 'cpu':
             raise SystemExit('--write-table measures the CPU routes; run it with --device cpu')

@@ -1,0 +1,368 @@
+"""Tests of the large-kernel depthwise convolution op (mmlk.ops.dwconv2d / LargeKernelDWConv2d).
+
+Every route is compared with a float64 ``F.conv2d`` reference for the forward pass and both gradients;
+the Triton kernels run under ``TRITON_INTERPRET=1`` in a subprocess (the variable must be set before the
+kernels are compiled) on CPU tensors.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmlk.ops import LargeKernelDWConv2d, dwconv2d
+from mmlk.ops import _cpu, _dispatch, _triton
+from mmlk.ops import dwconv as dwmod
+
+CPU_IMPLS = ['auto', 'cl', 'fft', 'dft']
+
+
+def _data(n, c, h, w, kh, kw, dtype=torch.float64, seed=0, bias=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
+    wt = torch.randn(c, 1, kh, kw, generator=g, dtype=torch.float64) / (kh * kw) ** 0.5
+    b = torch.randn(c, generator=g, dtype=torch.float64) if bias else None
+    gy = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
+    cast = (lambda t: None if t is None else t.to(dtype))
+    return cast(x), cast(wt), cast(b), cast(gy)
+
+
+def _reference(x, wt, b, gy):
+    """float64 F.conv2d forward and gradients of the (already rounded) inputs."""
+    xr = x.double().requires_grad_()
+    wr = wt.double().requires_grad_()
+    br = None if b is None else b.double().requires_grad_()
+    kh, kw = wt.shape[-2:]
+    y = F.conv2d(xr, wr, br, 1, (kh // 2, kw // 2), 1, x.shape[1])
+    y.backward(gy.double())
+    return y.detach(), xr.grad, wr.grad, None if br is None else br.grad
+
+
+def _run(x, wt, b, gy, impl):
+    xr = x.detach().clone().requires_grad_()
+    wr = wt.detach().clone().requires_grad_()
+    br = None if b is None else b.detach().clone().requires_grad_()
+    y = dwconv2d(xr, wr, br, impl)
+    y.backward(gy)
+    return y.detach(), xr.grad, wr.grad, None if br is None else br.grad
+
+
+def _rel(a, ref):
+    return ((a.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+
+
+# ----------------------------------------------------------------------------------------------
+# numerics
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('impl', ['torch', 'cl', 'fft', 'dft'])
+def test_gradcheck_float64(impl):
+    x, wt, b, _ = _data(2, 3, 7, 8, 5, 3)
+    inputs = tuple(t.requires_grad_() for t in (x, wt, b))
+    assert torch.autograd.gradcheck(lambda a, w, c: dwconv2d(a, w, c, impl), inputs, fast_mode=True)
+
+
+SHAPES = [  # (n, c, h, w, kh, kw)
+    (2, 4, 12, 11, 3, 3),
+    (2, 3, 13, 9, 7, 7),
+    (1, 5, 10, 10, 1, 9),
+    (1, 5, 10, 10, 9, 1),
+    (2, 3, 8, 12, 13, 13),
+    (1, 2, 16, 16, 31, 31),  # kernel larger than the map: cropped to the taps that can touch data
+    (1, 3, 3, 4, 13, 5),
+]
+
+
+@pytest.mark.parametrize('impl', CPU_IMPLS)
+@pytest.mark.parametrize('shape', SHAPES, ids=lambda s: 'x'.join(map(str, s)))
+def test_fp32_matches_float64(impl, shape):
+    x, wt, b, gy = _data(*shape, dtype=torch.float32)
+    got = _run(x, wt, b, gy, impl)
+    ref = _reference(x, wt, b, gy)
+    for name, a, r in zip(('y', 'grad_x', 'grad_w', 'grad_b'), got, ref):
+        assert a.dtype == torch.float32
+        assert _rel(a, r) < 1e-4, (name, _rel(a, r))
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.bfloat16, 1.6e-2), (torch.float16, 2e-3)])
+@pytest.mark.parametrize('impl', ['fft', 'dft', 'cl'])
+def test_half_dtypes(dtype, tol, impl):
+    x, wt, b, gy = _data(2, 4, 12, 10, 7, 5, dtype=dtype)
+    got = _run(x, wt, b, gy, impl)
+    ref = _reference(x, wt, b, gy)
+    for name, a, r in zip(('y', 'grad_x', 'grad_w', 'grad_b'), got, ref):
+        assert a.dtype == dtype, name
+        assert _rel(a, r) < tol, (name, _rel(a, r))
+
+
+@pytest.mark.parametrize('impl', ['auto', 'fft', 'dft', 'cl', 'torch'])
+def test_channels_last_in_channels_last_out(impl):
+    x, wt, b, gy = _data(2, 6, 11, 9, 9, 9, dtype=torch.float32)
+    x = x.contiguous(memory_format=torch.channels_last)
+    gy = gy.contiguous(memory_format=torch.channels_last)
+    got = _run(x, wt, b, gy, impl)
+    ref = _reference(x, wt, b, gy)
+    assert got[0].is_contiguous(memory_format=torch.channels_last)
+    assert got[1].is_contiguous(memory_format=torch.channels_last)
+    for a, r in zip(got, ref):
+        assert _rel(a, r) < 1e-4
+
+
+def test_nchw_stays_nchw():
+    x, wt, b, gy = _data(1, 4, 9, 9, 7, 7, dtype=torch.float32)
+    for impl in ('cl', 'fft', 'dft'):
+        y, gx, _, _ = _run(x, wt, b, gy, impl)
+        assert y.is_contiguous() and gx.is_contiguous()
+
+
+def test_routes_agree_pass_by_pass():
+    """Every CPU route of every pass (aten, transposed aten, FFT, DFT) computes the same numbers."""
+    x, wt, _, gy = _data(2, 4, 10, 12, 11, 7, dtype=torch.float32)
+    ref_y, ref_gx, ref_gw, _ = _reference(x, wt, None, gy)
+    for route in _cpu.ROUTES:
+        assert _rel(_cpu.run_forward(x, wt, route), ref_y) < 1e-4, route
+        assert _rel(_cpu.run_input_grad(gy, wt, route), ref_gx) < 1e-4, route
+        assert _rel(_cpu.run_weight_grad(gy, x, wt, route), ref_gw) < 1e-4, route
+
+
+def test_smooth_sizes():
+    assert [_cpu.smooth_size(n) for n in (1, 7, 71, 97, 121)] == [1, 8, 72, 100, 125]
+    assert _cpu.smooth_size(71, even=True) == 72 and _cpu.smooth_size(75, even=True) == 80
+
+
+# ----------------------------------------------------------------------------------------------
+# module, envelope and fallbacks
+# ----------------------------------------------------------------------------------------------
+def test_module_is_a_true_conv2d():
+    m = LargeKernelDWConv2d(8, (31, 5), bias=True)
+    assert isinstance(m, torch.nn.Conv2d)
+    assert m.padding == (15, 2) and m.groups == 8 and m.weight.shape == (8, 1, 31, 5)
+    x = torch.randn(2, 8, 12, 12)
+    ref = F.conv2d(x, m.weight, m.bias, 1, (15, 2), 1, 8)
+    torch.testing.assert_close(m(x), ref, rtol=1e-4, atol=1e-5)
+    # a plain nn.Conv2d with the same state dict gives the same answer (merging code relies on this)
+    plain = torch.nn.Conv2d(8, 8, (31, 5), padding=(15, 2), groups=8)
+    plain.load_state_dict(m.state_dict())
+    torch.testing.assert_close(plain(x), m(x), rtol=1e-4, atol=1e-5)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match='odd'):
+        LargeKernelDWConv2d(4, 4)
+    with pytest.raises(ValueError, match='impl'):
+        LargeKernelDWConv2d(4, 7, impl='cuda')
+    with pytest.raises(ValueError, match='impl'):
+        dwconv2d(torch.randn(1, 2, 5, 5), torch.randn(2, 1, 3, 3), impl='nope')
+    if not _triton.usable_on(torch.empty(0)):
+        with pytest.raises(RuntimeError, match='triton'):
+            dwconv2d(torch.randn(1, 2, 5, 5), torch.randn(2, 1, 3, 3), impl='triton')
+
+
+def _is_custom(y):
+    return y.grad_fn is not None and 'ConvolutionBackward' not in type(y.grad_fn).__name__
+
+
+@pytest.mark.parametrize('impl', ['fft', 'auto'])
+def test_fallback_outside_envelope(impl):
+    x = torch.randn(2, 4, 10, 10, requires_grad=True)
+    # even kernel: F.conv2d with padding k//2 (output grows by one)
+    w_even = torch.randn(4, 1, 4, 4, requires_grad=True)
+    y = dwconv2d(x, w_even, None, impl)
+    assert y.shape == (2, 4, 11, 11) and not _is_custom(y)
+    torch.testing.assert_close(y, F.conv2d(x, w_even, None, 1, 2, 1, 4))
+    # channel multiplier 2 (not depthwise)
+    w_mult = torch.randn(8, 1, 5, 5)
+    y = dwconv2d(x, w_mult, None, impl)
+    assert y.shape == (2, 8, 10, 10) and not _is_custom(y)
+    torch.testing.assert_close(y, F.conv2d(x, w_mult, None, 1, 2, 1, 4))
+    # mixed dtypes fall back to F.conv2d, which raises its own error
+    with pytest.raises(RuntimeError):
+        dwconv2d(x, torch.randn(4, 1, 5, 5, dtype=torch.float64), None, impl)
+    # the custom op is used inside the envelope
+    assert _is_custom(dwconv2d(x, torch.randn(4, 1, 5, 5, requires_grad=True), None, 'fft'))
+
+
+def test_module_fallback_for_stride_and_dilation():
+    m = LargeKernelDWConv2d(4, 7, impl='fft')
+    x = torch.randn(1, 4, 15, 15)
+    m.stride = (2, 2)
+    torch.testing.assert_close(m(x), F.conv2d(x, m.weight, None, 2, 3, 1, 4))
+    m.stride, m.dilation, m.padding = (1, 1), (2, 2), (6, 6)
+    torch.testing.assert_close(m(x), F.conv2d(x, m.weight, None, 1, 6, 2, 4))
+
+
+# ----------------------------------------------------------------------------------------------
+# compile / export
+# ----------------------------------------------------------------------------------------------
+class _Block(torch.nn.Module):
+    def __init__(self, impl='fft'):
+        super().__init__()
+        self.pw = torch.nn.Conv2d(4, 4, 1)
+        self.lk = LargeKernelDWConv2d(4, 9, bias=True, impl=impl)
+
+    def forward(self, x):
+        return torch.relu(self.lk(self.pw(x))) + x
+
+
+def test_torch_compile_forward_and_backward():
+    torch.manual_seed(0)
+    m = _Block('fft')
+    cm = torch.compile(m, fullgraph=True, backend='inductor')
+    x = torch.randn(2, 4, 12, 12, requires_grad=True)
+    y_ref = m(x)
+    y = cm(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    g_ref = torch.autograd.grad(y_ref.sum(), [x, m.lk.weight, m.lk.bias])
+    g = torch.autograd.grad(cm(x).sum(), [x, m.lk.weight, m.lk.bias])
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_torch_export_keeps_one_op():
+    m = _Block('auto').eval()
+    x = torch.randn(1, 4, 10, 10)
+    ep = torch.export.export(m, (x,))
+    targets = [str(n.target) for n in ep.graph.nodes if n.op == 'call_function']
+    assert 'mmlk.dwconv2d.default' in targets
+    torch.testing.assert_close(ep.module()(x), m(x))
+
+
+def test_onnx_export_gives_plain_conv(tmp_path):
+    onnx = pytest.importorskip('onnx')
+    m = _Block('auto').eval()
+    x = torch.randn(1, 4, 10, 10)
+    path = str(tmp_path / 'block.onnx')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(m, (x,), path, dynamo=False)
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert ops.count('Conv') == 2 and not any('dwconv' in o for o in ops)
+
+
+def test_jit_trace_uses_conv():
+    m = _Block('fft').eval()
+    x = torch.randn(1, 4, 10, 10)
+    traced = torch.jit.trace(m, (x,))
+    graph = str(traced.inlined_graph)
+    assert 'mmlk::dwconv2d' not in graph and graph.count('aten::_convolution') == 2
+    torch.testing.assert_close(traced(x), m(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# dispatch table
+# ----------------------------------------------------------------------------------------------
+def test_table_never_selects_a_slower_route():
+    entries = _dispatch.load_table()
+    assert entries, f'{_dispatch.TABLE_PATH} is missing: run tools/analysis/benchmark_dwconv.py --write-table'
+    for e in entries:
+        for p in _dispatch.PASSES:
+            times = e['times'][p]
+            chosen = e['route'][p]
+            assert chosen in times, (e, p)
+            assert times[chosen] <= min(times['nchw'], times['cl']), (e['kh'], e['h'], e['n'], p, times)
+            assert chosen == _dispatch.best_route(times)
+
+
+def test_table_covers_the_benchmark_shapes():
+    entries = _dispatch.load_table()
+    for c, h, k in ((128, 56, 31), (256, 28, 29), (512, 14, 27), (1024, 7, 13)):
+        exact = [e for e in entries if (e['c'], e['h'], e['kh'], e['n']) == (c, h, k, 1)]
+        assert exact, (c, h, k)
+        assert _dispatch.select_routes(k, k, h, h, 1, False, c) == tuple(exact[0]['route'][p]
+                                                                          for p in _dispatch.PASSES)
+    # K=31 at 56x56: oneDNN's weight gradient is far off, the table must not keep it
+    assert _dispatch.select_routes(31, 31, 56, 56, 1, False, 128)[2] in _cpu.FOURIER_ROUTES
+
+
+def test_unknown_shapes_stay_on_torch():
+    # nothing measured near a 3x3 kernel on a 300x300 map: exactly F.conv2d's own route in each layout
+    assert _dispatch.select_routes(3, 3, 300, 300, 1, False) == ('nchw',) * 3
+    assert _dispatch.select_routes(3, 3, 300, 300, 1, True) == ('cl',) * 3
+    fake = ({'kh': 31, 'kw': 31, 'h': 56, 'w': 56, 'n': 1, 'c': 8,
+             'route': {'fwd': 'fft', 'gx': 'dft', 'gw': 'fft'}},)
+    assert _dispatch.nearest_entry(29, 29, 56, 56, 2, entries=fake) is fake[0]
+    assert _dispatch.nearest_entry(5, 5, 56, 56, 2, entries=fake) is None
+
+
+def test_best_route_margin():
+    assert _dispatch.best_route({'nchw': 1.0, 'cl': 0.5, 'fft': 0.49}) == 'cl'  # within noise margin
+    assert _dispatch.best_route({'nchw': 1.0, 'cl': 0.5, 'fft': 0.1}) == 'fft'
+    assert _dispatch.best_route({'nchw': 0.3, 'cl': 0.5, 'fft': 0.4}) == 'nchw'
+
+
+# ----------------------------------------------------------------------------------------------
+# Triton kernels (interpreter on CPU) and packaging
+# ----------------------------------------------------------------------------------------------
+def test_kernel_sources_are_found():
+    path = _triton.find_kernel_file()
+    assert path.endswith(os.path.join('kernels', 'triton_dwconv.py'))
+
+
+TRITON_SCRIPT = textwrap.dedent('''
+    import json, os, sys, warnings
+    os.environ['TRITON_INTERPRET'] = '1'
+    import torch, torch.nn.functional as F
+    sys.path.insert(0, sys.argv[1])
+    from mmlk.ops import _triton, dwconv2d
+    out = {}
+    cases = [(2, 5, 6, 7, 3, 3), (1, 6, 5, 6, 5, 5), (1, 4, 6, 6, 1, 5), (2, 3, 5, 7, 7, 3)]
+    # fp32: every case in both layouts; fp16 / bf16 (slow under the interpreter): half the cases, one layout each
+    plan = [(torch.float32, case, cl) for case in cases for cl in (True, False)]
+    plan += [(torch.float16, cases[1], True), (torch.float16, cases[3], False),
+             (torch.bfloat16, cases[0], False), (torch.bfloat16, cases[2], True)]
+    for dt, (n, c, h, w, kh, kw), cl in plan:
+        g = torch.Generator().manual_seed(n * 100 + kh * 10 + kw)
+        x = torch.randn(n, c, h, w, generator=g).to(dt)
+        wt = torch.randn(c, 1, kh, kw, generator=g).to(dt)
+        b = torch.randn(c, generator=g).to(dt)
+        gy = torch.randn(n, c, h, w, generator=g).to(dt)
+        if cl:
+            x, gy = (t.contiguous(memory_format=torch.channels_last) for t in (x, gy))
+        pad = (kh // 2, kw // 2)
+        ref_y = F.conv2d(x.double(), wt.double(), b.double(), 1, pad, 1, c)
+        ref_gx, ref_gw, _ = torch.ops.aten.convolution_backward(
+            gy.double(), x.double(), wt.double(), None, [1, 1], list(pad), [1, 1], False, [0, 0], c,
+            [True, True, False])
+        xr, wr, br = (t.clone().requires_grad_() for t in (x, wt, b))
+        y = dwconv2d(xr, wr, br, 'triton')
+        y.backward(gy)
+        rel = lambda a, r: ((a.double() - r).abs().max() / r.abs().max()).item()
+        key = f'{dt}-{n}x{c}x{h}x{w}-k{kh}x{kw}-cl{int(cl)}'
+        out[key] = dict(y=rel(y, ref_y), gx=rel(xr.grad, ref_gx), gw=rel(wr.grad, ref_gw),
+                        dtype=str(y.dtype), cl=bool(y.is_contiguous(memory_format=torch.channels_last)))
+    out['self_check'] = _triton.self_check(torch.device('cpu'))
+    print('RESULT' + json.dumps(out))
+''')
+
+
+def test_triton_kernels_under_interpreter(repo_root):
+    env = dict(os.environ, TRITON_INTERPRET='1')
+    proc = subprocess.run([sys.executable, '-c', TRITON_SCRIPT, repo_root], capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith('RESULT')][-1]
+    res = json.loads(line[len('RESULT'):])
+    assert res.pop('self_check') is True
+    tol = {'torch.float32': 1e-5, 'torch.float16': 2e-3, 'torch.bfloat16': 1.6e-2}
+    assert len(res) == 12
+    for key, r in res.items():
+        dt = key.split('-')[0]
+        assert r['dtype'] == dt, key
+        assert r['cl'] == key.endswith('cl1'), key
+        for p in ('y', 'gx', 'gw'):
+            assert r[p] < tol[dt], (key, p, r[p])
+
+
+def test_triton_self_check_warns_once_and_falls_back(monkeypatch):
+    """A kernel that returns wrong numbers must fail the self-check with one warning, cached."""
+    monkeypatch.setattr(_triton, '_self_check', {})
+    monkeypatch.setattr(_triton, 'forward', lambda x, w, b=None, flip=False: torch.zeros_like(x))
+    with pytest.warns(RuntimeWarning, match='self-check'):
+        assert _triton.self_check(torch.device('cpu')) is False
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert _triton.self_check(torch.device('cpu')) is False
