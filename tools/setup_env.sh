@@ -39,7 +39,7 @@ build_mmcv_wheel() {  # build_mmcv_wheel CACHE_DIR
     local cache_dir=$1 work
     work=$(mktemp -d)
     # Leave nothing half-built behind: the cache only ever receives a finished, checked wheel.
-    trap 'rm -rf "$work"' RETURN
+    trap 'rm -rf "$work"' EXIT
     log "building mmcv $mmcv_version with ops from source (about 15 min on 2 cores, once per machine)"
     "$py" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
         "mmcv==$mmcv_version" -d "$work/sdist"
@@ -53,12 +53,15 @@ build_mmcv_wheel() {  # build_mmcv_wheel CACHE_DIR
         --no-build-isolation --no-deps -w "$work/wheel" "$src"
     local whl
     whl=$(ls "$work"/wheel/mmcv-*.whl) || die "the mmcv build produced no wheel"
-    if ! "$py" -m zipfile -l "$whl" | grep -q 'mmcv/_ext'; then
+    # (Not `zipfile -l | grep -q`: under pipefail grep's early exit breaks the pipe and fails the check.)
+    if ! "$py" -c 'import sys, zipfile; sys.exit(not any(n.startswith("mmcv/_ext") for n in zipfile.ZipFile(sys.argv[1]).namelist()))' "$whl"; then
         die "the mmcv wheel was built WITHOUT compiled ops (no mmcv/_ext); check that torch is installed in $venv and build isolation is off"
     fi
     mkdir -p "$cache_dir"
     cp "$whl" "$cache_dir/.partial.whl"
     mv "$cache_dir/.partial.whl" "$cache_dir/$(basename "$whl")"   # atomic within one directory
+    rm -rf "$work"
+    trap - EXIT
 }
 
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ]; then
