@@ -487,6 +487,7 @@ def test_registry_aliases_from_each_scope():
 
 
 def test_mmseg_upernet_train_and_predict():
+    from mmengine.config import ConfigDict
     from mmengine.registry import DefaultScope
     from mmengine.structures import PixelData
     from mmseg.registry import MODELS
@@ -509,7 +510,7 @@ def test_mmseg_upernet_train_and_predict():
                             loss_decode=dict(type='CrossEntropyLoss', loss_weight=0.4)),
         train_cfg=dict(), test_cfg=dict(mode='whole'))
     with DefaultScope.overwrite_default_scope('mmseg'):
-        model = MODELS.build(cfg)
+        model = MODELS.build(ConfigDict(cfg))  # mmseg reads test_cfg.mode as an attribute
     assert type(model.backbone) is RepLKNet
     samples = []
     for i in range(2):
@@ -573,6 +574,7 @@ def test_mmdet_cascade_mask_rcnn_train_and_predict():
     model.eval()
     preds = model.test_step(data)
     assert len(preds) == 2 and 'bboxes' in preds[0].pred_instances
+    assert 'masks' in preds[0].pred_instances
 
 
 def test_mmpretrain_image_classifier_train_and_predict():
