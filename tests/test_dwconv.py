@@ -66,6 +66,17 @@ def test_gradcheck_float64(impl):
     assert torch.autograd.gradcheck(lambda a, w, c: dwconv2d(a, w, c, impl), inputs, fast_mode=True)
 
 
+def test_custom_op_registration():
+    """opcheck: schema, fake (meta) implementation, autograd registration of mmlk::dwconv2d."""
+    for impl in ('fft', 'dft', 'cl'):
+        x, wt, b, _ = _data(2, 3, 6, 7, 5, 3, dtype=torch.float32)
+        args = (x.requires_grad_(), wt.requires_grad_(), b.requires_grad_(), impl)
+        torch.library.opcheck(dwmod._dwconv2d_op, args)
+    x, wt, b, _ = _data(2, 3, 6, 7, 5, 3)
+    inputs = tuple(t.requires_grad_() for t in (x, wt, b))
+    assert torch.autograd.gradcheck(lambda a, w, c: dwmod._dwconv2d_op(a, w, c, 'dft'), inputs, fast_mode=True)
+
+
 SHAPES = [  # (n, c, h, w, kh, kw)
     (2, 4, 12, 11, 3, 3),
     (2, 3, 13, 9, 7, 7),

@@ -187,9 +187,12 @@ def _spectrum(x: torch.Tensor, ph_size: int, pw_size: int) -> torch.Tensor:
     slower than a contiguous one, and the first pass only touches the H real rows, not the padded Ph.
     """
     a = torch.fft.rfft(x, n=pw_size, dim=-1)
-    a = a.transpose(-1, -2).contiguous()
-    a = torch.fft.fft(a, n=ph_size, dim=-1)
-    return a
+    *lead, h, pf = a.shape
+    # transpose and zero-pad along H in one strided copy (instead of a copy, then a padded copy)
+    buf = a.new_empty((*lead, pf, ph_size))
+    buf[..., :h] = a.transpose(-1, -2)
+    buf[..., h:] = 0
+    return torch.fft.fft(buf, dim=-1)
 
 
 def _inverse(spec: torch.Tensor, h: int, w: int, pw_size: int) -> torch.Tensor:

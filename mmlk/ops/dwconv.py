@@ -16,12 +16,14 @@ exposes one op that picks, per pass, the fastest of several routes:
   in the better layout; on CUDA Triton after a one-time self-check per process, else ``F.conv2d``.
 
 The op is registered with :func:`torch.library.custom_op` (``mmlk::dwconv2d`` and its backward) with an
-autograd formula and fake implementations, so ``torch.compile`` and ``torch.export`` see one opaque node.
+autograd formula and fake implementations, so ``torch.compile`` and ``torch.export`` see one opaque node;
+plain eager calls take a lighter ``autograd.Function`` around the same executors, or ``F.conv2d`` itself
+when the chosen routes are its own kernels.
 TorchScript tracing and ONNX export take the plain ``F.conv2d`` path, so an exported graph holds a
 standard ``Conv`` node.
 """
 import math
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -130,13 +132,26 @@ def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gx_rout
 # ----------------------------------------------------------------------------------------------
 # custom op registration
 # ----------------------------------------------------------------------------------------------
+def _op_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                routes: Tuple[str, str, str]) -> torch.Tensor:
+    y = _forward(x, weight, bias, routes[0])
+    return y.contiguous(memory_format=_memory_format(x))
+
+
+def _op_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, routes: Tuple[str, str, str],
+                 need_input: bool, need_weight: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    grad = grad.contiguous(memory_format=_memory_format(x))
+    gx, gw = _backward(grad, x, weight, routes[1], routes[2], need_input, need_weight)
+    if gx is not None:
+        gx = gx.contiguous(memory_format=_memory_format(x))
+    if gw is not None:
+        gw = gw.to(weight.dtype).contiguous()
+    return gx, gw
+
+
 @torch.library.custom_op('mmlk::dwconv2d', mutates_args=())
 def _dwconv2d_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], impl: str) -> torch.Tensor:
-    route = _routes(x, weight, impl)[0]
-    y = _forward(x, weight, bias, route)
-    if _is_channels_last(x):
-        return y.contiguous(memory_format=torch.channels_last)
-    return y.contiguous()
+    return _op_forward(x, weight, bias, _routes(x, weight, impl))
 
 
 @_dwconv2d_op.register_fake
@@ -147,17 +162,9 @@ def _dwconv2d_fake(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
 @torch.library.custom_op('mmlk::dwconv2d_backward', mutates_args=())
 def _dwconv2d_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, impl: str,
                           need_input: bool, need_weight: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    _, gx_route, gw_route = _routes(x, weight, impl)
-    gx, gw = _backward(grad, x, weight, gx_route, gw_route, need_input, need_weight)
+    gx, gw = _op_backward(grad, x, weight, _routes(x, weight, impl), need_input, need_weight)
     # custom ops cannot return None: an unneeded gradient comes back as an empty tensor
-    if gx is None:
-        gx = x.new_empty(0)
-    elif _is_channels_last(x):
-        gx = gx.contiguous(memory_format=torch.channels_last)
-    else:
-        gx = gx.contiguous()
-    gw = weight.new_empty(0) if gw is None else gw.to(weight.dtype).contiguous()
-    return gx, gw
+    return (x.new_empty(0) if gx is None else gx), (weight.new_empty(0) if gw is None else gw)
 
 
 @_dwconv2d_backward_op.register_fake
@@ -237,16 +244,72 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     Returns:
         Tensor of shape (N, C, H, W) in the input's dtype and memory format.
     """
-    _check_impl(impl)
-    if impl == 'torch' or _exporting() or not in_envelope(x, weight):
+    if impl == 'torch':
         return _plain(x, weight, bias)
-    if impl == 'auto' and not torch.compiler.is_compiling():
-        # eager fast path: when every pass would run F.conv2d's own kernel in the input's layout anyway,
-        # skip the custom-op layer (its dispatch costs more than a small conv).
-        native = 'cl' if _is_channels_last(x) else 'nchw'
-        if _routes(x, weight, impl) == (native, native, native):
-            return _plain(x, weight, bias)
-    return _dwconv2d_op(x, weight, bias, impl)
+    _check_impl(impl)
+    if _exporting():
+        return _plain(x, weight, bias)
+    if torch.compiler.is_compiling():
+        # torch.compile / torch.export see one opaque, fake-able node
+        return _dwconv2d_op(x, weight, bias, impl) if in_envelope(x, weight) else _plain(x, weight, bias)
+    routes = _decide(x, weight, impl)
+    if routes is None:
+        return _plain(x, weight, bias)
+    native = 'cl' if _is_channels_last(x) else 'nchw'
+    if routes[0] == native and (routes[1] == routes[2] == native or not _needs_grad(x, weight, bias)):
+        # F.conv2d's own kernels would run anyway: skip the autograd wrapper and its overhead
+        return _plain(x, weight, bias)
+    return _EagerDWConv.apply(x, weight, bias, routes)
+
+
+_DECISIONS: Dict[tuple, Optional[Tuple[str, str, str]]] = {}
+
+
+def _decide(x: torch.Tensor, weight: torch.Tensor, impl: str) -> Optional[Tuple[str, str, str]]:
+    """Routes for this call (None: outside the envelope), memoised per shape/stride/dtype/device."""
+    key = (impl, x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.stride(), weight.dtype, weight.device)
+    try:
+        return _DECISIONS[key]
+    except KeyError:
+        pass
+    routes = _routes(x, weight, impl) if in_envelope(x, weight) else None
+    if len(_DECISIONS) > 4096:
+        _DECISIONS.clear()
+    _DECISIONS[key] = routes
+    return routes
+
+
+def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad))
+
+
+class _EagerDWConv(torch.autograd.Function):
+    """Eager-mode autograd wrapper around the same executors as the custom op (cheaper to dispatch).
+
+    The custom op ``mmlk::dwconv2d`` is what torch.compile / torch.export trace; in eager mode its
+    dispatcher round trip costs ~0.1 ms per call, comparable to a whole small depthwise conv.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                routes: Tuple[str, str, str]) -> torch.Tensor:
+        ctx.routes = routes
+        ctx.has_bias = bias is not None
+        need_w = ctx.needs_input_grad[1]
+        ctx.save_for_backward(x if need_w else None, weight)
+        return _op_forward(x, weight, bias, routes)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx = gw = gb = None
+        if need_x or need_w:
+            gx, gw = _op_backward(grad, grad if x is None else x, weight, ctx.routes, need_x, need_w)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = grad.sum((0, 2, 3))
+        return gx, gw, gb, None
 
 
 class LargeKernelDWConv2d(nn.Conv2d):

@@ -349,7 +349,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--model', action='store_true', help='model-level benchmark (RepLKNet-31B, RepNeXt-M3)')
     p.add_argument('--model-batch', type=int, nargs=2, default=[1, 2], metavar=('INFER', 'TRAIN'))
     p.add_argument('--size', type=int, default=224)
-    p.add_argument('--nchw-model', action='store_true', help='run the models in NCHW (default channels_last)')
+    p.add_argument('--channels-last', action='store_true',
+                   help='model mode: run the models in channels_last (default NCHW, the layout users get)')
     p.add_argument('--json', help='also dump the per-pass rows to this JSON file')
     return p.parse_args(argv)
 
@@ -371,7 +372,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     if args.model:
         bench_models(args.device, args.repeats, args.model_batch[0], args.model_batch[1], args.size,
-                     not args.nchw_model)
+                     args.channels_last)
         return
     shapes = {'replknet': REPLKNET_31B, 'repnext': REPNEXT_M3}.get(args.only, REPLKNET_31B + REPNEXT_M3)
     print('# times are medians in ms; (x) = best torch layout / ours, > 1 means mmlk is faster')
