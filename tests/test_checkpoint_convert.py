@@ -86,7 +86,7 @@ def test_downstream_with_config_loads_strictly_into_the_config(tmp_path):
     convert_downstream(src, dst2, config=deploy_cfg)
     deployed = _strict_load(deploy_cfg, dst2).eval()
     model.eval()
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         for a, b in zip(deployed.backbone(x), model.backbone(x)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
@@ -111,7 +111,7 @@ def test_classification_replknet_to_mmpretrain(tmp_path, deploy):
     cfg = _config(tmp_path, 'cls.py', base, f"""
         default_scope = 'mmpretrain'
         custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)
-        model = dict(backbone=dict(arch={F.TINY_LK_ARCH!r}, num_classes=10, deploy={deploy}))
+        model = dict(backbone=dict(arch={dict(F.TINY_LK_ARCH, _delete_=True)!r}, num_classes=10, deploy={deploy}))
         """)
     dst = str(tmp_path / 'cls_mmpretrain.pth')
     if deploy:
@@ -122,7 +122,7 @@ def test_classification_replknet_to_mmpretrain(tmp_path, deploy):
     ref = build_model_from_config(_config(tmp_path, 'ref.py', cfg, 'model = dict(backbone=dict(deploy=False))\n'))
     ref.backbone.load_state_dict(sd)
     ref.eval()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model.backbone(x)[-1], ref.backbone(x)[-1], rtol=1e-4, atol=1e-4)
 
@@ -135,7 +135,7 @@ def test_classification_repnext_to_mmpretrain(tmp_path):
     cfg = _config(tmp_path, 'cls.py', base, f"""
         default_scope = 'mmpretrain'
         custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)
-        model = dict(backbone=dict(arch={F.TINY_NX_ARCH!r}), head=dict(in_channels=128, num_classes=10))
+        model = dict(backbone=dict(arch={dict(F.TINY_NX_ARCH, _delete_=True)!r}), head=dict(in_channels=128, num_classes=10))
         """)
     dst = str(tmp_path / 'nx_mmpretrain.pth')
     convert_classification(src, dst)

@@ -71,7 +71,7 @@ def nx(**kw):
     return RepNeXt(arch=dict(F.TINY_NX_ARCH), **kw)
 
 
-X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
 # ------------------------------------------------------------------------------------------ fixtures
