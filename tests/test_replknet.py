@@ -640,3 +640,48 @@ def test_reparameterize_tool(tmp_path):
         main([str(src_path), str(src_path)])
     with pytest.raises(SystemExit):
         main([str(src_path), str(dst_path)])  # exists: needs --force
+
+
+def test_reparameterize_tool_downstream_and_config(tmp_path):
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+
+    from tools.model_converters.reparameterize import main
+
+    # A downstream-style file: backbone.* is merged, every other key is copied unchanged.
+    backbone = _seeded(5, arch=TINY)
+    randomise_bn(backbone, 10)
+    sd = {'backbone.' + k: v for k, v in backbone.state_dict().items()}
+    sd['decode_head.conv_seg.weight'] = torch.randn(5, 16, 1, 1)
+    torch.save({'state_dict': sd, 'meta': {}, 'optimizer': {}}, tmp_path / 'seg.pth')
+    main([str(tmp_path / 'seg.pth'), str(tmp_path / 'seg_deploy.pth')])
+    out = torch.load(tmp_path / 'seg_deploy.pth', map_location='cpu', weights_only=True)
+    assert 'optimizer' not in out and 'meta' in out
+    assert torch.equal(out['state_dict']['decode_head.conv_seg.weight'],
+                       sd['decode_head.conv_seg.weight'])
+    merged = RepLKNet(arch=TINY, deploy=True)
+    merged.load_state_dict({k[len('backbone.'):]: v for k, v in out['state_dict'].items()
+                            if k.startswith('backbone.')})
+
+    # Any mm model through its config (here an mmpretrain classifier, default scope mmpretrain).
+    cfg_text = (
+        "default_scope = 'mmpretrain'\n"
+        "custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)\n"
+        f"model = dict(type='ImageClassifier', backbone=dict(type='mmlk.RepLKNet', arch={TINY!r}, "
+        "num_classes=4, out_indices=()), neck=None, head=dict(type='ClsHead'))\n")
+    cfg_path = tmp_path / 'cls.py'
+    cfg_path.write_text(cfg_text)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        clf = MODELS.build(dict(type='ImageClassifier', backbone=_backbone(num_classes=4,
+                                                                          out_indices=()),
+                                neck=None, head=dict(type='ClsHead')))
+    randomise_bn(clf, 11)
+    torch.save(clf.state_dict(), tmp_path / 'cls.pth')
+    main([str(tmp_path / 'cls.pth'), str(tmp_path / 'cls_deploy.pth'), '--config', str(cfg_path),
+          '--fuse-bn'])
+    flat = torch.load(tmp_path / 'cls_deploy.pth', map_location='cpu', weights_only=True)
+    deployed = RepLKNet(arch=TINY, num_classes=4, out_indices=(), deploy=True, fuse_bn=True).eval()
+    deployed.load_state_dict({k[len('backbone.'):]: v for k, v in flat.items()})
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert max_rel_err(deployed(x)[0], clf.backbone.eval()(x)[0]) <= 1e-5
