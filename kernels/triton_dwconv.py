@@ -78,44 +78,55 @@ def dwconv2d_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, H, W, C, KH, KW,
 @triton.jit
 def dwconv2d_wgrad_kernel(x_ptr, g_ptr, part_ptr, H, W, C, KH, KW, ROWS_PER_SPLIT, SPLITS_H,
                           sxn, sxh, sxw, sxc, sgn, sgh, sgw, sgc,
-                          BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+                          BLOCK_W: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr):
     """Partial weight gradient: part[s, u * KW + v, c] = sum over the rows of split ``s`` of
     g[n, h, w, c] * x[n, h + u - KH//2, w + v - KW//2, c].
 
-    Split ``s`` covers image ``s // SPLITS_H`` and output rows ``[(s % SPLITS_H) * ROWS_PER_SPLIT, ...)``.
-    Rows and columns whose shifted input falls in the zero padding are never visited.
+    One program owns one kernel row ``u``, a block of ``BLOCK_V`` kernel columns and ``BLOCK_C`` channels,
+    so each output-gradient tile is loaded once for ``BLOCK_V`` taps (the shifted input tiles overlap and
+    come from L1). Split ``s`` covers image ``s // SPLITS_H`` and output rows
+    ``[(s % SPLITS_H) * ROWS_PER_SPLIT, ...)``; rows and columns whose shifted input lies entirely in the
+    zero padding are never visited.
     """
-    tap = tl.program_id(0)
+    pid_t = tl.program_id(0)
     pid_c = tl.program_id(1)
     split = tl.program_id(2)
-    u = tap // KW
-    v = tap % KW
+    n_vb = tl.cdiv(KW, BLOCK_V)
+    u = pid_t // n_vb
+    v0 = (pid_t % n_vb) * BLOCK_V
     ph = KH // 2
     pw = KW // 2
     n = split // SPLITS_H
     r0 = (split % SPLITS_H) * ROWS_PER_SPLIT
     r1 = r0 + ROWS_PER_SPLIT
-    # valid output rows: 0 <= h + u - ph < H  and the split's own rows
+    # valid output rows: 0 <= h + u - ph < H, within this split
     h_lo = ph - u
     h_lo = tl.where(h_lo > r0, h_lo, r0)
     h_hi = H + ph - u
     h_hi = tl.where(h_hi < r1, h_hi, r1)
     h_hi = tl.where(h_hi < H, h_hi, H)
-    w_lo = pw - v
+    # output columns that read inside the map for at least one tap of the block
+    w_lo = pw - (v0 + BLOCK_V - 1)
     w_lo = tl.where(w_lo > 0, w_lo, 0)
-    w_hi = W + pw - v
+    w_hi = W + pw - v0
     w_hi = tl.where(w_hi < W, w_hi, W)
+    vv = v0 + tl.arange(0, BLOCK_V)
+    vmask = vv < KW
     cc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cc < C
-    acc = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_V, BLOCK_C), dtype=tl.float32)
     for h in range(h_lo, h_hi):
         g_row = g_ptr + n * sgn + h * sgh
         x_row = x_ptr + n * sxn + (h + u - ph) * sxh
         for w0 in range(w_lo, w_hi, BLOCK_W):
             ow = w0 + tl.arange(0, BLOCK_W)
-            m = (ow < w_hi)[:, None] & cmask[None, :]
-            gv = tl.load(g_row + ow[:, None] * sgw + cc[None, :] * sgc, mask=m, other=0.0)
-            xv = tl.load(x_row + (ow + (v - pw))[:, None] * sxw + cc[None, :] * sxc, mask=m, other=0.0)
-            acc += gv.to(tl.float32) * xv.to(tl.float32)
-    res = tl.sum(acc, axis=0)
-    tl.store(part_ptr + (split * KH * KW + tap) * C + cc, res, mask=cmask)
+            wmask = ow < w_hi
+            gv = tl.load(g_row + ow[:, None] * sgw + cc[None, :] * sgc,
+                         mask=wmask[:, None] & cmask[None, :], other=0.0)
+            iw = ow[:, None] + vv[None, :] - pw  # (BLOCK_W, BLOCK_V)
+            m2 = wmask[:, None] & vmask[None, :] & (iw >= 0) & (iw < W)
+            xv = tl.load(x_row + iw[:, :, None] * sxw + cc[None, None, :] * sxc,
+                         mask=m2[:, :, None] & cmask[None, None, :], other=0.0)
+            acc += tl.sum(gv.to(tl.float32)[:, None, :] * xv.to(tl.float32), axis=0)
+    offs = (split * KH * KW + u * KW + vv)[:, None] * C + cc[None, :]
+    tl.store(part_ptr + offs, acc, mask=vmask[:, None] & cmask[None, :])

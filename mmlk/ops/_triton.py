@@ -118,15 +118,17 @@ def weight_grad(grad: torch.Tensor, x: torch.Tensor, weight_shape) -> torch.Tens
     n, c, h, w = x.shape
     kh, kw = weight_shape[-2:]
     block_c = _pow2(c, 4, 32)
-    block_w = _pow2(w, 4, 32)
+    block_w = _pow2(w, 4, 8)
+    block_v = _pow2(kw, 1, 16)
     # Enough row chunks per image that the grid fills a GPU even for batch 1, without tiny chunks.
     rows = max(1, min(h, 8))
     splits_h = triton_cdiv(h, rows)
+    # every (split, tap, channel) slot is written, padding-only taps with zeros, so no zero-fill is needed
     part = torch.empty((n * splits_h, kh * kw, c), dtype=torch.float32, device=x.device)
-    grid = (kh * kw, triton_cdiv(c, block_c), n * splits_h)
+    grid = (kh * triton_cdiv(kw, block_v), triton_cdiv(c, block_c), n * splits_h)
     mod.dwconv2d_wgrad_kernel[grid](
         x, grad, part, h, w, c, kh, kw, rows, splits_h,
-        *_nhwc_strides(x), *_nhwc_strides(grad), BLOCK_W=block_w, BLOCK_C=block_c)
+        *_nhwc_strides(x), *_nhwc_strides(grad), BLOCK_W=block_w, BLOCK_V=block_v, BLOCK_C=block_c)
     gw = part.sum(0).t().reshape(c, 1, kh, kw)
     return gw.to(x.dtype)
 
