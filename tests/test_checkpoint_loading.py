@@ -509,3 +509,27 @@ def test_cli_download_and_list(tmp_path, monkeypatch, cache, server, capsys):
     assert str(cache / 'tiny.pth') in capsys.readouterr().out
     assert main(['download', 'no-such-name']) == 1
     assert 'no-such-name' in capsys.readouterr().err
+
+
+def test_backbones_init_weights_use_names_and_prefix(tmp_path, monkeypatch, cache):
+    """init_cfg=dict(type='Pretrained', ...) of both backbones goes through the registry and the strict loader."""
+    _registry(tmp_path, monkeypatch, [
+        dict(name='lk-cls', file_name='lk.pth', download=dict(google_drive_id='1azQUiCxK9feYVkkrPqwVPBtNsTzDrX7S')),
+        dict(name='nx-coco', arch='repnext', format='mmdet2.x', file_name='nx_coco.pth',
+             download=dict(google_drive_id='1azQUiCxK9feYVkkrPqwVPBtNsTzDrX7S'))])
+    os.makedirs(cache)
+    lk_sd = F.replknet_official(num_classes=10)
+    save(lk_sd, cache / 'lk.pth')  # placed by hand, as the message for Drive-only files says
+    nx_sd = F.repnext_official(num_classes=0)
+    det = {'meta': {'CLASSES': ('a', 'b')}, 'state_dict': {**{'backbone.' + k: v for k, v in nx_sd.items()},
+                                                           'neck.lateral_convs.0.conv.weight': torch.zeros(8, 16, 1, 1)}}
+    save(det, cache / 'nx_coco.pth')
+    model = lk(num_classes=10, init_cfg=dict(type='Pretrained', checkpoint='lk-cls'))
+    model.init_weights()
+    assert_loaded(model, lk_sd)
+    model = nx(init_cfg=dict(type='Pretrained', checkpoint='nx-coco', prefix='backbone.'))
+    model.init_weights()
+    assert_loaded(model, nx_sd)
+    bad = nx(init_cfg=dict(type='Pretrained', checkpoint='lk-cls'))
+    with pytest.raises(CheckpointError, match='No key matched'):
+        bad.init_weights()
