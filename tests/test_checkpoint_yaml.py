@@ -104,3 +104,19 @@ def test_converted_copies_point_at_their_original():
         assert (orig['variant'], orig['resolution'], orig['pretraining']) == (e['variant'], e['resolution'],
                                                                             e['pretraining'])
         assert orig['download']['google_drive_id'] in e['notes']
+
+
+def test_every_checkpoint_named_in_configs_exists():
+    """Configs refer to released weights by name (init_cfg / load_from): each name must be in the table."""
+    import glob
+    names = {e['name'] for e in ENTRIES}
+    found = []
+    for path in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True):
+        text = open(path, encoding='utf-8').read()
+        for m in re.finditer(r"""(?:checkpoint|load_from)\s*=\s*['"]([^'"]+)['"]""", text):
+            ref = m.group(1)
+            if '/' in ref or ref.endswith(('.pth', '.pt')):
+                continue  # a path or URL, not a name
+            found.append(ref)
+            assert ref.lower() in names, f'{osp.relpath(path, REPO)} names unknown checkpoint {ref!r}'
+    assert found, 'expected the downstream configs to name their ImageNet weights'
