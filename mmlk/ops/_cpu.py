@@ -141,15 +141,34 @@ def _lag_mats(p_h: int, p_w: int, kh: int, kw: int, dtype: torch.dtype, device: 
     return lh_t.to(device=device, dtype=dtype.to_complex()), lw.to(device=device, dtype=dtype)
 
 
-def _lag_inverse(acc: torch.Tensor, kh: int, kw: int, p_w: int) -> torch.Tensor:
-    """(C, Pf, P_h) cross-spectrum -> (C, 1, kh, kw) correlation at the kernel's lags (two small GEMMs)."""
+def _lag_inverse(acc: torch.Tensor, kh: int, kw: int, p_w: int, fft_along_h: bool = False) -> torch.Tensor:
+    """(C, Pf, P_h) cross-spectrum -> (C, 1, kh, kw) correlation at the kernel's lags.
+
+    Along W the inverse is a small real GEMM evaluated at the kw lags only. Along H it is either a
+    GEMM at the kh lags (any P_h) or, for the FFT route's smooth P_h, a full inverse FFT followed by
+    picking the kh lag rows, which is cheaper once kh is more than a few taps.
+    """
     c, pf, p_h = acc.shape
     real = acc.real.dtype
     lh_t, lw = _lag_mats(p_h, p_w, kh, kw, real, str(acc.device))
-    a = torch.matmul(acc.reshape(c * pf, p_h), lh_t)  # (C*pf, kh)
-    a = a.view(c, pf, kh).transpose(1, 2).contiguous()
+    if fft_along_h:
+        full = torch.fft.ifft(acc, dim=-1)  # (C, pf, P_h); lag t sits at index t mod P_h
+        lags = torch.arange(kh, device=acc.device) - kh // 2
+        a = full.index_select(-1, lags % p_h)  # (C, pf, kh)
+    else:
+        a = torch.matmul(acc.reshape(c * pf, p_h), lh_t).view(c, pf, kh)
+    a = a.transpose(1, 2).contiguous()
     a = torch.view_as_real(a).reshape(c * kh, 2 * pf)
     return torch.matmul(a, lw).view(c, 1, kh, kw)
+
+
+def _accumulate_cross_spectrum(spec_x: torch.Tensor, spec_g: torch.Tensor, out: torch.Tensor) -> None:
+    """out = sum over the batch of conj(G) * X (the frequency-domain cross-correlation); clobbers spec_x."""
+    if spec_x.shape[0] == 1:
+        torch.mul(spec_x[0], spec_g[0].conj(), out=out)
+    else:
+        spec_x.mul_(spec_g.conj())
+        torch.sum(spec_x, dim=0, out=out)
 
 
 @lru_cache(maxsize=256)
@@ -252,15 +271,14 @@ def fft_backward(grad: torch.Tensor, x: Optional[torch.Tensor], weight: torch.Te
         if need_weight:
             spec_x = _spectrum(x[:, c0:c1].to(cdt), ph, pw)
             # conj(G) * X, summed over the batch: the frequency-domain cross-correlation.
-            spec_x.mul_(spec_g.conj())
-            torch.sum(spec_x, dim=0, out=acc[c0:c1])
+            _accumulate_cross_spectrum(spec_x, spec_g, acc[c0:c1])
         if need_input:
             spec_g.mul_(spec_w[c0:c1])
             gx[:, c0:c1] = _inverse(spec_g, h, w, pw)
     gw = None
     if need_weight:
         # only the kh x kw lags are needed: evaluate the inverse there instead of on the whole grid
-        gw = _lag_inverse(acc, kh, kw, pw).to(weight.dtype)
+        gw = _lag_inverse(acc, kh, kw, pw, fft_along_h=True).to(weight.dtype)
     return gx, gw
 
 
@@ -453,8 +471,7 @@ def dft_backward(grad: torch.Tensor, x: Optional[torch.Tensor], weight: torch.Te
         spec_g = _dft_spectrum(grad[:, c0:c1].to(cdt), fw, fh_t)
         if need_weight:
             spec_x = _dft_spectrum(x[:, c0:c1].to(cdt), fw, fh_t)
-            spec_x.mul_(spec_g.conj())
-            torch.sum(spec_x, dim=0, out=acc[c0:c1])
+            _accumulate_cross_spectrum(spec_x, spec_g, acc[c0:c1])
         if need_input:
             spec_g.mul_(spec_w[c0:c1])
             gx[:, c0:c1] = _dft_inverse(spec_g, gh_t, gw_m)
