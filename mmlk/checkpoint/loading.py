@@ -157,7 +157,8 @@ def _mismatch_message(src: Dict[str, torch.Tensor], tgt: Dict[str, torch.Size], 
         if s['family'] != t['family']:
             lines.append('This file is for a different architecture family.')
         elif s['variant']:
-            lines.append(f'Build the model with arch=\'{s["variant"]}\' (and the config paired with the file in '
+            arch = s['variant'].lower() if s['family'] == 'repnext' else s['variant']  # the configs' spelling
+            lines.append(f'Build the model with arch=\'{arch}\' (and the config paired with the file in '
                          'checkpoints.yaml), or pick the checkpoint of the model\'s variant.')
         else:
             lines.append('Build the model with an arch dict matching these numbers, or pick the checkpoint of '
@@ -189,7 +190,7 @@ def _match(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', label: st
     for k, t in mismatched:
         (reinit_head if K.is_classifier_key(k) or K.is_classifier_key(t) else bad_shapes).append((k, t))
 
-    filled = set(mapping.values())
+    filled = set(mapping.values()) | {t for _, t in bad_shapes}  # shape clashes are reported on their own
     reinit_targets = {t for _, t in reinit_head}
     src_has_stage_norm = any(re.search(r'(^|\.)stages\.\d+\.norm\.', k) for k in source)
     fresh, missing = [], []
