@@ -15,7 +15,7 @@ from mmlk.models.backbones.replknet import (ConvFFN, RepLKBlock, RepLKNet, check
 from mmlk.ops import LargeKernelDWConv2d
 
 from _helpers_replknet import (TINY, TINY_31, TINY_SMALLK, TINY_XL, keys_of_arch, max_rel_err,
-                               official_keys, randomise_bn)
+                               randomise_bn)
 
 OFFICIAL = {
     '31B': dict(large_kernel_sizes=[31, 29, 27, 13], layers=[2, 2, 18, 2],
@@ -422,20 +422,18 @@ def test_torch_compile_matches_eager(backend):
 # ----------------------------------------------------------------------------- timm
 def test_timm_create_model_and_features_only():
     timm = pytest.importorskip('timm')
-    with torch.device('meta'):
+    with torch.device('meta'):  # full-size variants: parameters and keys need no data
         for name, arch, params in [('replknet_31b', '31B', 79_864_168),
                                    ('replknet_31l', '31L', 172_671_016),
                                    ('replknet_xl', 'XL', 335_435_752)]:
             model = timm.create_model(name)
             assert sum(p.numel() for p in model.parameters()) == params
             assert _shapes(model) == keys_of_arch(OFFICIAL[arch], num_classes=1000)
-        assert model.pretrained_cfg['mean'] == ((0.5, ) * 3 if arch == 'XL' else
-                                                (0.485, 0.456, 0.406))
-        # Shapes propagate on the meta device: logits and pooled features.
-        assert model(torch.empty(1, 3, 64, 64)).shape == (1, 1000)
-        pooled = timm.create_model(name, num_classes=0)
-        assert 'head.weight' not in pooled.state_dict() and 'norm.weight' in pooled.state_dict()
-        assert pooled(torch.empty(2, 3, 64, 64)).shape == (2, model.num_features)
+            assert model.pretrained_cfg['mean'] == ((0.5, ) * 3 if arch == 'XL' else
+                                                    (0.485, 0.456, 0.406))
+            pooled = timm.create_model(name, num_classes=0)
+            assert 'head.weight' not in pooled.state_dict()
+            assert 'norm.weight' in pooled.state_dict()
         assert timm.create_model('replknet_31l.in22k').head.weight.shape == (21841, 1536)
     feat = timm.create_model('replknet_31b', features_only=True).eval()
     assert feat.feature_info.channels() == [128, 256, 512, 1024]
@@ -445,6 +443,25 @@ def test_timm_create_model_and_features_only():
     assert [tuple(m.shape) for m in maps] == [(1, 128, 16, 16), (1, 256, 8, 8), (1, 512, 4, 4),
                                               (1, 1024, 2, 2)]
     assert all(torch.isfinite(m).all() for m in maps)
+    # Small width: timm's feature getter returns the backbone's stage maps, the logits equal the mm
+    # classifier form's on the same weights, and num_classes=0 gives the pooled normalised features.
+    from mmlk.models.backbones.replknet import TimmRepLKNet
+    from timm.models._features import FeatureGetterNet
+    tm = TimmRepLKNet(arch=TINY_XL, num_classes=5, norm_intermediate_features=True).eval()
+    randomise_bn(tm, 12)
+    mm = RepLKNet(arch=TINY_XL, num_classes=5, norm_intermediate_features=True).eval()
+    mm.load_state_dict(tm.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = mm(x)
+        maps = FeatureGetterNet(copy.deepcopy(tm), out_indices=(0, 1, 2, 3))(x)
+        logits = tm(x)
+        tm.reset_classifier(0)
+        pooled = tm(x)
+    for a, b in zip(maps, ref[:4]):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(logits, ref[4])
+    torch.testing.assert_close(mm.head(pooled), ref[4])
 
 
 def test_timm_pretrained_goes_through_mmlk_checkpoints(tmp_path, monkeypatch):
