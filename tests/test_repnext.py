@@ -243,7 +243,7 @@ def test_whole_model_merge_equivalence(arch, fold):
     model = RepNeXtTimm(arch, num_classes=10, fold_block_norm=fold)
     randomise_bn(model)
     model.eval()
-    x = torch.randn(2, 3, 64, 48)
+    x = torch.randn(2, 3, 40, 36)
     with torch.no_grad():
         ref = model(x)
         model.switch_to_deploy()
@@ -266,6 +266,8 @@ def test_switch_to_deploy_idempotent():
     assert first.keys() == model.state_dict().keys()
     assert all(torch.equal(first[k], v) for k, v in model.state_dict().items())
     assert model._build_kwargs['deploy'] is True
+    twin = type(model)(**{**model._build_kwargs, 'deploy': False})  # the loader's training-form twin
+    assert isinstance(twin.head.head, nn.Module) and twin.num_classes == 5
 
 
 def test_head_merges_two_heads_into_one_linear():
@@ -374,7 +376,7 @@ def test_channels_last_and_bf16_autocast(deploy):
     model = RepNeXt(TINY, deploy=deploy)
     randomise_bn(model)
     model.eval()
-    x = torch.randn(2, 3, 40, 36)
+    x = torch.randn(2, 3, 24, 20)
     with torch.no_grad():
         ref = model(x)
         cl = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
@@ -561,11 +563,12 @@ def _seg_sample(h: int = 64, w: int = 64):
 
 
 def _seg_steps(decode_head: Dict, neck: Dict = None, auxiliary_head: Dict = None) -> None:
+    from mmengine.config import ConfigDict
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS as SEG_MODELS
     init_default_scope('mmseg')
     cfg = dict(type='EncoderDecoder',
-               data_preprocessor=dict(type='SegDataPreprocessor', mean=[123.675, 116.28, 103.53],
+               data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
                                       std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0, seg_pad_val=255,
                                       size=(64, 64)),
                backbone=dict(type='mmlk.RepNeXt', arch=TINY, out_indices=(0, 1, 2, 3)),
@@ -574,7 +577,7 @@ def _seg_steps(decode_head: Dict, neck: Dict = None, auxiliary_head: Dict = None
         cfg['neck'] = neck
     if auxiliary_head is not None:
         cfg['auxiliary_head'] = auxiliary_head
-    model = SEG_MODELS.build(cfg)
+    model = SEG_MODELS.build(ConfigDict(cfg))  # the segmentor reads test_cfg.mode as an attribute
     assert type(model.backbone) is RepNeXt
     data = dict(inputs=[torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8) for _ in range(2)],
                 data_samples=[_seg_sample(), _seg_sample()])
