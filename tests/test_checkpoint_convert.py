@@ -150,18 +150,18 @@ def test_classification_repnext_to_mmpretrain(tmp_path):
 
 def test_classification_to_mmpretrains_own_replknet(tmp_path):
     """layout='mmpretrain' fits mmpretrain's own RepLKNet classifier (backbone.stages.3.norm, head.fc)."""
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
     from mmpretrain.registry import MODELS
     sd = F.replknet_official(num_classes=10, ffn_ratio=4)  # mmpretrain's arch dicts fix the FFN ratio at 4
     src, dst = str(tmp_path / 'lk.pth'), str(tmp_path / 'lk_mmpretrain.pth')
     torch.save(sd, src)
     convert_classification(src, dst, layout='mmpretrain')
-    init_default_scope('mmpretrain')
     arch = dict(F.TINY_LK_ARCH, ffn_ratio=4)
-    model = MODELS.build(dict(type='ImageClassifier', backbone=dict(type='RepLKNet', arch=arch, out_indices=(3, )),
-                              neck=dict(type='GlobalAveragePooling'),
-                              head=dict(type='LinearClsHead', num_classes=10, in_channels=64)))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(dict(type='ImageClassifier', backbone=dict(type='RepLKNet', arch=arch, out_indices=(3, )),
+                                  neck=dict(type='GlobalAveragePooling'),
+                                  head=dict(type='LinearClsHead', num_classes=10, in_channels=64)))
     assert type(model.backbone).__module__.startswith('mmpretrain.')
     load_checkpoint(model, dst, map_location='cpu', strict=True)
     assert torch.equal(model.state_dict()['backbone.stages.3.norm.running_var'], sd['norm.running_var'])

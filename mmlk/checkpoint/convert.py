@@ -51,17 +51,18 @@ def build_model_from_config(config: str) -> torch.nn.Module:
     """
     import mmlk  # noqa: F401  (registers mmlk's classes)
     from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.registry import MODELS, DefaultScope
     from mmengine.utils import import_modules_from_strings
     cfg = Config.fromfile(config)
     if cfg.get('custom_imports'):
         import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
     model_cfg = copy.deepcopy(cfg.model)
     if isinstance(model_cfg.get('backbone'), dict):
         model_cfg['backbone'].pop('init_cfg', None)
     model_cfg.pop('init_cfg', None)
-    return MODELS.build(model_cfg)
+    # The config's scope only while building: callers (tests, tools) keep their own default scope.
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmengine')):
+        return MODELS.build(model_cfg)
 
 
 def _plain(value: Any) -> Any:
