@@ -6,6 +6,7 @@ the tensors tiny; ``device='meta'`` builds full-size variants without memory (fo
 """
 import argparse
 import threading
+import time
 from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, Optional, Sequence
@@ -219,6 +220,7 @@ class FileServer:
         self.files: Dict[str, bytes] = {}
         self.cut: Dict[str, int] = {}
         self.content_type: Dict[str, str] = {}
+        self.slow: Dict[str, float] = {}  # url path -> seconds to spread the body over
         self.requests = []
         server = self
 
@@ -254,6 +256,14 @@ class FileServer:
                     self.wfile.write(body[:limit])
                     self.wfile.flush()
                     self.close_connection = True
+                    return
+                seconds = server.slow.get(self.path)
+                if seconds:
+                    step = max(1, len(body) // 10)
+                    for i in range(0, len(body), step):
+                        self.wfile.write(body[i:i + step])
+                        self.wfile.flush()
+                        time.sleep(seconds / 10)
                     return
                 self.wfile.write(body)
 

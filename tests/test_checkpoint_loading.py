@@ -533,3 +533,31 @@ def test_backbones_init_weights_use_names_and_prefix(tmp_path, monkeypatch, cach
     bad = nx(init_cfg=dict(type='Pretrained', checkpoint='lk-cls'))
     with pytest.raises(CheckpointError, match='No key matched'):
         bad.init_weights()
+
+
+def _resolve_in_child(name, queue):
+    try:
+        queue.put(resolve_checkpoint(name, progress=False)[0])
+    except Exception as e:  # reported to the parent, which fails the test
+        queue.put(f'error: {e}')
+
+
+def test_concurrent_processes_download_once(tmp_path, monkeypatch, cache, server):
+    """Every rank of a distributed job resolves the same name: one download, the others wait for it."""
+    import multiprocessing as mp
+    data = open(save(F.replknet_official(), tmp_path / 'src.pth'), 'rb').read()
+    server.files['/tiny.pth'] = data
+    server.slow['/tiny.pth'] = 1.0
+    _registry(tmp_path, monkeypatch, [dict(name='tiny-lk', file_name='tiny.pth',
+                                           download=dict(github_release=server.url + '/tiny.pth'))])
+    ctx = mp.get_context('fork')  # children inherit the imported modules: no re-import of torch
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_resolve_in_child, args=('tiny-lk', queue)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert results == [str(cache / 'tiny.pth')] * 3, results
+    assert [r for r in server.requests if r[0] == '/tiny.pth'] == [('/tiny.pth', None)]
+    assert open(cache / 'tiny.pth', 'rb').read() == data
