@@ -136,6 +136,12 @@ def test_check_state_dict_fits_names_variant_and_keys():
     assert report['checkpoint']['arch_name'] == 'XL' and report['missing'] and report['mismatched']
     assert not report['unexpected'] and 'small_conv' in report['missing'][0]
 
+    # A plain strict load says the same (as the RuntimeError torch users expect).
+    small = RepLKNet(arch=TINY, deploy=True)
+    with pytest.raises(RuntimeError, match='merged form') as err:
+        small.load_state_dict(RepLKNet(arch=TINY).state_dict())
+    assert 'training form' in str(err.value) and 'unexpected keys' in str(err.value)
+
     prefixed = {'backbone.' + k: v for k, v in _meta(arch='31B').state_dict().items()}
     with pytest.raises(ValueError, match="starts with 'backbone.'"):
         check_state_dict_fits(_meta(arch='31B'), prefixed)

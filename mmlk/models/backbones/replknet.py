@@ -636,6 +636,15 @@ class RepLKNet(BaseModule):
             return
         super().init_weights()
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; a strict load that does not fit raises a RuntimeError
+        naming the model's and the file's variant/form and a few offending keys."""
+        if strict:
+            report = check_state_dict_fits(self, state_dict, raise_error=False)
+            if report['message']:
+                raise RuntimeError(report['message'])
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     # ------------------------------------------------------------------ deployment
     def switch_to_deploy(self, fuse_bn: Optional[bool] = None) -> None:
         """Merge every large-kernel block in place (idempotent); results equal in eval mode.
