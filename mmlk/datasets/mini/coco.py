@@ -10,9 +10,10 @@ Layout (what mmdet's ``CocoDataset`` reads with the stock ``coco_instance.py`` /
 
 Every painted shape is one instance with a polygon ``segmentation`` (traced from its visible mask,
 one polygon per visible part when an occluding shape cuts it), its ``bbox`` ``[x, y, w, h]`` and
-``area``. Shape class ``k`` is the k-th COCO category with its real category id (1 person,
-2 bicycle, 3 car, ...), so mmdet maps it to label ``k`` of the 80 COCO classes and a config runs
-with its own ``num_classes=80``. The scene background is not an object.
+``area``. The annotation files list all 80 COCO categories with their official ids, as the real
+ones do, and shape class ``k`` is the k-th of them (1 person, 2 bicycle, 3 car, ...): mmdet maps it
+to label ``k`` and a config runs with its own ``num_classes=80`` (the COCO metric can then score
+predictions of any of the 80 labels). The scene background is not an object.
 """
 import json
 import os
@@ -26,10 +27,22 @@ from PIL import Image
 from .common import build_dataset
 from .shapes import paint_scene
 
-GENERATOR_VERSION = 1
-# The first COCO categories (name, official id) in mmdet's CocoDataset.METAINFO order.
-COCO_CATEGORIES = (('person', 1), ('bicycle', 2), ('car', 3), ('motorcycle', 4), ('airplane', 5),
-                   ('bus', 6), ('train', 7), ('truck', 8), ('boat', 9), ('traffic light', 10))
+GENERATOR_VERSION = 2
+# The 80 COCO 2017 categories in mmdet's CocoDataset.METAINFO order. Their official ids run from 1
+# to 90 with ten gaps (ids of categories dropped before the 2014 release).
+COCO_CLASSES = (
+    'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
+    'traffic light', 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog',
+    'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella',
+    'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball', 'kite',
+    'baseball bat', 'baseball glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle',
+    'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange',
+    'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch', 'potted plant', 'bed',
+    'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone',
+    'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase', 'scissors',
+    'teddy bear', 'hair drier', 'toothbrush')
+_UNUSED_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
+COCO_CATEGORIES = tuple(zip(COCO_CLASSES, (i for i in range(1, 91) if i not in _UNUSED_IDS)))
 
 
 def _shoelace(points: np.ndarray) -> float:
@@ -82,7 +95,7 @@ def make_coco(out_dir: str, num_train: int = 64, num_val: int = 16, size: int = 
         out_dir: Dataset root (``data_root`` in the config).
         num_train, num_val: Number of training / validation images.
         size: Image height in pixels; the width is ``size * 4 // 3`` (COCO's usual 4:3 frames).
-        num_classes: Number of object categories used (the first ``num_classes`` COCO categories).
+        num_classes: Number of object categories painted (the first ``num_classes`` COCO categories).
         seed: Seed of the deterministic generator.
 
     Returns:
@@ -95,8 +108,7 @@ def make_coco(out_dir: str, num_train: int = 64, num_val: int = 16, size: int = 
     spec = dict(layout='coco', num_train=num_train, num_val=num_val, size=size,
                 num_classes=num_classes, seed=seed, version=GENERATOR_VERSION)
     height, width = size, size * 4 // 3
-    categories = [dict(id=cid, name=name, supercategory='shape')
-                  for name, cid in COCO_CATEGORIES[:num_classes]]
+    categories = [dict(id=cid, name=name, supercategory='shape') for name, cid in COCO_CATEGORIES]
 
     def write(root: str) -> Dict:
         os.makedirs(osp.join(root, 'annotations'))
@@ -123,7 +135,7 @@ def make_coco(out_dir: str, num_train: int = 64, num_val: int = 16, size: int = 
                                licenses=[], images=images, annotations=annotations,
                                categories=categories), f)
             counts[split] = dict(images=len(images), instances=len(annotations))
-        return dict(layout='coco', root=osp.abspath(out_dir), categories=[c['name'] for c in categories],
+        return dict(layout='coco', root=osp.abspath(out_dir), classes=list(COCO_CLASSES[:num_classes]),
                     counts=counts, height=height, width=width)
 
     return build_dataset(out_dir, spec, write)
