@@ -708,3 +708,26 @@ def test_reparameterize_tool_downstream_and_config(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert max_rel_err(deployed(x)[0], clf.backbone.eval()(x)[0]) <= 1e-5
+
+
+def test_reparameterize_tool_repnext(tmp_path):
+    from mmlk.registry import MODELS
+
+    from tools.model_converters.reparameterize import main
+    cls = MODELS.get('RepNeXt')
+    if cls is None:
+        pytest.skip('RepNeXt is not registered')
+    torch.manual_seed(0)
+    model = cls(arch='m0')
+    randomise_bn(model, 13)
+    torch.save(model.state_dict(), tmp_path / 'rn.pth')
+    with pytest.raises(ValueError, match='--model repnext'):
+        main([str(tmp_path / 'rn.pth'), str(tmp_path / 'auto.pth')])
+    main([str(tmp_path / 'rn.pth'), str(tmp_path / 'rn_deploy.pth'), '--model', 'repnext',
+          '--arch', 'm0'])
+    merged = cls(arch='m0', deploy=True).eval()
+    merged.load_state_dict(torch.load(tmp_path / 'rn_deploy.pth', weights_only=True))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(merged(x), model.eval()(x)):
+            assert max_rel_err(a, b) <= 1e-5

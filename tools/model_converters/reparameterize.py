@@ -260,4 +260,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, RuntimeError) as exc:  # user errors: the message says what to do
+        print(f'reparameterize: error: {exc}', file=sys.stderr)
+        sys.exit(1)
