@@ -401,7 +401,8 @@ class RepLKNet(BaseModule):
     Forward returns a tuple with the feature maps of ``out_indices`` (strides 4, 8, 16, 32). With
     ``num_classes > 0`` the logits are appended as the last element, so mmpretrain's ``ClsHead``
     (which reads ``feats[-1]``) consumes them and the official flat checkpoints (``norm.*``,
-    ``head.*``) load into the backbone unchanged.
+    ``head.*``) load into the backbone unchanged. A strict ``load_state_dict`` of weights that do not
+    fit names both variants/forms (see :func:`check_state_dict_fits`).
 
     Args:
         arch: ``'31B'``, ``'31L'``, ``'XL'`` or a dict with the fields ``large_kernel_sizes``,
@@ -433,7 +434,8 @@ class RepLKNet(BaseModule):
             directly; otherwise it is what :meth:`switch_to_deploy` does by default.
             Defaults to False.
         lk_impl: Implementation of depthwise kernels >= 7, passed to
-            :class:`mmlk.ops.LargeKernelDWConv2d` (``'auto'``, ``'torch'``). Defaults to ``'auto'``.
+            :class:`mmlk.ops.LargeKernelDWConv2d` (``'auto'``, ``'torch'`` for plain ``F.conv2d``,
+            or a specific route of that op). Defaults to ``'auto'``.
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=..., prefix=...)`` goes
             through :func:`mmlk.checkpoint.load_pretrained`. Defaults to None.
     """
