@@ -282,7 +282,8 @@ class LearningRateDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                         group['weight_decay'] = wd
                     groups[group_key] = group
                 groups[group_key]['params'].append(param)
-        params.extend(groups.values())
+        # Highest layer first: mmengine logs the first group's lr, which is then the undecayed base lr.
+        params.extend(sorted(groups.values(), key=lambda g: -g['layer_id']))
         summary = ', '.join(f'{lid}: {rate ** (num_layers + 1 - lid):.4g}' for lid in range(num_layers + 2))
         print_log(f'layer-wise lr decay {rate} ({cfg.get("decay_type", "layer_wise")}): '
                   f'{num_layers} backbone layers, {len(groups)} param groups; lr scale per layer id: '
