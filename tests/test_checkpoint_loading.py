@@ -561,3 +561,15 @@ def test_concurrent_processes_download_once(tmp_path, monkeypatch, cache, server
     assert results == [str(cache / 'tiny.pth')] * 3, results
     assert [r for r in server.requests if r[0] == '/tiny.pth'] == [('/tiny.pth', None)]
     assert open(cache / 'tiny.pth', 'rb').read() == data
+
+
+def test_checkpoint_with_numpy_metadata_loads(tmp_path):
+    """mmengine Runner checkpoints keep numpy arrays / scalars in meta and message_hub: allowed data."""
+    import numpy as np
+    sd = F.replknet_official(num_classes=10)
+    ckpt = {'meta': {'epoch': 1, 'seed': np.int64(3)}, 'state_dict': {'backbone.' + k: v for k, v in sd.items()},
+            'message_hub': {'runtime_info': {'lr': np.array([0.1, 0.2]), 'iter': np.float64(2.0)}}}
+    path = save(ckpt, tmp_path / 'epoch_1.pth')
+    model = lk(num_classes=0)
+    load_pretrained(model, path)
+    assert_loaded(model, {k: v for k, v in sd.items() if not k.startswith(('norm.', 'head.'))})

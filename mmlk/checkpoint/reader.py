@@ -1,9 +1,10 @@
 """Reading checkpoint files without running code from them.
 
 * ``torch.save`` files (zip or legacy pickle) are read with ``torch.load(weights_only=True)``, whose
-  unpickler only builds tensors and plain containers. One extra class is allowed: ``argparse.Namespace``,
-  which the DeiT/ConvNeXt-style training scripts of both upstream repositories store under ``args``;
-  unpickling it only sets attributes. A file that needs anything else is refused with the list of globals
+  unpickler only builds tensors and plain containers. A few data containers are allowed on top:
+  ``argparse.Namespace`` (the DeiT/ConvNeXt-style training scripts of both upstream repositories store
+  ``args``) and the numpy arrays / ``HistoryBuffer`` of mmengine's own checkpoints; unpickling them only
+  rebuilds arrays and sets attributes. A file that needs anything else is refused with the list of globals
   it asks for; ``weights_only=False`` is never used.
 * TorchScript archives (RepNeXt's ``*_fused.pt``) are read by :func:`read_torchscript_tensors`, a restricted
   unpickler over the archive's ``data.pkl``: module objects become inert records and tensors are rebuilt
@@ -23,7 +24,31 @@ import torch
 from .errors import CheckpointError
 
 #: Extra globals allowed on top of torch's weights_only allow-list (see the module docstring).
-SAFE_GLOBALS = [argparse.Namespace]
+SAFE_GLOBALS: list = [argparse.Namespace]
+
+
+def _safe_globals() -> list:
+    """SAFE_GLOBALS plus the data containers of mmengine's own checkpoints (``message_hub``).
+
+    Checkpoints written by mmengine's Runner (e.g. an mmlk ImageNet run used to initialise a downstream
+    model) keep logging state: numpy arrays, scalars and dtypes, and ``HistoryBuffer``. Unpickling those
+    only rebuilds arrays and sets attributes, so they are allowed; nothing else is.
+    """
+    extra = list(SAFE_GLOBALS)
+    try:
+        import numpy as np
+        core = getattr(np, '_core', None) or np.core
+        extra += [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype]
+        extra += sorted({type(np.dtype(t)) for t in ('f2', 'f4', 'f8', 'i1', 'i2', 'i4', 'i8', 'u1', 'u2', 'u4',
+                                                     'u8', '?')}, key=str)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        from mmengine.logging.history_buffer import HistoryBuffer
+        extra.append(HistoryBuffer)
+    except ImportError:
+        pass
+    return extra
 
 
 def is_torchscript(path: str) -> bool:
@@ -50,7 +75,7 @@ def read_checkpoint(path: str, map_location: Any = 'cpu') -> Tuple[Any, str]:
     if is_torchscript(path):
         return read_torchscript_tensors(path, map_location), 'torchscript'
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(_safe_globals()):
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         needed = []
