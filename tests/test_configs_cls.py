@@ -27,9 +27,9 @@ REPLKNET_CONFIGS = ['replknet-31b_32xb64_in1k-224.py', 'replknet-31b_32xb64_in1k
                     'replknet-31b_in21k-pre_32xb32_in1k-224.py', 'replknet-31b_in21k-pre_32xb32_in1k-384.py',
                     'replknet-31l_in21k-pre_32xb32_in1k-384.py', 'replknet-xl_meg73m-pre_32xb32_in1k-320.py']
 REPNEXT_CONFIGS = [f'repnext-m{i}_8xb256_in1k.py' for i in range(6)]
-CONFIGS = [f'configs/replknet/{c}' for c in REPLKNET_CONFIGS] + [f'configs/repnext/{c}' for c in REPNEXT_CONFIGS]
-DEPLOY_CONFIGS = [c.replace('configs/replknet/', 'configs/replknet/deploy/').replace(
-    'configs/repnext/', 'configs/repnext/deploy/') for c in CONFIGS]
+CONFIGS = ([f'configs/replknet/{c}' for c in REPLKNET_CONFIGS]
+           + [f'configs/repnext/{c}' for c in REPNEXT_CONFIGS])
+DEPLOY_CONFIGS = [osp.join(osp.dirname(c), 'deploy', osp.basename(c)) for c in CONFIGS]
 
 # Published sizes (REFERENCE.md): parameters with the 1k head and state-dict entries.
 REPLKNET_PARAMS = {'31B': 79_864_168, '31L': 172_671_016, 'XL': 335_435_752}
@@ -181,10 +181,10 @@ TINY_REPLKNET = dict(large_kernel_sizes=[13, 11, 9, 7], layers=[1, 1, 2, 1], cha
                      small_kernel=3, dw_ratio=1, ffn_ratio=2)
 
 
-def _cli_overrides(data_root: str, num_classes: int) -> list:
-    opts = [f'model.backbone.arch._delete_=True']
+def _cli_overrides(data_root: str, num_classes: int, pretrained: str) -> list:
+    opts = ['model.backbone.arch._delete_=True']
     opts += [f'model.backbone.arch.{k}={v}'.replace(' ', '') for k, v in TINY_REPLKNET.items()]
-    opts += [f'model.backbone.num_classes={num_classes}', 'model.backbone.init_cfg=None',
+    opts += [f'model.backbone.num_classes={num_classes}', f'model.backbone.init_cfg.checkpoint={pretrained}',
              f'data_preprocessor.num_classes={num_classes}',
              'default_hooks.logger.interval=1', 'randomness.seed=0']
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -210,11 +210,22 @@ def mini_imagenet(tmp_path_factory) -> str:
 
 
 def test_train_then_test_a_finetune_config_on_mini_imagenet(mini_imagenet, tmp_path):
-    """22K->1K fine-tune recipe (its own 224 px pipelines, layer-wise lr decay, EMA) on 16 images."""
+    """22K->1K fine-tune recipe (its own 224 px pipelines, layer-wise lr decay, EMA) on 16 images.
+
+    Like the real recipe it starts from a pretrained classifier whose head has another class count (a
+    tiny stand-in for the 21841-class ImageNet-22K weights, in the official flat layout).
+    """
+    from mmlk.models.backbones import RepLKNet
+    pretrained = str(tmp_path / 'pretrained_22k.pth')
+    source = RepLKNet(arch=TINY_REPLKNET, out_indices=(), num_classes=7)
+    torch.save({'model': source.state_dict()}, pretrained)
+
     config = 'configs/replknet/replknet-31b_in21k-pre_32xb32_in1k-224.py'
     work_dir = str(tmp_path / 'work')
-    opts = _cli_overrides(mini_imagenet, num_classes=5) + ['train_cfg.max_epochs=1']
+    opts = _cli_overrides(mini_imagenet, num_classes=5, pretrained=pretrained) + ['train_cfg.max_epochs=1']
     log = _run(['tools/train.py', config, '--work-dir', work_dir, '--cfg-options'] + opts, timeout=240)
+    # The backbone's init_cfg went through mmlk's loader (the config dump alone would not say 'matched').
+    assert re.search(r'pretrained_22k\.pth.*\d+ matched', log), log[-3000:]
     assert 'layer-wise lr decay 0.7' in log and '4 backbone layers' in log
     assert re.search(r'Epoch\(train\)\s+\[1\]\[4/4\]', log), log[-2000:]
     ckpt = osp.join(work_dir, 'epoch_1.pth')
