@@ -1,34 +1,47 @@
 """Resuming mmengine 0.10.7 runs on torch >= 2.6 without giving up ``weights_only=True``.
 
-torch >= 2.6 unpickles with ``weights_only=True`` by default. mmengine 0.10.7 saves training state
-(its message hub's ``HistoryBuffer`` objects holding numpy arrays and scalars) in every checkpoint,
-so loading its *own* checkpoints for ``--resume`` or ``tools/test.py`` fails with
-``UnpicklingError``. Instead of falling back to full unpickling (which executes arbitrary code from
-a file), we allow exactly the plain-data classes mmengine writes, via torch's allow-list.
+torch >= 2.6 unpickles with ``weights_only=True`` by default. mmengine 0.10.7 stores its message hub's
+``HistoryBuffer`` objects (numpy arrays of logged scalars) in every checkpoint, pickled through their
+``__dict__``, which refers to bound methods via ``getattr``. Loading such a file for ``--resume`` or
+``tools/test.py`` then fails with ``UnpicklingError``. Rather than fall back to full unpickling (which
+runs arbitrary code from a file), mmlk's tools
+
+1. pickle ``HistoryBuffer`` by its constructor arguments (a ``copyreg`` reducer), so the checkpoints
+   they write contain only plain data, and
+2. allow exactly the classes those checkpoints contain (``HistoryBuffer``, numpy arrays, dtypes and
+   scalars) through torch's ``weights_only`` allow-list.
+
+Checkpoints written by plain mmengine tools still contain ``getattr`` and keep being refused.
 """
+import copyreg
 from typing import List
 
 import numpy as np
 import torch
 
-_done = False
+_registered = False
 
 
-def _mmengine_checkpoint_globals() -> List:
-    from mmengine.logging.history_buffer import HistoryBuffer
-    allowed = [HistoryBuffer, np.ndarray, np.dtype, np.core.multiarray._reconstruct
-               if hasattr(np, 'core') else None, np.core.multiarray.scalar if hasattr(np, 'core') else None]
+def _reduce_history_buffer(buffer):
+    return type(buffer), (buffer._log_history, buffer._count_history, buffer.max_length)
+
+
+def _numpy_globals() -> List:
+    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    allowed = [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar]
     # numpy >= 1.25 pickles dtypes as instances of per-type classes (np.dtypes.Float64DType, ...).
-    dtypes_mod = getattr(np, 'dtypes', None)
-    if dtypes_mod is not None:
-        allowed += [getattr(dtypes_mod, name) for name in dir(dtypes_mod) if name.endswith('DType')]
-    return [item for item in allowed if item is not None]
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        allowed += [getattr(dtypes, name) for name in dir(dtypes) if name.endswith('DType')]
+    return allowed
 
 
 def allow_mmengine_checkpoint_globals() -> None:
-    """Add mmengine's training-state classes to torch's ``weights_only`` allow-list (idempotent)."""
-    global _done
-    if _done:
+    """Install the ``HistoryBuffer`` reducer and the allow-list entries (idempotent)."""
+    global _registered
+    if _registered:
         return
-    torch.serialization.add_safe_globals(_mmengine_checkpoint_globals())
-    _done = True
+    from mmengine.logging.history_buffer import HistoryBuffer
+    copyreg.pickle(HistoryBuffer, _reduce_history_buffer)
+    torch.serialization.add_safe_globals([HistoryBuffer] + _numpy_globals())
+    _registered = True
