@@ -90,11 +90,14 @@ def test_fixtures_follow_documented_counts():
 
 
 # ------------------------------------------------------------------------------------------ RepLKNet formats
-@pytest.mark.parametrize('wrap', ['flat', 'model', 'state_dict'])
+@pytest.mark.parametrize('wrap', ['flat', 'model', 'state_dict', 'legacy'])
 def test_replknet_official_into_classifier(tmp_path, wrap, log):
     sd = F.replknet_official()
-    obj = sd if wrap == 'flat' else {wrap: sd}
-    path = save(obj, tmp_path / 'RepLKNet-tiny.pth')
+    path = str(tmp_path / 'RepLKNet-tiny.pth')
+    if wrap == 'legacy':  # torch < 1.6 pickle format (no zip container)
+        torch.save(sd, path, _use_new_zipfile_serialization=False)
+    else:
+        save(sd if wrap == 'flat' else {wrap: sd}, path)
     model = lk(num_classes=10)
     report = load_pretrained(model, path, logger=log[0])
     assert_loaded(model, sd)
@@ -146,8 +149,14 @@ def test_classification_file_into_intermediate_norm_backbone(tmp_path):
     assert fresh and all(k.startswith('stages.') and '.norm.' in k for k in fresh)
 
 
-def test_train_form_file_into_merged_replknet(tmp_path, log):
-    sd = F.replknet_official(num_classes=10)
+XL_LIKE = dict(channels=(16, 32, 32, 64), layers=(1, 1, 1, 1), kernels=(9, 7, 7, 5), small_kernel=None, dw_ratio=1.5)
+
+
+@pytest.mark.parametrize('xl_like', [False, True], ids=['31B-like', 'XL-like'])
+def test_train_form_file_into_merged_replknet(tmp_path, log, xl_like):
+    sd = F.replknet_official(num_classes=10, **(XL_LIKE if xl_like else {}))
+    arch = dict(F.TINY_LK_ARCH, small_kernel=None, dw_ratio=1.5) if xl_like else dict(F.TINY_LK_ARCH)
+    lk = lambda **kw: RepLKNet(arch=dict(arch), **kw)  # noqa: E731
     path = save(sd, tmp_path / 'train.pth')
     ref = lk(num_classes=10)
     ref.load_state_dict(sd)
@@ -505,6 +514,8 @@ def test_cli_download_and_list(tmp_path, monkeypatch, cache, server, capsys):
                                            download=dict(github_release=server.url + '/tiny.pth'))])
     assert main(['list']) == 0
     assert 'tiny-lk' in capsys.readouterr().out
+    assert main(['info', 'tiny-lk']) == 0
+    assert 'github_release: ' + server.url + '/tiny.pth' in capsys.readouterr().out
     assert main(['download', 'tiny-lk', '--no-progress']) == 0
     assert str(cache / 'tiny.pth') in capsys.readouterr().out
     assert main(['download', 'no-such-name']) == 1
