@@ -68,9 +68,9 @@ def test_param_counts_train_and_fused(arch):
         n_train = count(model)
         model.switch_to_deploy()
         n_fused = count(model)
-        full = RepNeXtTimm(arch, num_classes=1000)  # default: also folds the block norms
-        full.switch_to_deploy()
-        n_full = count(full)
+        # default merged form (also folds the block norms); its layout equals switch_to_deploy()'s,
+        # see test_deploy_layout_is_upstream_fused_layout_and_loads
+        n_full = count(RepNeXtTimm(arch, num_classes=1000, deploy=True))
     assert rounded(n_train, train_shown) == train_shown
     assert rounded(n_fused, fused_shown) == fused_shown
     # The extra fold removes exactly the affine parameters of one norm per block (C) and per
@@ -668,5 +668,7 @@ def test_timm_create_model_and_features_only():
     with torch.no_grad():
         outs = feats(torch.randn(2, 3, 64, 64))
     assert [tuple(o.shape) for o in outs] == [(2, 80, 8, 8), (2, 160, 4, 4), (2, 320, 2, 2)]
-    headless = timm.create_model('repnext_m1', num_classes=0)
-    assert headless.forward_head(torch.randn(1, 384, 2, 2)).shape == (1, 384)
+    model.reset_classifier(0)
+    assert model.forward_head(torch.randn(1, 320, 2, 2)).shape == (1, 320)
+    assert model.pretrained_cfg['first_conv'] == 'stem.stem.0.conv'
+

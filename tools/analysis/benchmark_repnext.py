@@ -12,6 +12,7 @@ Example::
 """
 import argparse
 import copy
+import os
 import shlex
 import statistics
 import sys
@@ -85,6 +86,8 @@ def main() -> None:
           f'RepNeXt-{args.arch.upper()}, batch {args.batch_size}, {args.img_size}x{args.img_size}, '
           f'{"channels_last" if args.channels_last else "NCHW"}, {args.repeats} timed steps after '
           f'{args.warmup} warm-up steps')
+    if hasattr(os, 'getloadavg'):
+        print('system load average (1/5/15 min) at the end: ' + ', '.join(f'{v:.2f}' for v in os.getloadavg()))
     for name, t in times.items():
         print(f'{name:>17}: median {med[name] * 1e3:8.1f} ms/step  (min {min(t) * 1e3:.1f}, '
               f'max {max(t) * 1e3:.1f})')

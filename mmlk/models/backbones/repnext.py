@@ -650,24 +650,37 @@ class RepNeXtTimm(RepNeXt):
 try:  # timm is optional: register timm model names only when it is installed
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+    from timm.models._builder import pretrained_cfg_for_features
+    from timm.models._features import FeatureListNet
 except ImportError:  # pragma: no cover - exercised only without timm
     register_model = None
 
 if register_model is not None:
-    # timm's register_model reads the module attribute ``default_cfgs`` for pretrained configs.
+    # timm's register_model reads the module attribute ``default_cfgs`` for pretrained configs. timm
+    # resolves no weights itself (no url): pretrained=True goes through mmlk's checkpoint registry
+    # (checkpoints.yaml names, verified downloads, strict loading).
     default_cfgs = generate_default_cfgs({
-        f'repnext_{name}': dict(
+        f'repnext_{name}.dist_in1k': dict(
             url='', num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.95,
             interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
             first_conv='stem.stem.0.conv', classifier=('head.head.linear', 'head.head_dist.linear'),
-            license='apache-2.0', paper_ids='arXiv:2406.16004')
+            license='apache-2.0', paper_ids='arXiv:2406.16004', origin_url='https://github.com/suous/RepNeXt')
         for name in RepNeXt.arch_settings})
 
     def _create_repnext(variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
+        features_only = kwargs.pop('features_only', False)
         out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
-        return build_model_with_cfg(RepNeXtTimm, variant, pretrained, arch=variant.split('_')[-1],
-                                    feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-                                    **kwargs)
+        arch = variant.split('_')[-1]
+        model = build_model_with_cfg(RepNeXtTimm, variant, False, arch=arch, **kwargs)
+        if pretrained:
+            from mmlk.checkpoint import load_pretrained  # lazy: the loader pulls in more packages
+            load_pretrained(model, f'repnext-{arch}_in1k')  # the distilled 300-epoch release
+        if features_only:
+            # stem, then one module per stage (``stages`` flattened): each stage output is a feature map
+            cfg = model.pretrained_cfg
+            model = FeatureListNet(model, out_indices=out_indices, flatten_sequential=True)
+            model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(cfg)
+        return model
 
     @register_model
     def repnext_m0(pretrained: bool = False, **kwargs) -> nn.Module:
