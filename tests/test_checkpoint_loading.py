@@ -584,3 +584,18 @@ def test_checkpoint_with_numpy_metadata_loads(tmp_path):
     model = lk(num_classes=0)
     load_pretrained(model, path)
     assert_loaded(model, {k: v for k, v in sd.items() if not k.startswith(('norm.', 'head.'))})
+
+
+def test_fused_torchscript_into_deploy_classifier(tmp_path):
+    """Upstream's fused file (backbone + one Linear ``head``) into mmlk's deploy-form classifier."""
+    sd = F.repnext_official(num_classes=0)
+    ref = _fused_reference(sd)
+    gen = torch.Generator().manual_seed(5)
+    fused = {**ref.state_dict(), 'head.weight': torch.randn(10, 128, generator=gen), 'head.bias': torch.randn(10, generator=gen)}
+    path = str(tmp_path / 'repnext_tiny_fused.pt')
+    torch.jit.script(F.module_from_state(fused)).save(path)
+    model = _Classifier(deploy=True).eval()
+    load_pretrained(model, path)
+    with torch.no_grad():
+        expect = ref(X)[-1].mean((2, 3)) @ fused['head.weight'].t() + fused['head.bias']
+        torch.testing.assert_close(model(X), expect, rtol=1e-4, atol=1e-4)
