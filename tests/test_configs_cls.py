@@ -209,6 +209,28 @@ def mini_imagenet(tmp_path_factory) -> str:
     return root
 
 
+def test_mini_imagenet_is_deterministic_balanced_and_read_by_mmpretrain(mini_imagenet, tmp_path):
+    from mmpretrain.datasets import ImageNet
+
+    from mmlk.datasets.mini import IMAGENET_WNIDS, make_imagenet
+    again = str(tmp_path / 'again')
+    make_imagenet(again, num_train=16, num_val=8, size=64, num_classes=5)
+    for rel in ('meta/train.txt', 'meta/val.txt', f'train/{IMAGENET_WNIDS[3]}/{IMAGENET_WNIDS[3]}_3.JPEG',
+                'val/ILSVRC2012_val_00000008.JPEG'):
+        with open(osp.join(mini_imagenet, rel), 'rb') as a, open(osp.join(again, rel), 'rb') as b:
+            assert a.read() == b.read(), rel
+    train = ImageNet(data_root=mini_imagenet, split='train', pipeline=[])
+    val = ImageNet(data_root=mini_imagenet, split='val', pipeline=[])
+    assert len(train) == 16 and len(val) == 8
+    labels = [train.get_data_info(i)['gt_label'] for i in range(len(train))]
+    assert sorted(labels) == sorted(list(range(5)) * 3 + [0])  # balanced: image i has class i % 5
+    # Folder-per-class training images: the folder is the class's ImageNet synset.
+    info = train.get_data_info(7)
+    assert f'/train/{IMAGENET_WNIDS[info["gt_label"]]}/' in info['img_path']
+    with pytest.raises(ValueError, match='num_classes'):
+        make_imagenet(str(tmp_path / 'bad'), num_classes=11)
+
+
 def test_train_then_test_a_finetune_config_on_mini_imagenet(mini_imagenet, tmp_path):
     """22K->1K fine-tune recipe (its own 224 px pipelines, layer-wise lr decay, EMA) on 16 images.
 
