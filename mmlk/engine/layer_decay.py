@@ -158,7 +158,8 @@ def repnext_layer_ids(names: List[str], decay_type: str = 'layer_wise') -> Tuple
 
 
 # Backbone class name -> layer-id function. mmpretrain's own ``RepLKNet`` uses the same parameter
-# names as mmlk's, so the class-name lookup serves both.
+# names as mmlk's, so the class-name lookup serves both (its final BN is ``stages.3.norm`` and so
+# counts as part of the last stage, where mmlk's classifier ``norm`` is outside the layers).
 LAYER_ID_FUNCTIONS: Dict[str, Callable[..., Tuple[Dict[str, int], int]]] = {
     'RepLKNet': replknet_layer_ids,
     'RepNeXt': repnext_layer_ids,
