@@ -295,7 +295,8 @@ class _RepNeXtUnit(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.with_cp and x.requires_grad:
+        # Non-reentrant checkpointing also works when ``x`` needs no gradient (e.g. after a frozen stem).
+        if self.with_cp and torch.is_grad_enabled():
             return cp.checkpoint(self._forward, x, use_reentrant=False)
         return self._forward(x)
 
