@@ -63,12 +63,13 @@ def assert_loaded(model, expected, rename=lambda k: k):
         assert torch.equal(sd[rename(k)], v), k
 
 
+# Loading does not depend on the depthwise-conv route: the plain torch one keeps these tests quick.
 def lk(**kw):
-    return RepLKNet(arch=dict(F.TINY_LK_ARCH), **kw)
+    return RepLKNet(arch=dict(F.TINY_LK_ARCH), lk_impl='torch', **kw)
 
 
 def nx(**kw):
-    return RepNeXt(arch=dict(F.TINY_NX_ARCH), **kw)
+    return RepNeXt(arch=dict(F.TINY_NX_ARCH), lk_impl='torch', **kw)
 
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -156,7 +157,7 @@ XL_LIKE = dict(channels=(16, 32, 32, 64), layers=(1, 1, 1, 1), kernels=(9, 7, 7,
 def test_train_form_file_into_merged_replknet(tmp_path, log, xl_like):
     sd = F.replknet_official(num_classes=10, **(XL_LIKE if xl_like else {}))
     arch = dict(F.TINY_LK_ARCH, small_kernel=None, dw_ratio=1.5) if xl_like else dict(F.TINY_LK_ARCH)
-    lk = lambda **kw: RepLKNet(arch=dict(arch), **kw)  # noqa: E731
+    lk = lambda **kw: RepLKNet(arch=dict(arch), lk_impl='torch', **kw)  # noqa: E731
     path = save(sd, tmp_path / 'train.pth')
     ref = lk(num_classes=10)
     ref.load_state_dict(sd)
