@@ -15,7 +15,7 @@ from mmlk.datasets.mini import make_ade20k
 from mmlk.datasets.mini.common import MARKER
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'upernet_replknet-mini_1xb8-600it_ade20k-mini-128x128.py')
+DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'upernet_replknet-mini_1xb8-300it_ade20k-mini-128x128.py')
 TINY_REPLKNET = dict(large_kernel_sizes=[7, 7, 5, 3], layers=[1, 1, 1, 1], channels=[8, 16, 32, 64],
                      small_kernel=3, dw_ratio=1, ffn_ratio=1)
 

@@ -18,7 +18,7 @@ import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'upernet_replknet-mini_1xb8-600it_ade20k-mini-128x128.py')
+DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'upernet_replknet-mini_1xb8-300it_ade20k-mini-128x128.py')
 
 
 def run(cmd, capture: bool = False) -> str:

@@ -10,7 +10,7 @@ classes = ('wall', 'building', 'sky', 'floor', 'tree', 'ceiling')
 num_classes = len(classes)
 crop_size = (128, 128)
 data_root = 'data/ade20k_mini'
-max_iters = 600
+max_iters = 300
 
 norm_cfg = dict(type='SyncBN', requires_grad=True)  # the tools switch it to BN without CUDA
 data_preprocessor = dict(
@@ -43,7 +43,7 @@ model = dict(
         in_channels=[32, 64, 128, 256],
         in_index=[0, 1, 2, 3],
         pool_scales=(1, 2, 3, 6),
-        channels=64,
+        channels=32,
         dropout_ratio=0.1,
         num_classes=num_classes,
         norm_cfg=norm_cfg,
