@@ -486,6 +486,43 @@ def test_init_cfg_pretrained_loads_strictly(tmp_path):
     assert twin.state_dict().keys() == dst.state_dict().keys()
 
 
+def test_released_layouts_load_through_mmlk_loader(tmp_path):
+    """Training-form classifier file (state dict under 'model', as released) into the backbone and into
+    merged models; upstream's fused layout (block norms kept) into the default merged form."""
+    from mmlk.checkpoint import load_pretrained
+    torch.manual_seed(6)
+    src = RepNeXtTimm(TINY, num_classes=10)
+    randomise_bn(src)
+    src.eval()
+    released = tmp_path / 'repnext_tiny_distill_300e.pth'
+    torch.save({'model': src.state_dict()}, released)
+    x = torch.randn(1, 3, 48, 40)
+    with torch.no_grad():
+        ref_logits = src(x)
+        ref_feats = RepNeXt.forward(src, x)  # the backbone part of the same weights
+
+    backbone = RepNeXt(TINY, out_indices=(-1, ))
+    report = load_pretrained(backbone, str(released))
+    assert report['missing'] == 0 and report['unexpected'] == 0 and report['dropped_head'] > 0
+    merged = RepNeXt(TINY, out_indices=(-1, ), deploy=True)
+    load_pretrained(merged, str(released))  # merged on the fly through a training-form twin
+    merged_cls = RepNeXtTimm(TINY, num_classes=10, deploy=True)
+    load_pretrained(merged_cls, str(released))
+
+    upstream_fused = RepNeXtTimm(TINY, num_classes=10, fold_block_norm=False)
+    upstream_fused.load_state_dict(src.state_dict())
+    upstream_fused.eval().switch_to_deploy()
+    fused_file = tmp_path / 'fused.pth'
+    torch.save(upstream_fused.state_dict(), fused_file)
+    refolded = RepNeXtTimm(TINY, num_classes=10, deploy=True)
+    load_pretrained(refolded, str(fused_file))
+    with torch.no_grad():
+        assert torch.equal(backbone.eval()(x)[0], ref_feats[0])
+        assert rel_err(merged.eval()(x)[0], ref_feats[0]) <= 1e-5
+        assert rel_err(merged_cls.eval()(x), ref_logits) <= 1e-5
+        assert rel_err(refolded.eval()(x), ref_logits) <= 1e-5
+
+
 # --------------------------------------------------------------------------------------- host libraries
 def _optim_wrapper(model: nn.Module):
     from mmengine.optim import OptimWrapper

@@ -597,10 +597,11 @@ class RepNeXtTimm(RepNeXt):
         if global_pool not in ('avg', ''):
             raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         super().__init__(arch=arch, in_channels=in_chans, out_indices=(-1, ), **kwargs)
-        # Own constructor kwargs, so ``type(m)(**m._build_kwargs)`` rebuilds this class (loader twins).
-        self._build_kwargs = copy.deepcopy(dict(
-            arch=arch, num_classes=num_classes, in_chans=in_chans, global_pool=global_pool,
-            drop_rate=drop_rate, distillation=distillation, **kwargs))
+        # Own constructor kwargs (all backbone settings with their defaults included), so
+        # ``type(m)(**m._build_kwargs)`` rebuilds this class (the checkpoint loader's twins).
+        backbone_kwargs = {k: v for k, v in self._build_kwargs.items() if k not in ('in_channels', 'out_indices')}
+        self._build_kwargs = dict(backbone_kwargs, num_classes=num_classes, in_chans=in_chans,
+                                  global_pool=global_pool, drop_rate=drop_rate, distillation=distillation)
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.num_features = self.head_hidden_size = self.embed_dims[-1]
