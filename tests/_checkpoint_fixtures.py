@@ -175,7 +175,8 @@ def to_mmseg0x(backbone: Dict[str, torch.Tensor], num_classes: int = 150) -> dic
     sd['decode_head.conv_seg.bias'] = torch.zeros(num_classes)
     sd['decode_head.fpn_bottleneck.conv.weight'] = torch.randn(16, 64, 3, 3, generator=gen)
     sd['auxiliary_head.conv_seg.weight'] = torch.randn(num_classes, 8, 1, 1, generator=gen)
-    meta = dict(mmseg_version='0.20.2', mmcv_version='1.4.0', iter=160000, CLASSES=tuple(f'c{i}' for i in range(num_classes)),
+    meta = dict(mmseg_version='0.20.2', mmcv_version='1.4.0', iter=160000,
+                CLASSES=tuple(f'c{i}' for i in range(num_classes)),
                 PALETTE=[[i, i, i] for i in range(num_classes)], config='model = dict(...)')
     return {'meta': meta, 'state_dict': sd, 'optimizer': {'state': {}, 'param_groups': [{'lr': 0.0}]}}
 

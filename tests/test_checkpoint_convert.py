@@ -15,7 +15,7 @@ from mmlk.checkpoint import CheckpointError, sha256sum
 from mmlk.checkpoint.convert import build_model_from_config, convert_classification, convert_downstream
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO = osp.join(REPO, 'configs', 'demo', 'upernet_replknet-mini_1xb8-600it_ade20k-mini-128x128.py')
+DEMO = osp.join(REPO, 'configs', 'demo', 'upernet_replknet-mini_1xb8-300it_ade20k-mini-128x128.py')
 
 
 def _config(tmp_path, name, base, body):
@@ -97,7 +97,8 @@ def test_downstream_wrong_variant_for_config(tmp_path):
     src = str(tmp_path / 'bad.pth')
     torch.save(bad, src)
     cfg = _config(tmp_path, 'seg2.py', DEMO, "model = dict(backbone=dict(norm_cfg=dict(type='BN')))\n")
-    with pytest.raises(CheckpointError, match=r'channels \(16, 32, 32, 64\).*but the model is RepLKNet \(channels \(32, 64, 128, 256\)'):
+    expected = r'channels \(16, 32, 32, 64\).*but the model is RepLKNet \(channels \(32, 64, 128, 256\)'
+    with pytest.raises(CheckpointError, match=expected):
         convert_downstream(src, str(tmp_path / 'o.pth'), config=cfg)
     assert not osp.exists(tmp_path / 'o.pth')
 
@@ -135,7 +136,8 @@ def test_classification_repnext_to_mmpretrain(tmp_path):
     cfg = _config(tmp_path, 'cls.py', base, f"""
         default_scope = 'mmpretrain'
         custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)
-        model = dict(backbone=dict(arch={dict(F.TINY_NX_ARCH, _delete_=True)!r}), head=dict(in_channels=128, num_classes=10))
+        model = dict(backbone=dict(arch={dict(F.TINY_NX_ARCH, _delete_=True)!r}),
+                     head=dict(in_channels=128, num_classes=10))
         """)
     dst = str(tmp_path / 'nx_mmpretrain.pth')
     convert_classification(src, dst)

@@ -533,8 +533,9 @@ def test_backbones_init_weights_use_names_and_prefix(tmp_path, monkeypatch, cach
     lk_sd = F.replknet_official(num_classes=10)
     save(lk_sd, cache / 'lk.pth')  # placed by hand, as the message for Drive-only files says
     nx_sd = F.repnext_official(num_classes=0)
-    det = {'meta': {'CLASSES': ('a', 'b')}, 'state_dict': {**{'backbone.' + k: v for k, v in nx_sd.items()},
-                                                           'neck.lateral_convs.0.conv.weight': torch.zeros(8, 16, 1, 1)}}
+    det_sd = {'backbone.' + k: v for k, v in nx_sd.items()}
+    det_sd['neck.lateral_convs.0.conv.weight'] = torch.zeros(8, 16, 1, 1)
+    det = {'meta': {'CLASSES': ('a', 'b')}, 'state_dict': det_sd}
     save(det, cache / 'nx_coco.pth')
     model = lk(num_classes=10, init_cfg=dict(type='Pretrained', checkpoint='lk-cls'))
     model.init_weights()
@@ -592,7 +593,8 @@ def test_fused_torchscript_into_deploy_classifier(tmp_path):
     sd = F.repnext_official(num_classes=0)
     ref = _fused_reference(sd)
     gen = torch.Generator().manual_seed(5)
-    fused = {**ref.state_dict(), 'head.weight': torch.randn(10, 128, generator=gen), 'head.bias': torch.randn(10, generator=gen)}
+    fused = {**ref.state_dict(), 'head.weight': torch.randn(10, 128, generator=gen),
+             'head.bias': torch.randn(10, generator=gen)}
     path = str(tmp_path / 'repnext_tiny_fused.pt')
     torch.jit.script(F.module_from_state(fused)).save(path)
     model = _Classifier(deploy=True).eval()

@@ -164,7 +164,8 @@ def _mismatch_message(src: Dict[str, torch.Tensor], tgt: Dict[str, torch.Size], 
             lines.append('Build the model with an arch dict matching these numbers, or pick the checkpoint of '
                          'the model\'s variant.')
     st, tt = K.task_of(src), K.task_of(tgt)
-    if st != tt and not st.startswith(('classification', 'backbone')) and not tt.startswith(('classification', 'backbone')):
+    generic = ('classification', 'backbone')  # any backbone fits these; only two downstream tasks can clash
+    if st != tt and not st.startswith(generic) and not tt.startswith(generic):
         lines.append(f'The checkpoint is a {st} model, the model a {tt} model.')
     return ' '.join(lines)
 
