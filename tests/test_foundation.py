@@ -220,3 +220,17 @@ def test_test_tool_rejects_unknown_metric_and_missing_checkpoint(tmp_path):
     out = subprocess.run([sys.executable, 'tools/test.py', DEMO_CONFIG, str(tmp_path / 'nope.pth')],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode != 0 and 'checkpoint not found' in out.stderr
+
+
+def test_test_tool_refuses_a_checkpoint_that_does_not_fit(mini_ade20k, tmp_path):
+    import torch
+    bad = tmp_path / 'other_model.pth'
+    torch.save({'state_dict': {'backbone.some.other.weight': torch.zeros(3)}}, bad)
+    out = subprocess.run([sys.executable, 'tools/test.py', DEMO_CONFIG, str(bad), '--eval', 'mIoU',
+                          '--work-dir', str(tmp_path / 'w'), '--cfg-options'] +
+                         [f'{k}.dataset.data_root={mini_ade20k}' for k in
+                          ('train_dataloader', 'val_dataloader', 'test_dataloader')],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode != 0
+    assert 'does not fit the model' in out.stderr and 'convert it first' in out.stderr, out.stderr[-2000:]
+    assert 'mIoU:' not in out.stdout

@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
 
     from mmlk.apis import allow_mmengine_checkpoint_globals
     from mmlk.apis.host import (apply_dataloader_defaults, apply_eval, apply_show_dir, init_host_scope,
-                                load_config, adapt_to_cpu)
+                                init_cpu_distributed, load_config, adapt_to_cpu)
 
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint not found: {args.checkpoint}')
@@ -58,12 +58,24 @@ def main(argv=None) -> dict:
     apply_dataloader_defaults(cfg)
     apply_eval(cfg, args.eval)
     apply_show_dir(cfg, args.show_dir, args.show)
-    cfg.load_from = args.checkpoint
+    # The checkpoint is loaded strictly below, not through `load_from` (mmengine loads that with
+    # strict=False, so a file for another model or an unconverted upstream file would be evaluated
+    # with random weights and report a meaningless metric).
+    cfg.load_from = None
     # The backbone must not fetch its ImageNet weights: the checkpoint under test replaces them.
     if isinstance(cfg.model.get('backbone'), dict):
         cfg.model.backbone.pop('init_cfg', None)
     allow_mmengine_checkpoint_globals()
+    init_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
+    try:
+        runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
+    except RuntimeError as err:
+        raise SystemExit(
+            f'error: {args.checkpoint} does not fit the model of {args.config}:\n{str(err)[:2000]}\n'
+            'If it is an upstream release (official RepLKNet/RepNeXt classifier, mmseg 0.x or mmdet 2.x '
+            'checkpoint), convert it first with tools/model_converters/convert_cls_to_mmpretrain.py or '
+            'tools/model_converters/convert_downstream.py.') from None
     metrics = runner.test()
     print('\n'.join(f'{k}: {v}' for k, v in metrics.items()))
     return metrics

@@ -46,7 +46,7 @@ def main(argv=None) -> None:
 
     from mmlk.apis import allow_mmengine_checkpoint_globals
     from mmlk.apis.host import (apply_amp, apply_dataloader_defaults, apply_resume, init_host_scope,
-                                load_config, adapt_to_cpu)
+                                init_cpu_distributed, load_config, adapt_to_cpu)
 
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
@@ -66,6 +66,7 @@ def main(argv=None) -> None:
         cfg.auto_scale_lr.enable = True
     # Our own checkpoints (resume, load_from) carry mmengine's training state; allow exactly its classes.
     allow_mmengine_checkpoint_globals()
+    init_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()
 

@@ -84,6 +84,25 @@ def adapt_to_cpu(cfg: Config) -> None:
                   level=logging.WARNING)
 
 
+def init_cpu_distributed(cfg: Config, launcher: str) -> None:
+    """Start a gloo process group for ``--launcher pytorch`` on a machine without CUDA.
+
+    mmengine's pytorch launcher calls ``torch.cuda.set_device`` unconditionally and its DDP wrapper
+    passes ``device_ids=[local_rank]``, both of which fail for CPU processes. Initialising the group
+    here makes the Runner skip its own initialisation, and ``device_ids=None`` is what DDP expects
+    for CPU modules.
+    """
+    if launcher != 'pytorch' or torch.cuda.is_available():
+        return
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    wrapper = dict(cfg.get('model_wrapper_cfg', None) or dict(type='MMDistributedDataParallel'))
+    wrapper.update(device_ids=None, broadcast_buffers=False)
+    wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+    cfg.model_wrapper_cfg = wrapper
+
+
 def apply_dataloader_defaults(cfg: Config) -> None:
     """mmpretrain's tools default every dataloader's collate_fn to ``default_collate``."""
     if host_scope(cfg) != 'mmpretrain':
