@@ -503,7 +503,7 @@ def test_released_layouts_load_through_mmlk_loader(tmp_path):
 
     backbone = RepNeXt(TINY, out_indices=(-1, ))
     report = load_pretrained(backbone, str(released))
-    assert report['missing'] == 0 and report['unexpected'] == 0 and report['dropped_head'] > 0
+    assert not report['missing'] and not report['unexpected'] and report['dropped_head']
     merged = RepNeXt(TINY, out_indices=(-1, ), deploy=True)
     load_pretrained(merged, str(released))  # merged on the fly through a training-form twin
     merged_cls = RepNeXtTimm(TINY, num_classes=10, deploy=True)
