@@ -705,6 +705,11 @@ def test_timm_create_model_and_features_only():
     with torch.no_grad():
         outs = feats(torch.randn(2, 3, 64, 64))
     assert [tuple(o.shape) for o in outs] == [(2, 80, 8, 8), (2, 160, 4, 4), (2, 320, 2, 2)]
+    model.set_grad_checkpointing(True)
+    assert all(m.with_cp for m in model.modules() if isinstance(m, (MetaNeXtBlock, Downsample)))
+    from timm.models import group_parameters
+    groups = group_parameters(model, model.group_matcher())
+    assert len(groups) > sum(DEPTHS['m0'])  # stem, every block and downsample, head
     model.reset_classifier(0)
     assert model.forward_head(torch.randn(1, 320, 2, 2)).shape == (1, 320)
     assert model.pretrained_cfg['first_conv'] == 'stem.stem.0.conv'

@@ -620,6 +620,18 @@ class RepNeXtTimm(RepNeXt):
     def get_classifier(self) -> nn.Module:
         return self.head
 
+    def group_matcher(self, coarse: bool = False) -> Dict:
+        """Parameter groups for timm's layer-wise lr decay (stem, then downsample / blocks per stage)."""
+        return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else [
+            (r'^stages\.(\d+)\.downsample', (0, )), (r'^stages\.(\d+)\.blocks\.(\d+)', None)])
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch for ``with_cp``: checkpoint every block and downsample."""
+        self.with_cp = enable
+        for m in self.modules():
+            if isinstance(m, _RepNeXtUnit):
+                m.with_cp = enable
+
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self.num_classes = num_classes
         if global_pool is not None:
