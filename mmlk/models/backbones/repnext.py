@@ -589,6 +589,16 @@ class RepNeXtTimm(RepNeXt):
     State-dict keys equal the released classification checkpoints (``head.head.*``, ``head.head_dist.*``).
     In training with ``distillation=True`` the forward returns ``(head, head_dist)`` logits as upstream's
     DeiT-style training expects; otherwise, and always in eval, their mean.
+
+    Args:
+        arch: As for :class:`RepNeXt`.
+        num_classes: Classes of both heads; 0 gives no head (pooled features). Defaults to 1000.
+        in_chans: Input channels. Defaults to 3.
+        global_pool: ``'avg'`` or ``''`` (no pooling). Defaults to ``'avg'``.
+        drop_rate: Dropout before the heads. Defaults to 0.
+        distillation: Return both heads' logits in training mode. Defaults to False.
+        **kwargs: Further :class:`RepNeXt` arguments (``deploy``, ``fold_block_norm``, ``merge_branches``,
+            ``drop_path_rate``, ``with_cp``, ``lk_impl``, ...).
     """
 
     def __init__(self, arch: Union[str, Dict] = 'm3', num_classes: int = 1000, in_chans: int = 3,
