@@ -24,7 +24,12 @@ DEFAULT_CONFIG = osp.join(REPO, 'configs', 'demo', 'upernet_replknet-mini_1xb8-3
 def run(cmd, capture: bool = False) -> str:
     """Run a command, echoing it and streaming its output; return the output when ``capture``."""
     print('\n$ ' + ' '.join(cmd), flush=True)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    env = dict(os.environ)
+    # The demo's convolutions are small: a second OpenMP thread buys little on an idle machine and,
+    # on a busy one, spinning at barriers makes a step several times slower. Override if you like.
+    env.setdefault('OMP_NUM_THREADS', '1')
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env=env)
     lines = []
     for line in proc.stdout:
         sys.stdout.write(line)
