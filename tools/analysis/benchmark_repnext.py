@@ -9,6 +9,7 @@ affects both alike, and reports medians and their ratio.
 Example::
 
     python tools/analysis/benchmark_repnext.py --arch m3 --batch-size 2 --img-size 224 --repeats 7
+    python tools/analysis/benchmark_repnext.py --mode deploy --batch-size 1 --threads 1
 """
 import argparse
 import copy
@@ -33,6 +34,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=0, help='torch threads (0: leave as is)')
     parser.add_argument('--channels-last', action='store_true', help='run in channels_last memory format')
     parser.add_argument('--device', default='cpu', help='torch device. Default: cpu')
+    parser.add_argument('--mode', choices=('train', 'deploy'), default='train',
+                        help="train: merged vs branch-by-branch training steps (default); deploy: inference of "
+                             "upstream's fused form vs mmlk's fully merged form (block norms folded too)")
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args()
 
@@ -52,6 +56,16 @@ def make_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
+def make_infer(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        with torch.no_grad():
+            model(x)
+        if x.device.type == 'cuda':
+            torch.cuda.synchronize()
+
+    return step
+
+
 def main() -> None:
     args = parse_args()
     import mmlk  # noqa: F401  (registers the models)
@@ -62,14 +76,25 @@ def main() -> None:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    branch = RepNeXt(args.arch, out_indices=(0, 1, 2, 3), merge_branches=False).to(device, memory_format=fmt)
-    merged = RepNeXt(args.arch, out_indices=(0, 1, 2, 3), merge_branches=True).to(device, memory_format=fmt)
-    merged.load_state_dict(copy.deepcopy(branch.state_dict()))
-    branch.train()
-    merged.train()
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device).to(memory_format=fmt)
-
-    steps = {'branch-by-branch': make_step(branch, x), 'merged': make_step(merged, x)}
+    if args.mode == 'train':
+        names = ('branch-by-branch', 'merged')
+        branch = RepNeXt(args.arch, merge_branches=False).to(device, memory_format=fmt)
+        merged = RepNeXt(args.arch, merge_branches=True).to(device, memory_format=fmt)
+        merged.load_state_dict(copy.deepcopy(branch.state_dict()))
+        branch.train()
+        merged.train()
+        steps = {names[0]: make_step(branch, x), names[1]: make_step(merged, x)}
+    else:
+        names = ('upstream-fused', 'fully-merged')
+        trained = RepNeXt(args.arch).state_dict()
+        models = []
+        for fold in (False, True):
+            model = RepNeXt(args.arch, fold_block_norm=fold).eval()
+            model.load_state_dict(trained)
+            model.switch_to_deploy()
+            models.append(model.to(device, memory_format=fmt))
+        steps = {name: make_infer(model, x) for name, model in zip(names, models)}
     for _ in range(args.warmup):
         for step in steps.values():
             step()
@@ -91,7 +116,7 @@ def main() -> None:
     for name, t in times.items():
         print(f'{name:>17}: median {med[name] * 1e3:8.1f} ms/step  (min {min(t) * 1e3:.1f}, '
               f'max {max(t) * 1e3:.1f})')
-    print(f'speed-up (branch-by-branch / merged): {med["branch-by-branch"] / med["merged"]:.2f}x')
+    print(f'speed-up ({names[0]} / {names[1]}): {med[names[0]] / med[names[1]]:.2f}x')
 
 
 if __name__ == '__main__':
