@@ -4,7 +4,8 @@ RepNeXt's depthwise branch groups (``conv_s``: 4 branches, ``conv_m``: 7 convs) 
 norm, so ``merge_branches=True`` computes each group as ONE convolution with a kernel built from the
 branch parameters on every call. This script times full training steps (forward, backward, SGD step)
 of both forms on identical weights and inputs, interleaving the two so that load from other processes
-affects both alike, and reports medians and their ratio.
+affects both alike, and reports medians and their ratio. ``--mode deploy`` instead times inference of
+upstream's fused form (block norms kept) against mmlk's default merged form (block norms folded).
 
 Example::
 
