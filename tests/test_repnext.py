@@ -388,6 +388,25 @@ def test_channels_last_and_bf16_autocast(deploy):
         assert rel_err(b, r) < 0.1  # bf16 keeps ~3 significant digits
 
 
+def test_onnx_export_of_merged_model(tmp_path):
+    onnx = pytest.importorskip('onnx')
+    import numpy as np
+    from onnx.reference import ReferenceEvaluator
+    model = RepNeXt(TINY, out_indices=(1, 3))
+    randomise_bn(model)
+    model.eval().switch_to_deploy()
+    x = torch.randn(1, 3, 48, 48)
+    path = str(tmp_path / 'repnext.onnx')
+    torch.onnx.export(model, (x, ), path, dynamo=True, input_names=['x'])
+    onnx.checker.check_model(path)
+    got = ReferenceEvaluator(path).run(None, {'x': x.numpy()})
+    with torch.no_grad():
+        ref = model(x)
+    assert len(got) == len(ref) == 2
+    for a, b in zip(got, ref):
+        assert rel_err(torch.from_numpy(np.asarray(a)), b) <= 1e-4
+
+
 # --------------------------------------------------------------------------------------- arguments
 @pytest.mark.parametrize('kwargs,exc,match', [
     (dict(arch='m9'), ValueError, 'm0'),
