@@ -1,9 +1,10 @@
 """'auto' route selection for the CPU from the measured crossover table.
 
 The table (``dwconv_cpu_table.json`` next to this file) is written by
-``tools/analysis/benchmark_dwconv.py --write-table``. Each entry is one measured shape with the median
-time of every route for each pass (``fwd``, ``gx`` = input gradient, ``gw`` = weight gradient); the
-route kept for a pass is the fastest measured one. Shapes not in the table take the entry nearest in
+``tools/analysis/benchmark_dwconv.py --write-table``. Each entry is one measured shape with, for NCHW and
+for channels_last inputs, the median time of every route for each pass (``fwd``, ``gx`` = input gradient,
+``gw`` = weight gradient); the route kept for a pass is the fastest one if it clearly beats ``F.conv2d``
+in the input's own layout (:func:`best_route`), else that plain route. Shapes not in the table take the entry nearest in
 (kernel height, kernel width, map height, map width, batch) on a log scale; if none is close, they take
 the plain aten route in the input's own layout, i.e. exactly what ``F.conv2d`` would do, so 'auto' never
 guesses its way into a path slower than PyTorch.
@@ -19,8 +20,9 @@ PASSES = ('fwd', 'gx', 'gw')
 # Largest log-distance (summed over kernel height/width, map height/width and 1/4 of batch) at which a
 # measured entry is trusted for a new shape.
 _MAX_DISTANCE = math.log(2.5)
-# A route must beat the best plain-aten layout by this factor to be preferred (guards against noise).
-MARGIN = 1.05
+# A route must beat F.conv2d in the input's own layout by this factor and this many seconds to replace it.
+MARGIN = 1.1
+MIN_GAIN = 5e-5
 
 
 @lru_cache(maxsize=None)
@@ -32,17 +34,21 @@ def load_table(path: str = TABLE_PATH) -> Tuple[dict, ...]:
     return tuple(data.get('entries', ()))
 
 
-def best_route(times: Dict[str, float], margin: float = MARGIN) -> str:
-    """Fastest route of one pass, but only if it beats the best plain-aten layout by ``margin``.
+def best_route(times: Dict[str, float], native: str = 'nchw', margin: float = MARGIN,
+               min_gain: float = MIN_GAIN) -> str:
+    """Route to use for one pass, given median times measured on inputs in the ``native`` layout.
 
-    ``times`` maps route -> median seconds and must contain 'nchw' and 'cl' (the two layouts of
-    ``F.conv2d``).
+    ``times`` maps route -> median seconds and contains 'nchw' and 'cl' (``F.conv2d`` in each layout,
+    the non-native one including the layout conversions). Another route replaces the native one only if
+    it is faster by the factor ``margin`` and by at least ``min_gain`` seconds: for sub-millisecond convs,
+    timing noise on a shared machine is larger than anything a switch could win.
     """
-    base = min(('nchw', 'cl'), key=lambda r: times.get(r, math.inf))
     best = min(times, key=times.get)
-    if best != base and times[best] * margin > times[base]:
-        return base
-    return best
+    if best == native:
+        return native
+    if times[best] * margin <= times[native] and times[native] - times[best] >= min_gain:
+        return best
+    return native
 
 
 def _distance(entry: dict, key: Tuple[int, int, int, int, int]) -> float:
@@ -75,8 +81,11 @@ def nearest_entry(kh: int, kw: int, h: int, w: int, n: int, c: int = 0,
 def select_routes(kh: int, kw: int, h: int, w: int, n: int, channels_last: bool,
                   c: int = 0) -> Tuple[str, str, str]:
     """(forward, input-grad, weight-grad) routes for a CPU call of this shape."""
-    default = 'cl' if channels_last else 'nchw'
+    layout = 'cl' if channels_last else 'nchw'
     entry = nearest_entry(kh, kw, h, w, n, c)
     if entry is None:
-        return default, default, default
-    return tuple(entry['route'][p] for p in PASSES)  # type: ignore[return-value]
+        return layout, layout, layout
+    routes = entry.get('route', {}).get(layout)
+    if not isinstance(routes, dict):  # a table from an older format: trust nothing in it
+        return layout, layout, layout
+    return tuple(routes.get(p, layout) for p in PASSES)  # type: ignore[return-value]

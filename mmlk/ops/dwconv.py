@@ -102,7 +102,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         return _triton.forward(x, weight, bias)
     y = _cpu.run_forward(x, weight, route)
     if bias is not None:
-        y = y + bias.view(1, -1, 1, 1)
+        y = y.add_(bias.view(1, -1, 1, 1))  # y is always a fresh tensor here
     return y
 
 

@@ -82,25 +82,31 @@ class Timer:
 
 
 def race(timer: Timer, fns: Dict[str, Callable[[], object]], repeats: int, min_sample: float = 0.02,
-         give_up: float = 4.0) -> Dict[str, float]:
+         give_up: float = 4.0, slow: float = 0.5) -> Dict[str, float]:
     """Median seconds per call of each candidate, timed round-robin.
 
-    A candidate whose first timing is more than ``give_up`` times the fastest first timing is only
-    sampled once more (it cannot win, and the slow aten kernels take seconds per call).
+    A candidate whose first timing is more than ``give_up`` times the fastest first timing keeps that
+    one sample (it cannot win, and the slow aten kernels take seconds per call); a warm-up call longer than
+    ``slow`` seconds is itself kept as a sample.
     """
     first: Dict[str, float] = {}
     inner: Dict[str, int] = {}
+    samples: Dict[str, List[float]] = {k: [] for k in fns}
     for name, fn in fns.items():
-        fn()  # warm-up: allocations, FFT plans, Triton compilation
-        timer.sync()
-        t = timer.once(fn)
+        t = timer.once(fn)  # warm-up: allocations, FFT plans, Triton compilation
+        if t > slow:
+            # a call this long is dominated by the work itself: it counts as the first sample
+            samples[name].append(t)
+        else:
+            t = timer.once(fn)
         first[name] = t
         inner[name] = max(1, min(200, int(min_sample / max(t, 1e-7))))
     fastest = min(first.values())
-    samples: Dict[str, List[float]] = {k: [] for k in fns}
     for r in range(repeats):
         for name, fn in fns.items():
-            if r >= 1 and first[name] > give_up * fastest:
+            if len(samples[name]) >= 1 and first[name] > give_up * fastest:
+                continue
+            if len(samples[name]) >= repeats:
                 continue
             samples[name].append(timer.once(fn, inner[name]))
     return {k: statistics.median(v) for k, v in samples.items()}
@@ -142,14 +148,20 @@ def torch_candidates(x, w, gy) -> Dict[str, Dict[str, Callable]]:
     return out
 
 
-def ours_candidates(x, w, gy, impl: str = 'auto') -> Dict[str, Callable]:
-    """mmlk's op on NCHW inputs (any layout conversion it chooses is inside the timing)."""
-    return {
-        'fwd': lambda: dwconv2d(x, w, None, impl),
-        'gx': lambda: dwconv._dwconv2d_backward_op(gy, x, w, impl, True, False),
-        'gw': lambda: dwconv._dwconv2d_backward_op(gy, x, w, impl, False, True),
-        'fb': _fwd_bwd(lambda a, b: dwconv2d(a, b, None, impl), x, w, gy),
-    }
+def ours_candidates(x, w, gy, impl: str = 'auto') -> Dict[str, Dict[str, Callable]]:
+    """mmlk's op on NCHW and on channels_last inputs (conversions it chooses are inside the timing).
+
+    The input and weight gradients are timed alone through the executors the eager autograd path uses.
+    """
+    out: Dict[str, Dict[str, Callable]] = {p: {} for p in PASS_NAMES}
+    for lay, fmt in (('nchw', torch.contiguous_format), ('cl', torch.channels_last)):
+        xl, gl = x.contiguous(memory_format=fmt), gy.contiguous(memory_format=fmt)
+        routes = dwconv._routes(xl, w, impl)
+        out['fwd'][f'ours_{lay}'] = lambda xl=xl: dwconv2d(xl, w, None, impl)
+        out['gx'][f'ours_{lay}'] = lambda xl=xl, gl=gl, r=routes: dwconv._op_backward(gl, xl, w, r, True, False)
+        out['gw'][f'ours_{lay}'] = lambda xl=xl, gl=gl, r=routes: dwconv._op_backward(gl, xl, w, r, False, True)
+        out['fb'][f'ours_{lay}'] = _fwd_bwd(lambda a, b: dwconv2d(a, b, None, impl), xl, w, gl)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,30 +176,36 @@ def bench_shapes(shapes, batches: Sequence[int], device: str, dtype: torch.dtype
             x, w, gy = _make((n, c, h, w_), kh, kw, device, dtype)
             tc = torch_candidates(x, w, gy)
             oc = ours_candidates(x, w, gy, impl)
-            routes = dwconv._routes(x, w, impl)
-            row = dict(label=label, n=n, c=c, h=h, w=w_, kh=kh, kw=kw, routes=list(routes))
+            routes = {lay: dwconv._routes(x.contiguous(memory_format=fmt), w, impl) for lay, fmt in
+                      (('nchw', torch.contiguous_format), ('cl', torch.channels_last))}
+            row = dict(label=label, n=n, c=c, h=h, w=w_, kh=kh, kw=kw)
             for p in PASS_NAMES:
-                times = race(timer, {**tc[p], 'ours': oc[p]}, repeats)
+                times = race(timer, {**tc[p], **oc[p]}, repeats)
                 best = min(times['torch_nchw'], times['torch_cl'])
-                row[p] = dict(nchw=times['torch_nchw'], cl=times['torch_cl'], ours=times['ours'],
-                              speedup=best / times['ours'])
+                lay = min(('nchw', 'cl'), key=lambda k: times[f'ours_{k}'])
+                ours = times[f'ours_{lay}']
+                row[p] = dict(nchw=times['torch_nchw'], cl=times['torch_cl'], ours=ours, ours_layout=lay,
+                              ours_nchw=times['ours_nchw'], ours_cl=times['ours_cl'], speedup=best / ours,
+                              route=routes[lay][{'fwd': 0, 'gx': 1, 'gw': 2}.get(p, 0)] if p != 'fb' else
+                              '/'.join(routes[lay]))
             rows.append(row)
             print(_format_row(row), flush=True)
     return rows
 
 
 def _format_header() -> str:
-    cols = ' | '.join(f'{PASS_NAMES[p]}: nchw / cl / ours ms (x)' for p in PASS_NAMES)
-    return f'| shape | N | routes fwd/gx/gw | {cols} |\n|' + '---|' * (3 + len(PASS_NAMES))
+    cols = ' | '.join(f'{PASS_NAMES[p]}: nchw / cl / ours ms (x) [route]' for p in PASS_NAMES)
+    return f'| shape | N | {cols} |\n|' + '---|' * (2 + len(PASS_NAMES))
 
 
 def _format_row(r: dict) -> str:
     cells = []
     for p in PASS_NAMES:
         d = r[p]
-        cells.append(f"{d['nchw'] * 1e3:.2f} / {d['cl'] * 1e3:.2f} / {d['ours'] * 1e3:.2f} ({d['speedup']:.2f}x)")
+        cells.append(f"{d['nchw'] * 1e3:.2f} / {d['cl'] * 1e3:.2f} / {d['ours'] * 1e3:.2f} "
+                     f"({d['speedup']:.2f}x) [{d['ours_layout']}:{d['route']}]")
     shape = f"{r['label']} ({r['c']},{r['h']},{r['w']},{r['kh']}x{r['kw']})"
-    return f"| {shape} | {r['n']} | {'/'.join(r['routes'])} | " + ' | '.join(cells) + ' |'
+    return f"| {shape} | {r['n']} | " + ' | '.join(cells) + ' |'
 
 
 def summarize(rows: List[dict]) -> str:
@@ -245,25 +263,38 @@ def write_table(path: str, batches: Sequence[int], repeats: int, threads: int, c
     timer = Timer('cpu')
     entries = []
     shapes = table_shapes(batches)
+    layouts = (('nchw', torch.contiguous_format), ('cl', torch.channels_last))
     for i, (n, c, h, w_, kh, kw) in enumerate(shapes):
         x, w, gy = _make((n, c, h, w_), kh, kw, 'cpu', torch.float32)
-        cands = route_candidates(x, w, gy)
         entry = dict(n=n, c=c, h=h, w=w_, kh=kh, kw=kw, times={}, route={})
-        for p, fns in cands.items():
-            times = race(timer, fns, repeats)
-            entry['times'][p] = {k: round(v, 7) for k, v in times.items()}
-            entry['route'][p] = _dispatch.best_route(times)
+        for lay, fmt in layouts:
+            xl, gl = x.contiguous(memory_format=fmt), gy.contiguous(memory_format=fmt)
+            entry['times'][lay], entry['route'][lay] = {}, {}
+            for p, fns in route_candidates(xl, w, gl).items():
+                times = race(timer, fns, repeats)
+                entry['times'][lay][p] = {k: round(v, 7) for k, v in times.items()}
+                entry['route'][lay][p] = _dispatch.best_route(times, native=lay)
         entries.append(entry)
+        _dump_table(path, entries, command, threads, done=i + 1 == len(shapes))
         print(f"[{i + 1}/{len(shapes)}] N={n} C={c} {h}x{w_} k={kh}x{kw}: "
-              + ', '.join(f"{p}={entry['route'][p]}" for p in cands), flush=True)
+              + '; '.join(f"{lay}: " + ','.join(entry['route'][lay][p] for p in _dispatch.PASSES)
+                          for lay, _ in layouts), flush=True)
+    print(f'wrote {len(entries)} entries to {path}')
+
+
+def _dump_table(path: str, entries: List[dict], command: str, threads: int, done: bool) -> None:
+    """Write the table after every entry, so that an interrupted run still leaves a usable (partial) one."""
     meta = dict(command=command, torch=torch.__version__, threads=threads, machine=platform.machine(),
                 processor=_cpu_name(), date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
-                note='times are median seconds per call with NCHW fp32 inputs; route = fastest measured, '
-                     'kept only if it beats the better F.conv2d layout by the dispatch margin')
-    with open(path, 'w') as f:
+                omp_wait_policy=os.environ.get('OMP_WAIT_POLICY'), complete=done,
+                note='times[layout][pass][route]: median seconds per call, fp32, inputs in that layout; '
+                     'route[layout][pass]: the fastest route if it beats F.conv2d in that layout by the '
+                     'dispatch margin, else F.conv2d in that layout')
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
         json.dump(dict(meta=meta, entries=entries), f, indent=1)
         f.write('\n')
-    print(f'wrote {len(entries)} entries to {path}')
+    os.replace(tmp, path)
 
 
 def _cpu_name() -> str:
@@ -375,7 +406,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                      args.channels_last)
         return
     shapes = {'replknet': REPLKNET_31B, 'repnext': REPNEXT_M3}.get(args.only, REPLKNET_31B + REPNEXT_M3)
-    print('# times are medians in ms; (x) = best torch layout / ours, > 1 means mmlk is faster')
+    print('# times are medians in ms; ours = mmlk in the better input layout (NCHW or channels_last, both timed);'
+          '\n# (x) = best torch layout / ours, > 1 means mmlk is faster; [layout:route] = what ours ran')
     print(_format_header())
     rows = bench_shapes(shapes, args.batch, args.device, getattr(torch, args.dtype), args.repeats, args.impl)
     print()
