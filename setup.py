@@ -13,7 +13,7 @@ import sys
 from setuptools import find_packages, setup
 
 HERE = osp.dirname(osp.abspath(__file__))
-MIM_ITEMS = ('configs', 'kernels', 'checkpoints.yaml', 'tools')
+MIM_ITEMS = ('configs', 'kernels', 'checkpoints.yaml', 'tools', 'model-index.yml')
 
 
 def version() -> str:

@@ -3,7 +3,13 @@
 ``import mmlk`` registers every mmlk class in the ``mmlk`` registry scope (and timm model names when
 timm is installed). It deliberately imports none of mmdet, mmseg or mmpretrain.
 """
+from mmengine.config.utils import MODULE2PACKAGE
+
 from .version import __version__
+
+# mmengine resolves `_base_ = ['pkg::path']` only for packages in this table; adding mmlk makes
+# `mmlk::replknet/...` work in any config loaded after `import mmlk` (mmlk's tools import it first).
+MODULE2PACKAGE.setdefault('mmlk', 'mmlk')
 from . import registry  # noqa: F401  (creates the scope before any class registers)
 from . import models  # noqa: F401
 from . import engine  # noqa: F401
