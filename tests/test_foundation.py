@@ -234,3 +234,24 @@ def test_test_tool_refuses_a_checkpoint_that_does_not_fit(mini_ade20k, tmp_path)
     assert out.returncode != 0
     assert 'does not fit the model' in out.stderr and 'convert it first' in out.stderr, out.stderr[-2000:]
     assert 'mIoU:' not in out.stdout
+
+
+def test_amp_on_cpu_trains_under_bfloat16_autocast():
+    import torch
+    from mmengine.optim import build_optim_wrapper
+
+    import mmlk  # noqa: F401
+    from mmlk.apis.host import apply_amp
+    cfg = Config(dict(default_scope='mmseg', optim_wrapper=dict(
+        type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))))
+    apply_amp(cfg)
+    if torch.cuda.is_available():
+        pytest.skip('on CUDA --amp uses mmengine\'s AmpOptimWrapper')
+    model = torch.nn.Linear(4, 2)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    before = model.weight.detach().clone()
+    with wrapper.optim_context(model):
+        out = model(torch.randn(3, 4))
+    assert out.dtype == torch.bfloat16
+    wrapper.update_params(out.float().pow(2).mean())
+    assert model.weight.dtype == torch.float32 and not torch.equal(model.weight, before)
