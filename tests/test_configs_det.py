@@ -36,9 +36,10 @@ EXPECTED = {
 # "..._<gpus>xb<per gpu>[-augmentation]-<n>x_coco.py", n x 12 epochs
 NAME_RE = re.compile(r'_(\d+)xb(\d+)(?:-[a-z0-9-]+?)?-(\d)x_coco\.py$')
 IMAGENET_MEAN = [123.675, 116.28, 103.53]
-# Keep CPU inference cheap: fewer RPN proposals than the published 1000 (a cost knob, not a recipe
-# change) and no score threshold, so that every head, the mask head included, produces output.
-CHEAP_TEST_CFG = {'rpn': dict(max_per_img=50), 'rcnn': dict(score_thr=0.0)}
+# Keep CPU inference cheap: fewer RPN proposals (published: 1000) and final detections (100) -- cost
+# knobs, not recipe changes -- and no score threshold, so that every head, the mask head included,
+# produces output from the untrained model.
+CHEAP_TEST_CFG = {'rpn': dict(max_per_img=30), 'rcnn': dict(score_thr=0.0, max_per_img=10)}
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -140,10 +141,10 @@ def test_full_size_model_builds_and_predicts(path):
 
     cfg = Config.fromfile(path)
     if cfg.model.type == 'FCOS':
-        cfg.model.test_cfg.score_thr = 0.0
+        cfg.model.test_cfg.update(CHEAP_TEST_CFG['rcnn'])
     else:
-        cfg.model.test_cfg.rpn.max_per_img = CHEAP_TEST_CFG['rpn']['max_per_img']
-        cfg.model.test_cfg.rcnn.score_thr = CHEAP_TEST_CFG['rcnn']['score_thr']
+        cfg.model.test_cfg.rpn.update(CHEAP_TEST_CFG['rpn'])
+        cfg.model.test_cfg.rcnn.update(CHEAP_TEST_CFG['rcnn'])
     model = _build_full_size(cfg).eval()
     # full size: the backbone has the published variant's widths, and the neck takes them
     arch = cfg.model.backbone.arch
@@ -240,7 +241,7 @@ def mini_coco(tmp_path_factory) -> str:
 
 
 def det_mini_options(data_root: str) -> List[str]:
-    """Point a config at the mini COCO: one epoch of 2 iterations (batch 2), eval after it."""
+    """Point a config at the mini COCO: one epoch of 2 iterations (batch 2); tools/test.py evaluates."""
     ann_val = osp.join(data_root, 'annotations', 'instances_val2017.json')
     opts = [f'{loader}.dataset.data_root={data_root}'
             for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
@@ -249,7 +250,8 @@ def det_mini_options(data_root: str) -> List[str]:
              _opt('val_dataloader.dataset.pipeline.1.scale', (128, 96)),
              _opt('test_dataloader.dataset.pipeline.1.scale', (128, 96)),
              'model.backbone.init_cfg=None', 'train_dataloader.batch_size=2',
-             'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+             # no validation inside the training run: tools/test.py evaluates the checkpoint
+             'train_cfg.max_epochs=1', 'train_cfg.val_interval=2',
              'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1',
              'randomness.seed=0']
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -269,7 +271,7 @@ _NARROW_TWO_STAGE = [f'model.neck.out_channels={W}', f'model.rpn_head.in_channel
                      f'model.roi_head.mask_head.conv_out_channels={W}',
                      # fewer proposals and sampled RoIs than published (cost only)
                      'model.train_cfg.rpn_proposal.max_per_img=64', 'model.test_cfg.rpn.max_per_img=32',
-                     'model.test_cfg.rcnn.score_thr=0.0']
+                     'model.test_cfg.rcnn.score_thr=0.0', 'model.test_cfg.rcnn.max_per_img=20']
 _CASCADE = _NARROW_TWO_STAGE + [
     opt for i in range(3) for opt in (f'model.roi_head.bbox_head.{i}.in_channels={W}',
                                       f'model.roi_head.bbox_head.{i}.conv_out_channels={W}',
@@ -296,6 +298,7 @@ FAMILY_RUNS = {
             # 1x1 stride-128 level of the mini images
             f'model.neck.out_channels={2 * W}', f'model.bbox_head.in_channels={2 * W}',
             f'model.bbox_head.feat_channels={2 * W}', 'model.test_cfg.score_thr=0.0',
+            'model.test_cfg.max_per_img=20',
             _opt('train_dataloader.dataset.pipeline.2.scales', [(128, 80), (128, 96)])]),
     'mask-rcnn': (
         'configs/repnext/mask-rcnn_repnext-m3_in1k-pre_fpn_8xb2-1x_coco.py',
@@ -323,7 +326,6 @@ def test_train_then_test_on_mini_coco(family, mini_coco, tmp_path):
     log = run_tool(['tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *opts])
     losses = [float(v) for v in re.findall(r'Epoch\(train\)\s+\[1\]\[\s*\d+/2\].*?\bloss: ([0-9.naif]+)', log)]
     assert len(losses) == 2 and all(v == v and v != float('inf') for v in losses), log[-3000:]
-    assert re.search(r'coco/bbox_mAP: [0-9.]+', log), log[-3000:]
     ckpt = osp.join(work_dir, 'epoch_1.pth')
     assert osp.isfile(ckpt)
 
