@@ -22,7 +22,7 @@ PASSES = ('fwd', 'gx', 'gw')
 _MAX_DISTANCE = math.log(2.5)
 # A route must beat F.conv2d in the input's own layout by this factor and this many seconds to replace it.
 MARGIN = 1.1
-MIN_GAIN = 5e-5
+MIN_GAIN = 2e-4
 
 
 @lru_cache(maxsize=None)

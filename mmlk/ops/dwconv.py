@@ -217,13 +217,26 @@ def _plain(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) 
     return F.conv2d(x, weight, bias, 1, (kh // 2, kw // 2), 1, x.shape[1])
 
 
-def _exporting() -> bool:
-    if torch.jit.is_scripting() or torch.jit.is_tracing():
-        return True
+def _onnx_export_flag():
+    """A cheap reader of "an ONNX export is running" (called on every eager call of the op).
+
+    ``torch.onnx.is_in_onnx_export()`` re-imports two modules per call, which costs as much as the rest of
+    the dispatch; read the same two flags directly when this torch has them, else use the public function.
+    """
     try:
-        return bool(torch.onnx.is_in_onnx_export())
-    except Exception:  # noqa: BLE001 - older torch without the flag
-        return False
+        from torch.onnx._internal.exporter import _flags
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+        _ = GLOBALS.in_onnx_export or _flags._is_onnx_exporting
+        return lambda: GLOBALS.in_onnx_export or _flags._is_onnx_exporting
+    except Exception:  # noqa: BLE001 - another torch layout: fall back to the public API
+        return getattr(torch.onnx, 'is_in_onnx_export', lambda: False)
+
+
+_in_onnx_export = _onnx_export_flag()
+
+
+def _exporting() -> bool:
+    return torch.jit.is_scripting() or torch.jit.is_tracing() or bool(_in_onnx_export())
 
 
 def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,

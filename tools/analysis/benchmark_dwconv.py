@@ -282,6 +282,25 @@ def write_table(path: str, batches: Sequence[int], repeats: int, threads: int, c
     print(f'wrote {len(entries)} entries to {path}')
 
 
+def reselect_table(path: str) -> None:
+    with open(path) as f:
+        data = json.load(f)
+    changed = 0
+    for e in data['entries']:
+        for lay, passes in e['times'].items():
+            for p, times in passes.items():
+                new = _dispatch.best_route(times, native=lay)
+                changed += new != e['route'][lay][p]
+                e['route'][lay][p] = new
+    data['meta']['reselected'] = dict(margin=_dispatch.MARGIN, min_gain=_dispatch.MIN_GAIN,
+                                      date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))
+    with open(path + '.tmp', 'w') as f:
+        json.dump(data, f, indent=1)
+        f.write('\n')
+    os.replace(path + '.tmp', path)
+    print(f'{changed} route choices changed in {path}')
+
+
 def _dump_table(path: str, entries: List[dict], command: str, threads: int, done: bool) -> None:
     """Write the table after every entry, so that an interrupted run still leaves a usable (partial) one."""
     meta = dict(command=command, torch=torch.__version__, threads=threads, machine=platform.machine(),
@@ -377,6 +396,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--only', choices=['replknet', 'repnext'], help='restrict the shape list')
     p.add_argument('--write-table', action='store_true', help='measure all CPU routes and write the table')
     p.add_argument('--table-path', default=_dispatch.TABLE_PATH)
+    p.add_argument('--reselect', action='store_true',
+                   help='re-apply the current dispatch rule (margin, minimum gain) to the medians already stored '
+                        'in the table, without measuring again')
     p.add_argument('--model', action='store_true', help='model-level benchmark (RepLKNet-31B, RepNeXt-M3)')
     p.add_argument('--model-batch', type=int, nargs=2, default=[1, 2], metavar=('INFER', 'TRAIN'))
     p.add_argument('--size', type=int, default=224)
@@ -396,6 +418,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(f'# {command}\n# torch {torch.__version__}, {args.device}, threads {torch.get_num_threads()}, '
           f'OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY")}, {_cpu_name()}, '
           f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}')
+    if args.reselect:
+        reselect_table(args.table_path)
+        return
     if args.write_table:
         if args.device != 'cpu':
             raise SystemExit('--write-table measures the CPU routes; run it with --device cpu')
