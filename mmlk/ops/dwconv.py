@@ -260,11 +260,13 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     if impl == 'torch':
         return _plain(x, weight, bias)
     _check_impl(impl)
+    if torch.compiler.is_compiling():
+        # torch.compile / torch.export see one opaque, fake-able node; the ONNX exporter a plain conv
+        if torch.onnx.is_in_onnx_export() or not in_envelope(x, weight):
+            return _plain(x, weight, bias)
+        return _dwconv2d_op(x, weight, bias, impl)
     if _exporting():
         return _plain(x, weight, bias)
-    if torch.compiler.is_compiling():
-        # torch.compile / torch.export see one opaque, fake-able node
-        return _dwconv2d_op(x, weight, bias, impl) if in_envelope(x, weight) else _plain(x, weight, bias)
     routes = _decide(x, weight, impl)
     if routes is None:
         return _plain(x, weight, bias)
