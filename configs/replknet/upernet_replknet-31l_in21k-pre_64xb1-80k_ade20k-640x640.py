@@ -4,6 +4,8 @@
 #
 # Upstream: 8 nodes x 8 GPUs x 1 image = global batch 64 for 80k iterations,
 # 800 warm-up iterations; everything else as the 31B 22k config.
+# One image per GPU relies on SyncBN across GPUs: the head's 1x1 pyramid-pooling BN needs at least
+# two values per channel, so on a single GPU or a CPU (where SyncBN becomes BN) use batch_size >= 2.
 _base_ = ['./upernet_replknet-31b_in21k-pre_64xb2-40k_ade20k-640x640.py']
 model = dict(
     backbone=dict(
