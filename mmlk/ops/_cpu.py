@@ -7,14 +7,19 @@ Every function here works on plain tensors (no autograd); :mod:`mmlk.ops.dwconv`
 * "transposed" aten routes (``nchw_t``, ``cl_t``): for an odd kernel with 'same' padding the forward
   pass is the input-gradient pass with the kernel flipped (and vice versa), and on this kind of CPU the
   two aten kernels are fast for different shapes, so each pass can borrow the other's kernel;
-* ``fft``: rfft2 with 2/3/5-smooth transform sizes, chunked over channels to stay in cache, and for
-  the backward pass one spectrum of the output gradient shared by the input and weight gradients. The
-  weight gradient is reduced over the batch in the frequency domain, so only one inverse transform
-  per channel is needed (this is where oneDNN is weakest: its fast backward-weights kernels reject
-  kernel widths > 14, see shared docs, section 5).
+* ``fft``: separable real FFTs with 2/3/5-smooth transform sizes, chunked over channels to stay in
+  cache, and for the backward pass one spectrum of the output gradient shared by the input and weight
+  gradients. The weight gradient is reduced over the batch in the frequency domain and inverted only at
+  the kernel's lags (this is where oneDNN is weakest: its fast backward-weights kernels reject kernel
+  widths > 14, see shared docs, section 5);
+* ``dft``: the same algorithm with every 1-D transform done as a GEMM with a pruned DFT matrix (exact
+  sizes ``H + k // 2``, only the H x W inputs read and outputs produced), which wins on mid-sized maps
+  where MKL's per-transform overhead dominates batched small FFTs.
 
-The FFT route computes the circular correlation on a ``P >= H + k // 2`` grid, which is the smallest size
-for which no wrapped-around term reaches the ``H`` outputs that are kept (for all three passes).
+Kernel spectra are always computed with two small GEMMs (cheaper than C zero-padded 2-D FFTs).
+
+Both Fourier routes compute the circular correlation on a ``P >= H + k // 2`` grid, the smallest size for
+which no wrapped-around term reaches the ``H`` outputs that are kept (for all three passes).
 """
 from functools import lru_cache
 from typing import Optional, Tuple
