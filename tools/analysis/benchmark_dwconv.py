@@ -158,9 +158,14 @@ def ours_candidates(x, w, gy, impl: str = 'auto') -> Dict[str, Dict[str, Callabl
         xl, gl = x.contiguous(memory_format=fmt), gy.contiguous(memory_format=fmt)
         routes = dwconv._routes(xl, w, impl)
         out['fwd'][f'ours_{lay}'] = lambda xl=xl: dwconv2d(xl, w, None, impl)
+        out['fb'][f'ours_{lay}'] = _fwd_bwd(lambda a, b: dwconv2d(a, b, None, impl), xl, w, gl)
+        if routes == (lay, lay, lay) and w.device.type == 'cpu':
+            # eager dwconv2d is then plain F.conv2d, and autograd calls aten's backward directly
+            out['gx'][f'ours_{lay}'] = lambda xl=xl, gl=gl: _aten_bwd(gl, xl, w, [True, False, False])
+            out['gw'][f'ours_{lay}'] = lambda xl=xl, gl=gl: _aten_bwd(gl, xl, w, [False, True, False])
+            continue
         out['gx'][f'ours_{lay}'] = lambda xl=xl, gl=gl, r=routes: dwconv._op_backward(gl, xl, w, r, True, False)
         out['gw'][f'ours_{lay}'] = lambda xl=xl, gl=gl, r=routes: dwconv._op_backward(gl, xl, w, r, False, True)
-        out['fb'][f'ours_{lay}'] = _fwd_bwd(lambda a, b: dwconv2d(a, b, None, impl), xl, w, gl)
     return out
 
 
