@@ -78,7 +78,7 @@ def test_config_loads_with_its_conventions(path):
     # The real global batch is in the name, and auto_scale_lr refers to it.
     gpus, per_gpu = map(int, re.search(r'_(\d+)xb(\d+)_', osp.basename(path)).groups())
     assert cfg.train_dataloader.batch_size == per_gpu
-    assert cfg.auto_scale_lr.base_batch_size == gpus * per_gpu
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=gpus * per_gpu)
     # Evaluation preprocessing of the released weights.
     test_pipeline = [t['type'] for t in cfg.test_dataloader.dataset.pipeline]
     size = int(re.search(r'-(\d+)\.py$', path).group(1)) if re.search(r'-(\d+)\.py$', path) else 224

@@ -21,4 +21,4 @@ model = dict(
 # timm's ModelEma(decay=0.9999) -> mmengine momentum 1 - 0.9999; validation uses the averaged weights.
 custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]
 
-auto_scale_lr = dict(base_batch_size=2048)
+auto_scale_lr = dict(enable=True, base_batch_size=2048)

@@ -22,4 +22,4 @@ optim_wrapper = dict(optimizer=dict(lr=4e-4 * 2048 / 1024))
 
 custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]
 
-auto_scale_lr = dict(base_batch_size=2048)
+auto_scale_lr = dict(enable=True, base_batch_size=2048)

@@ -26,4 +26,4 @@ optim_wrapper = dict(optimizer=dict(lr=4e-4 * 1024 / 512))
 
 custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]
 
-auto_scale_lr = dict(base_batch_size=1024)
+auto_scale_lr = dict(enable=True, base_batch_size=1024)

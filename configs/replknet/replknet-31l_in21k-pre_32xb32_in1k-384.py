@@ -31,4 +31,4 @@ param_scheduler = [
 
 custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]
 
-auto_scale_lr = dict(base_batch_size=1024)
+auto_scale_lr = dict(enable=True, base_batch_size=1024)

@@ -23,4 +23,4 @@ model = dict(
 # timm's ModelEma(decay=0.99996) -> mmengine momentum 1 - 0.99996.
 custom_hooks = [dict(type='EMAHook', momentum=4e-5, priority='ABOVE_NORMAL')]
 
-auto_scale_lr = dict(base_batch_size=2048)
+auto_scale_lr = dict(enable=True, base_batch_size=2048)
