@@ -18,6 +18,8 @@ model = dict(
         type='mmlk.RepNeXt',
         arch='m3',
         out_indices=(0, 1, 2, 3),
+        # Upstream's detection backbone keeps every BatchNorm in eval mode while fine-tuning.
+        norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint='repnext-m3_in1k')),
     neck=dict(in_channels=[64, 128, 256, 512], out_channels=256, num_outs=5))
 
