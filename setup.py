@@ -68,7 +68,7 @@ if __name__ == '__main__':
         python_requires='>=3.9',
         packages=find_packages(include=['mmlk', 'mmlk.*']),
         include_package_data=True,
-        package_data={'mmlk': ['.mim/**/*', '.mim/*']},
+        package_data={'mmlk': ['.mim/**/*', '.mim/*', 'ops/*.json']},
         install_requires=['torch>=2.1', 'mmengine>=0.10', 'mmcv>=2.0,<2.2', 'pyyaml', 'tqdm'],
         extras_require={
             'all': ['mmdet>=3.0', 'mmsegmentation>=1.0', 'mmpretrain>=1.0', 'timm>=0.9', 'ftfy', 'regex'],

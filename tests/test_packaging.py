@@ -34,6 +34,8 @@ def test_installed_copy_carries_configs_kernels_and_weights_registry(installed_c
     assert osp.isfile(osp.join(mim, 'configs', 'demo', 'upernet_replknet-mini_1xb8-300it_ade20k-mini-128x128.py'))
     assert any(name.endswith('.py') for name in os.listdir(osp.join(mim, 'kernels')))
     assert osp.isdir(osp.join(mim, 'configs', '_base_'))
+    # The large-kernel op's measured dispatch table (without it 'auto' would silently stay on F.conv2d).
+    assert osp.isfile(osp.join(installed_copy, 'mmlk', 'ops', 'dwconv_cpu_table.json'))
 
 
 def test_mim_style_base_config_resolves_from_the_installed_copy(installed_copy, tmp_path):

@@ -36,6 +36,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def checkpoint_mismatch(model, path: str, max_listed: int = 8) -> str:
+    """Describe how the checkpoint's ``state_dict`` differs from ``model``'s ('' when it fits)."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+    checkpoint = _load_checkpoint(path, map_location='cpu')
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(state)
+                    if hasattr(state[k], 'shape') and tuple(state[k].shape) != tuple(expected[k].shape))
+    lines = []
+    for title, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', shapes)):
+        if keys:
+            more = f' (+{len(keys) - max_listed} more)' if len(keys) > max_listed else ''
+            lines.append(f'  {len(keys)} {title} keys: {", ".join(keys[:max_listed])}{more}')
+    return '\n'.join(lines)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import mmlk  # noqa: F401
@@ -58,24 +77,23 @@ def main(argv=None) -> dict:
     apply_dataloader_defaults(cfg)
     apply_eval(cfg, args.eval)
     apply_show_dir(cfg, args.show_dir, args.show)
-    # The checkpoint is loaded strictly below, not through `load_from` (mmengine loads that with
-    # strict=False, so a file for another model or an unconverted upstream file would be evaluated
-    # with random weights and report a meaningless metric).
-    cfg.load_from = None
+    cfg.load_from = args.checkpoint
     # The backbone must not fetch its ImageNet weights: the checkpoint under test replaces them.
     if isinstance(cfg.model.get('backbone'), dict):
         cfg.model.backbone.pop('init_cfg', None)
     allow_mmengine_checkpoint_globals()
     init_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
-    try:
-        runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
-    except RuntimeError as err:
+    # mmengine loads `load_from` with strict=False: a file for another model, or an unconverted
+    # upstream file, would be evaluated with random weights and report a meaningless metric. Check
+    # the keys first (the Runner then loads it in its usual order, after hooks such as EMA set up).
+    problem = checkpoint_mismatch(getattr(runner.model, 'module', runner.model), args.checkpoint)
+    if problem:
         raise SystemExit(
-            f'error: {args.checkpoint} does not fit the model of {args.config}:\n{str(err)[:2000]}\n'
+            f'error: {args.checkpoint} does not fit the model of {args.config}:\n{problem}\n'
             'If it is an upstream release (official RepLKNet/RepNeXt classifier, mmseg 0.x or mmdet 2.x '
             'checkpoint), convert it first with tools/model_converters/convert_cls_to_mmpretrain.py or '
-            'tools/model_converters/convert_downstream.py.') from None
+            'tools/model_converters/convert_downstream.py.')
     metrics = runner.test()
     print('\n'.join(f'{k}: {v}' for k, v in metrics.items()))
     return metrics
