@@ -56,3 +56,27 @@ print(resource_path('checkpoints.yaml').startswith({installed_copy!r}))
                          env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ['mmlk.RepLKNet', '3', 'True']
+
+
+def test_every_shipped_config_loads_from_the_installed_copy(installed_copy, tmp_path):
+    # Relative `_base_` paths, `mmdet::`/`mmpretrain::` bases and custom_imports must all resolve
+    # from site-packages, away from the source checkout.
+    code = f'''
+import glob, os.path as osp
+import mmlk
+from mmengine.config import Config
+root = osp.join({installed_copy!r}, 'mmlk', '.mim', 'configs')
+paths = sorted(p for p in glob.glob(osp.join(root, '**', '*.py'), recursive=True) if '_base_' not in p)
+for path in paths:
+    cfg = Config.fromfile(path)
+    assert 'mmlk' in cfg.model.backbone.type or 'RepLKNet' in cfg.model.backbone.type, path
+print(len(paths))
+'''
+    env = dict(os.environ, PYTHONPATH=installed_copy)
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=str(tmp_path),
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    shipped = [p for p in subprocess.run(['git', 'ls-files', 'configs'], cwd=REPO, capture_output=True,
+                                         text=True, check=True).stdout.split()
+               if p.endswith('.py') and '_base_' not in p]
+    assert int(out.stdout.split()[-1]) == len(shipped) > 40
