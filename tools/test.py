@@ -61,20 +61,11 @@ def main(argv=None) -> dict:
     from mmengine.runner import Runner
 
     from mmlk.apis import allow_mmengine_checkpoint_globals
-    from mmlk.apis.host import (apply_dataloader_defaults, apply_eval, apply_show_dir, init_host_scope,
-                                init_cpu_distributed, load_config, adapt_to_cpu)
+    from mmlk.apis.host import apply_eval, apply_show_dir, init_cpu_distributed, prepare_config
 
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint not found: {args.checkpoint}')
-    cfg = load_config(args.config, args.cfg_options)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    init_host_scope(cfg)
-    adapt_to_cpu(cfg)
-    apply_dataloader_defaults(cfg)
+    cfg = prepare_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     apply_eval(cfg, args.eval)
     apply_show_dir(cfg, args.show_dir, args.show)
     cfg.load_from = args.checkpoint

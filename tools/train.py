@@ -45,18 +45,9 @@ def main(argv=None) -> None:
     from mmengine.runner import Runner
 
     from mmlk.apis import allow_mmengine_checkpoint_globals
-    from mmlk.apis.host import (apply_amp, apply_dataloader_defaults, apply_resume, init_host_scope,
-                                init_cpu_distributed, load_config, adapt_to_cpu)
+    from mmlk.apis.host import apply_amp, apply_resume, init_cpu_distributed, prepare_config
 
-    cfg = load_config(args.config, args.cfg_options)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    init_host_scope(cfg)
-    adapt_to_cpu(cfg)
-    apply_dataloader_defaults(cfg)
+    cfg = prepare_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     apply_resume(cfg, args.resume)
     if args.amp:
         apply_amp(cfg)

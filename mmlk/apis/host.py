@@ -32,6 +32,25 @@ def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
     return cfg
 
 
+def prepare_config(path: str, cfg_options: Optional[Dict], launcher: str,
+                   work_dir: Optional[str]) -> Config:
+    """What tools/train.py and tools/test.py both do before their own options.
+
+    Loads the config, sets the launcher and work dir (default ``./work_dirs/<config name>``), imports
+    the host library's registries and applies its dataloader defaults and the CPU adaptations.
+    """
+    cfg = load_config(path, cfg_options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    init_host_scope(cfg)
+    adapt_to_cpu(cfg)
+    apply_dataloader_defaults(cfg)
+    return cfg
+
+
 def host_scope(cfg: Config) -> str:
     """The host library a config belongs to (its ``default_scope``), or ``'mmengine'``."""
     return cfg.get('default_scope', None) or 'mmengine'

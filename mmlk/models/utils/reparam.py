@@ -18,16 +18,9 @@ def fuse_conv_bn(weight: torch.Tensor, bias: Optional[torch.Tensor],
     ``s = sqrt(var + eps)``. Works for any norm with running statistics (BN, SyncBN); a BN without
     affine parameters counts as ``g = 1, beta = 0``.
     """
-    if bn.running_mean is None or bn.running_var is None:
-        raise ValueError(f'cannot fold {type(bn).__name__} without running statistics '
-                         '(track_running_stats=False); merge is only exact for BN-like norms')
-    std = (bn.running_var + bn.eps).sqrt()
-    gamma = bn.weight if bn.weight is not None else torch.ones_like(std)
-    beta = bn.bias if bn.bias is not None else torch.zeros_like(std)
-    scale = gamma / std
+    scale, shift = bn_scale_shift(bn)
     fused_weight = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
-    conv_bias = bias if bias is not None else torch.zeros_like(bn.running_mean)
-    fused_bias = beta + (conv_bias - bn.running_mean) * scale
+    fused_bias = shift if bias is None else shift + bias * scale
     return fused_weight, fused_bias
 
 
