@@ -44,6 +44,10 @@ from ..heads.repnext_head import RepNeXtClsHead
 from ..utils.reparam import (bn_scale_shift, dilate_kernel, fold_bn_into_next, fuse_conv_bn, pad_kernel,
                              serial_kernel)
 
+#: Token mixers an arch can use: re-parameterised branch groups (M0-M5), one single-branch conv ("E"
+#: variants), or plain convs per chunk (the ChunkConv of upstream's README).
+TOKEN_MIXERS = ('rep', 'single', 'chunk')
+
 #: Depthwise stride-1 convolutions whose larger kernel side reaches this go through mmlk's large-kernel op.
 LK_MIN_KERNEL = 7
 
@@ -238,9 +242,9 @@ def _merge_children(module: nn.Module) -> None:
 class ChunkConv(nn.Module):
     """Token mixer of a block: four channel chunks -> identity, ``conv_s``, ``conv_m``, ``conv_l``.
 
-    With ``plain=True`` (the "E" variants) the three convolutions are plain biased depthwise 3x3, 7x7 and
-    11x11 convs, trained as such; otherwise ``conv_s``/``conv_m`` are re-parameterised branch groups and
-    ``conv_l`` is a biased ``1 x 11`` then biased ``11 x 1`` pair.
+    Normally ``conv_s``/``conv_m`` are re-parameterised branch groups and ``conv_l`` is a biased ``1 x 11``
+    then biased ``11 x 1`` pair. With ``plain=True`` (``token_mixer='chunk'``, the ChunkConv of upstream's
+    README) the three convolutions are plain biased depthwise 3x3, 7x7 and 11x11 convs.
     """
 
     def __init__(self, channels: int, deploy: bool = False, merge_branches: bool = True,
@@ -347,7 +351,7 @@ class SingleBranchChunkConv(nn.Module):
 class CopyConv(nn.Module):
     """Token mixer of a downsample: stride-2 ``conv_s`` and ``conv_m`` on the full input, concatenated.
 
-    With ``plain=True`` (the "E" variants) they are plain biased depthwise 3x3 and 7x7 stride-2 convs.
+    With ``plain=True`` (``token_mixer='chunk'``) they are plain biased depthwise 3x3 and 7x7 stride-2 convs.
     """
 
     def __init__(self, channels: int, deploy: bool = False, merge_branches: bool = True,
@@ -431,7 +435,7 @@ class _RepNeXtUnit(nn.Module):
         """Merge in place (running BN statistics are used). Calling it again does nothing.
 
         ``single_branch=True`` then also folds the token mixer into one depthwise conv (it can be asked
-        for after an earlier plain merge, too).
+        for after an earlier multi-branch merge, too).
         """
         if not self.deploy:
             _merge_children(self.token_mixer)
@@ -451,13 +455,14 @@ class MetaNeXtBlock(_RepNeXtUnit):
     def __init__(self, channels: int, mlp_ratio: float = 2., norm_cfg: Optional[Dict] = None,
                  act_cfg: Optional[Dict] = None, drop_path: float = 0., deploy: bool = False,
                  fold_block_norm: bool = True, merge_branches: bool = True, lk_impl: str = 'auto',
-                 with_cp: bool = False, plain_mixers: bool = False, single_branch: bool = False) -> None:
+                 with_cp: bool = False, token_mixer: str = 'rep', single_branch: bool = False) -> None:
         super().__init__(deploy, fold_block_norm, with_cp)
         norm_cfg = norm_cfg or dict(type='BN')
-        if deploy and single_branch:
-            self.token_mixer = SingleBranchChunkConv(channels, border_bias=not plain_mixers, lk_impl=lk_impl)
+        if token_mixer == 'single' or (deploy and single_branch):
+            # only the multi-branch form's conv_l (two biased convs in series) needs the border term
+            self.token_mixer = SingleBranchChunkConv(channels, border_bias=token_mixer == 'rep', lk_impl=lk_impl)
         else:
-            self.token_mixer = ChunkConv(channels, deploy, merge_branches, lk_impl, plain=plain_mixers)
+            self.token_mixer = ChunkConv(channels, deploy, merge_branches, lk_impl, plain=token_mixer == 'chunk')
         self.norm = nn.Identity() if deploy and fold_block_norm else build_norm_layer(norm_cfg, channels)[1]
         self.channel_mixer = _channel_mixer(channels, int(channels * mlp_ratio), norm_cfg,
                                             act_cfg or dict(type='GELU'), deploy)
@@ -481,14 +486,14 @@ class Downsample(_RepNeXtUnit):
     def __init__(self, in_channels: int, mlp_ratio: float = 2., norm_cfg: Optional[Dict] = None,
                  act_cfg: Optional[Dict] = None, deploy: bool = False, fold_block_norm: bool = True,
                  merge_branches: bool = True, lk_impl: str = 'auto', with_cp: bool = False,
-                 plain_mixers: bool = False, single_branch: bool = False) -> None:
+                 token_mixer: str = 'rep', single_branch: bool = False) -> None:
         super().__init__(deploy, fold_block_norm, with_cp)
         norm_cfg = norm_cfg or dict(type='BN')
         out_channels = in_channels * 2
-        if deploy and single_branch:
+        if token_mixer == 'single' or (deploy and single_branch):
             self.token_mixer = SingleBranchCopyConv(in_channels)
         else:
-            self.token_mixer = CopyConv(in_channels, deploy, merge_branches, lk_impl, plain=plain_mixers)
+            self.token_mixer = CopyConv(in_channels, deploy, merge_branches, lk_impl, plain=token_mixer == 'chunk')
         self.norm = (nn.Identity() if deploy and fold_block_norm
                      else build_norm_layer(norm_cfg, out_channels)[1])
         self.channel_mixer = _channel_mixer(out_channels, int(out_channels * mlp_ratio), norm_cfg,
@@ -503,8 +508,12 @@ class Downsample(_RepNeXtUnit):
         # follows the two depthwise convs instead (first half of its channels conv_s, second half conv_m).
         scale, shift = bn_scale_shift(_require_bn(self.norm, 'Downsample'))
         c = scale.numel() // 2
+        if isinstance(self.token_mixer, SingleBranchCopyConv):  # one conv, same [s..., m...] channel order
+            parts = ((self.token_mixer.conv, slice(None)), )
+        else:
+            parts = ((self.token_mixer.conv_s, slice(0, c)), (self.token_mixer.conv_m, slice(c, None)))
         with torch.no_grad():
-            for conv, sl in ((self.token_mixer.conv_s, slice(0, c)), (self.token_mixer.conv_m, slice(c, None))):
+            for conv, sl in parts:
                 conv.weight.mul_(scale[sl].reshape(-1, 1, 1, 1))
                 conv.bias.mul_(scale[sl]).add_(shift[sl])
 
@@ -547,8 +556,11 @@ class RepNeXt(BaseModule):
     Args:
         arch: ``'m0'`` ... ``'m5'``, the single-branch "E" variants ``'m0e'``, ``'m1e'``, ``'m2e'``, or a
             dict with ``embed_dims`` (each stage twice the previous, each divisible by 4), ``depths``
-            (same length), optionally ``mlp_ratio`` (default 2) and ``plain_mixers`` (default False:
-            True trains plain depthwise 3/7/11 convs instead of re-parameterised branch groups, "E").
+            (same length), optionally ``mlp_ratio`` (default 2) and ``token_mixer``: ``'rep'`` (default,
+            re-parameterised branch groups), ``'single'`` (the "E" variants: every block mixes with ONE
+            depthwise 11 x 11 conv over all channels, every downsample with ONE depthwise 7 x 7 stride-2
+            conv over the copied input) or ``'chunk'`` (upstream README's ChunkConv: identity and plain
+            depthwise 3 x 3 / 7 x 7 / 11 x 11 on the four chunks, plain stride-2 3 x 3 + 7 x 7 CopyConv).
         in_channels: Input image channels. Defaults to 3.
         out_indices: Stages whose outputs are returned (strides 4, 8, 16, 32); negative values count
             from the end. Defaults to ``(0, 1, 2, 3)``.
@@ -583,11 +595,12 @@ class RepNeXt(BaseModule):
         'm3': dict(embed_dims=[64, 128, 256, 512], depths=[3, 3, 13, 2], mlp_ratio=2),
         'm4': dict(embed_dims=[64, 128, 256, 512], depths=[5, 5, 25, 4], mlp_ratio=2),
         'm5': dict(embed_dims=[80, 160, 320, 640], depths=[7, 7, 35, 2], mlp_ratio=2),
-        # "E": the single-branch equivalent form, trained as such (plain depthwise 3/7/11 in every
-        # ChunkConv, plain stride-2 3/7 in every CopyConv); upstream README, StarNet-recipe table.
-        'm0e': dict(embed_dims=[40, 80, 160, 320], depths=[2, 2, 9, 1], mlp_ratio=2, plain_mixers=True),
-        'm1e': dict(embed_dims=[48, 96, 192, 384], depths=[3, 3, 15, 2], mlp_ratio=2, plain_mixers=True),
-        'm2e': dict(embed_dims=[56, 112, 224, 448], depths=[3, 3, 15, 2], mlp_ratio=2, plain_mixers=True),
+        # "E": the single-branch equivalent form, trained as such (upstream README, StarNet-recipe and
+        # compact-model tables): one depthwise 11 x 11 per block, one 7 x 7 stride-2 per downsample. Its
+        # CIFAR-100 log counts 2,298,620 training parameters for M0E, which only this form gives.
+        'm0e': dict(embed_dims=[40, 80, 160, 320], depths=[2, 2, 9, 1], mlp_ratio=2, token_mixer='single'),
+        'm1e': dict(embed_dims=[48, 96, 192, 384], depths=[3, 3, 15, 2], mlp_ratio=2, token_mixer='single'),
+        'm2e': dict(embed_dims=[56, 112, 224, 448], depths=[3, 3, 15, 2], mlp_ratio=2, token_mixer='single'),
     }
 
     def __init__(self,
@@ -641,7 +654,7 @@ class RepNeXt(BaseModule):
         self.single_branch = bool(single_branch)
         common = dict(norm_cfg=norm_cfg, act_cfg=act_cfg, deploy=deploy, fold_block_norm=fold_block_norm,
                       merge_branches=merge_branches, lk_impl=lk_impl, with_cp=with_cp,
-                      plain_mixers=self.arch['plain_mixers'], single_branch=self.single_branch)
+                      token_mixer=self.arch['token_mixer'], single_branch=self.single_branch)
         self.stem = RepNeXtStem(in_channels, embed_dims[0], norm_cfg, act_cfg, deploy)
         total = sum(depths)
         # plain Python, so the model can also be built on the meta device
@@ -662,10 +675,10 @@ class RepNeXt(BaseModule):
             if key not in cls.arch_settings:
                 raise ValueError(f'unknown RepNeXt arch {arch!r}; choose one of {sorted(cls.arch_settings)} '
                                  'or pass a dict with embed_dims, depths and optionally mlp_ratio')
-            return dict(plain_mixers=False, **copy.deepcopy(cls.arch_settings[key]))
+            return {'token_mixer': 'rep', **copy.deepcopy(cls.arch_settings[key])}
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
-        unknown = set(arch) - {'embed_dims', 'depths', 'mlp_ratio', 'plain_mixers'}
+        unknown = set(arch) - {'embed_dims', 'depths', 'mlp_ratio', 'token_mixer'}
         missing = {'embed_dims', 'depths'} - set(arch)
         if unknown or missing:
             raise ValueError(f'arch dict needs keys embed_dims and depths (optional mlp_ratio); '
@@ -683,10 +696,11 @@ class RepNeXt(BaseModule):
                              f'depthwise groups), got {dims}')
         if not mlp_ratio > 0:
             raise ValueError(f'mlp_ratio must be positive, got {mlp_ratio}')
-        plain = arch.get('plain_mixers', False)
-        if not isinstance(plain, bool):
-            raise TypeError(f'arch plain_mixers must be True or False, got {plain!r}')
-        return dict(embed_dims=dims, depths=[int(d) for d in depths], mlp_ratio=mlp_ratio, plain_mixers=plain)
+        mixer = arch.get('token_mixer', 'rep')
+        if mixer not in TOKEN_MIXERS:
+            raise ValueError(f'arch token_mixer must be one of {TOKEN_MIXERS} (re-parameterised branches, one '
+                             f'single-branch conv as the "E" variants, plain chunk convs), got {mixer!r}')
+        return dict(embed_dims=dims, depths=[int(d) for d in depths], mlp_ratio=mlp_ratio, token_mixer=mixer)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self.stem(x)
@@ -862,7 +876,7 @@ if register_model is not None:
     _STARNET_ARCHS = ('m0', 'm1', 'm2')
     _cfgs = {}
     for _name, _arch in RepNeXt.arch_settings.items():
-        if _arch.get('plain_mixers'):
+        if _arch.get('token_mixer') == 'single':
             _cfgs[f'repnext_{_name}'] = dict(_TIMM_CFG)  # the "E" forms: no released weights
             continue
         _cfgs[f'repnext_{_name}.dist_in1k'] = dict(_TIMM_CFG)
@@ -880,7 +894,7 @@ if register_model is not None:
         tag = tag if isinstance(tag, str) else None
         model = build_model_with_cfg(RepNeXtTimm, variant, False, arch=arch, **kwargs)
         if pretrained:
-            if RepNeXt.arch_settings[arch].get('plain_mixers'):
+            if RepNeXt.arch_settings[arch].get('token_mixer') == 'single':
                 raise ValueError(f'{variant}: upstream released no weights of the single-branch "E" variants '
                                  '(only training logs); create it with pretrained=False')
             tag = tag or 'dist_in1k'
