@@ -22,6 +22,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
 import mmlk  # noqa: E402,F401
+import mmlk.models.classifiers.distill  # noqa: E402,F401  (as the configs' custom_imports do)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CIFAR_CONFIGS = [f'configs/repnext/repnext-{a}_4xb512-{e}e_cifar100.py' for a in ('m0', 'm0e')
@@ -140,6 +141,8 @@ def load(path: str) -> Config:
 def test_config_conventions(path):
     cfg = load(path)
     assert cfg.default_scope == 'mmpretrain' and 'mmlk' in cfg.custom_imports.imports
+    if 'distill' in path:
+        assert 'mmlk.models.classifiers.distill' in cfg.custom_imports.imports
     gpus, per_gpu = map(int, re.search(r'_(\d+)xb(\d+)[-_]', osp.basename(path)).groups())
     assert cfg.train_dataloader.batch_size == per_gpu
     assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=gpus * per_gpu)

@@ -6,7 +6,7 @@
 # The teacher (timm's regnety_160 with DeiT's weights, 83.9M parameters) is frozen, in eval mode, never
 # saved with the student and never seen by the optimiser (mmlk.DistillImageClassifier).
 _base_ = ['./repnext-m1_8xb256_in1k.py']
-custom_imports = dict(imports=['mmlk', 'mmlk.models.classifiers'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmlk', 'mmlk.models.classifiers.distill'], allow_failed_imports=False)
 
 model = dict(
     type='mmlk.DistillImageClassifier',
