@@ -1,6 +1,7 @@
-# RepNeXt-M0E (the single-branch equivalent form of M0, trained as such) on CIFAR-100, the 200-epoch schedule of upstream's compact-model experiment
+# RepNeXt-M0E on CIFAR-100, the 200-epoch schedule of upstream's compact-model experiment
 # (suous/RepNeXt README: top-1 73.56 / 79.79 / 81.89 / 82.07 at 100 / 200 / 300 / 400 epochs). Everything else as the
 # 300-epoch config: 5 warm-up epochs, then cosine to 1e-5 over the remaining epochs.
+# (M0E = the single-branch equivalent form of M0, trained as such: one depthwise 11x11 per block.)
 _base_ = ['./repnext-m0e_4xb512-300e_cifar100.py']
 
 param_scheduler = [

@@ -1,4 +1,5 @@
-# RepNeXt-M0E (the single-branch equivalent form of M0, trained as such) on CIFAR-100 at 224 px, 300 epochs: 4 GPUs x 512 images = global batch 2048.
+# RepNeXt-M0E on CIFAR-100 at 224 px, 300 epochs: 4 GPUs x 512 images = global batch 2048.
+# (M0E = the single-branch equivalent form of M0, trained as such: one depthwise 11x11 per block.)
 # Upstream compact-model experiment (suous/RepNeXt README, logs/compact/cifar): top-1 73.56 / 79.79 / 81.89 / 82.07
 # after 100 / 200 / 300 / 400 epochs (the sibling configs -{100,200,400}e_cifar100 change only the schedule).
 # Recipe (dist_train_cifar.sh: main.py --data-set CIFAR --batch-size 512 on 4 GPUs --distillation-type none,

@@ -214,8 +214,9 @@ def describe_arch(state: Mapping[str, Any]) -> Optional[dict]:
                 ch = shapes[cand][0]
                 break
         channels.append(ch)
-    # the "E" variants have a plain 11 x 11 ``conv_l`` (M0 and M0E share widths and depths)
-    plain = any(k.endswith('token_mixer.conv_l.weight') for k in shapes)
+    # the "E" variants mix with one conv per block (M0 and M0E share widths and depths); a multi-branch model
+    # merged into the single-branch form has the same structure and is named E as well
+    plain = any(k.endswith('token_mixer.conv.weight') for k in shapes)
     variant = next((n for n, a in REPNEXT_VARIANTS.items()
                     if a['channels'] == tuple(channels) and a['depths'] == tuple(depths)
                     and n.endswith('E') == plain), None)

@@ -884,6 +884,7 @@ if register_model is not None:
             _cfgs[f'repnext_{_name}.starnet_in1k'] = dict(_TIMM_CFG, crop_pct=0.9)
             _cfgs[f'repnext_{_name}.starnet_dist_in1k'] = dict(_TIMM_CFG, crop_pct=0.9)
     default_cfgs = generate_default_cfgs(_cfgs)
+    del _name, _arch, _cfgs
 
     def _create_repnext(variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
         features_only = kwargs.pop('features_only', False)
