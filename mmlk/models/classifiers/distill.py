@@ -208,7 +208,9 @@ class DistillImageClassifier(ImageClassifier):
         if self.distillation_type == 'hard':
             return F.cross_entropy(logits_dist, teacher_logits.argmax(dim=1))
         t = self.tau
-        return F.kl_div(F.log_softmax(logits_dist / t, dim=1), F.log_softmax(teacher_logits.float() / t, dim=1),
+        # float32: a summed KL over N x classes terms loses too much in half precision (AMP)
+        return F.kl_div(F.log_softmax(logits_dist.float() / t, dim=1),
+                        F.log_softmax(teacher_logits.float() / t, dim=1),
                         reduction='sum', log_target=True) * (t * t) / logits_dist.numel()
 
     def loss(self, inputs: torch.Tensor, data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
