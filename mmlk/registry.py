@@ -17,7 +17,10 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPP
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
-MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmlk', locations=['mmlk.models'])
+# mmlk.models.classifiers needs mmpretrain, so `import mmlk` leaves it out; building any mmlk model by name
+# imports it (it registers its classes only in processes that already use mmpretrain).
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmlk',
+                  locations=['mmlk.models', 'mmlk.models.classifiers'])
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor',
     parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-FORMATS = {'replknet-official', 'repnext-official', 'repnext-torchscript', 'mmpretrain', 'mmseg0.x', 'mmdet2.x',
-           'coreml'}
+FORMATS = {'replknet-official', 'repnext-official', 'timm-train', 'repnext-torchscript', 'mmpretrain', 'mmseg0.x',
+           'mmdet2.x', 'coreml'}
 TASKS = {'classification', 'segmentation', 'detection', 'instance-segmentation'}
 FIELDS = ('name', 'arch', 'variant', 'task', 'dataset', 'pretraining', 'resolution', 'mean', 'std', 'num_classes',
           'metric', 'config', 'format', 'form', 'file_name', 'download', 'sha256', 'source')
@@ -40,6 +40,10 @@ def test_covers_every_release():
     assert len(by[('replknet', 'mmseg0.x')]) == 5 and len(by[('replknet', 'mmdet2.x')]) == 5
     assert len(by[('repnext', 'repnext-official')]) == 6 and len(by[('repnext', 'repnext-torchscript')]) == 6
     assert len(by[('repnext', 'mmdet2.x')]) == 3 and len(by[('repnext', 'mmseg0.x')]) == 3
+    # StarNet-recipe releases (timm train.py .pth.tar), M0-M2, plain and distilled
+    starnet = by[('repnext', 'timm-train')]
+    assert sorted(e['file_name'] for e in starnet) == sorted(
+        f'repnext_m{i}_sz224_4xbs{b}_ep300{s}.pth.tar' for i in range(3) for b, s in ((512, ''), (256, '_distill')))
 
 
 @pytest.mark.parametrize('entry', ENTRIES, ids=[e['name'] for e in ENTRIES])
@@ -74,6 +78,8 @@ def test_schema(entry):
         assert sha and entry['file_name'].endswith(f'-{sha[:8]}.pth')
     if entry['format'] == 'repnext-torchscript':
         assert entry['form'] == 'merged'
+    # which weights of a timm train-script file (state_dict / state_dict_ema) load by default
+    assert (entry.get('weights') in ('model', 'ema')) == (entry['format'] == 'timm-train')
     if entry['mean'] == [127.5, 127.5, 127.5]:
         assert entry['variant'] == 'XL'  # only RepLKNet-XL uses mean = std = 0.5
 

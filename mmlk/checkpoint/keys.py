@@ -25,6 +25,10 @@ REPNEXT_VARIANTS = {
     'M3': dict(channels=(64, 128, 256, 512), depths=(3, 3, 13, 2)),
     'M4': dict(channels=(64, 128, 256, 512), depths=(5, 5, 25, 4)),
     'M5': dict(channels=(80, 160, 320, 640), depths=(7, 7, 35, 2)),
+    # single-branch "E" forms: same widths and depths, plain convs (see describe_arch)
+    'M0E': dict(channels=(40, 80, 160, 320), depths=(2, 2, 9, 1)),
+    'M1E': dict(channels=(48, 96, 192, 384), depths=(3, 3, 15, 2)),
+    'M2E': dict(channels=(56, 112, 224, 448), depths=(3, 3, 15, 2)),
 }
 
 #: Top-level prefixes of OpenMMLab detectors / segmentors / classifiers other than the backbone.
@@ -63,6 +67,38 @@ def unwrap_state_dict(obj: Any) -> Tuple['OrderedDict[str, torch.Tensor]', dict,
     return state, meta, container
 
 
+#: timm's ``train.py`` (CheckpointSaver) writes ``{state_dict, [state_dict_ema], optimizer, epoch, arch, args,
+#: version, metric, amp_scaler}``; RepNeXt's StarNet-recipe ``*.pth.tar`` releases use it.
+TIMM_TRAIN_FORMAT = 'timm-train'
+_TIMM_TRAIN_MARKERS = ('state_dict_ema', 'epoch', 'arch', 'version', 'optimizer', 'args')
+
+
+def is_timm_train_checkpoint(obj: Any) -> bool:
+    """True for a checkpoint written by timm's training script (model weights under ``state_dict``)."""
+    return (isinstance(obj, Mapping) and isinstance(obj.get('state_dict'), Mapping)
+            and sum(k in obj for k in _TIMM_TRAIN_MARKERS) >= 2)
+
+
+def select_timm_train_weights(obj: Mapping, ema: Optional[bool] = None) -> Tuple[Mapping, str]:
+    """Pick the model (``state_dict``) or EMA (``state_dict_ema``) weights of a timm train-script file.
+
+    Args:
+        obj: the loaded checkpoint (see :func:`is_timm_train_checkpoint`).
+        ema: True for the EMA weights (an error if the file has none), False for the raw model
+            weights, None for the raw model weights (what timm's ``validate.py`` loads by default).
+
+    Returns:
+        ``(weights, key)`` with key ``'state_dict'`` or ``'state_dict_ema'``.
+    """
+    if ema:
+        inner = obj.get('state_dict_ema')
+        if not isinstance(inner, Mapping) or not inner:
+            raise CheckpointError('the timm training checkpoint holds no EMA weights ("state_dict_ema"): it was '
+                                  'trained without --model-ema. Load its model weights instead (ema=False).')
+        return inner, 'state_dict_ema'
+    return obj['state_dict'], 'state_dict'
+
+
 def detect_family(keys) -> Optional[str]:
     keys = list(keys)
     if any('.large_kernel.' in k or '.prelkb_bn.' in k for k in keys):
@@ -82,9 +118,11 @@ def detect_form(keys) -> Optional[str]:
         if any('.lkb_reparam.' in k for k in keys):
             return 'merged'
     elif fam == 'repnext':
-        if any('.conv_3_3.' in k or '.conv_7_7.' in k for k in keys):
+        # ConvNorms (``*.conv.weight`` + ``*.norm.*``) mark the training form of the single-branch "E"
+        # variants too, whose plain depthwise convs look like merged ones
+        if any('.conv_3_3.' in k or '.conv_7_7.' in k or k.endswith('channel_mixer.0.conv.weight') for k in keys):
             return 'train'
-        if any(re.search(r'token_mixer\.conv_[sm]\.weight$', k) for k in keys):
+        if any(re.search(r'token_mixer\.conv(_[sm])?\.weight$', k) for k in keys):
             return 'merged'
     return None
 
@@ -176,8 +214,12 @@ def describe_arch(state: Mapping[str, Any]) -> Optional[dict]:
                 ch = shapes[cand][0]
                 break
         channels.append(ch)
+    # the "E" variants mix with one conv per block (M0 and M0E share widths and depths); a multi-branch model
+    # merged into the single-branch form has the same structure and is named E as well
+    plain = any(k.endswith('token_mixer.conv.weight') for k in shapes)
     variant = next((n for n, a in REPNEXT_VARIANTS.items()
-                    if a['channels'] == tuple(channels) and a['depths'] == tuple(depths)), None)
+                    if a['channels'] == tuple(channels) and a['depths'] == tuple(depths)
+                    and n.endswith('E') == plain), None)
     text = f'RepNeXt{"-" + variant if variant else ""} (channels {tuple(channels)}, depths {tuple(depths)})'
     return dict(family=fam, variant=variant, text=text, channels=tuple(channels), depths=tuple(depths))
 

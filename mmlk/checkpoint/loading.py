@@ -127,14 +127,28 @@ def resolve_checkpoint(checkpoint: Union[str, os.PathLike], cache_dir: Optional[
     raise CheckpointError('\n'.join(errors))
 
 
-def read_state_dict(path: str, map_location: Any = 'cpu') -> Tuple['OrderedDict[str, torch.Tensor]', dict, str]:
-    """Read any supported file into ``(state dict in official names, meta, format)``."""
+def read_state_dict(path: str, map_location: Any = 'cpu', ema: Optional[bool] = None
+                    ) -> Tuple['OrderedDict[str, torch.Tensor]', dict, str]:
+    """Read any supported file into ``(state dict in official names, meta, format)``.
+
+    ``ema`` chooses between the model and EMA weights of timm train-script files (see
+    :func:`mmlk.checkpoint.keys.select_timm_train_weights`); ``meta['weights']`` then names the one used.
+    Other formats hold one set of weights; asking them for EMA weights is an error.
+    """
     obj, kind = read_checkpoint(path, map_location)
     if kind == 'torchscript':
         state, meta, fmt = OrderedDict(obj), {}, 'repnext-torchscript'
+    elif K.is_timm_train_checkpoint(obj):
+        inner, which = K.select_timm_train_weights(obj, ema)
+        state, meta, _ = K.unwrap_state_dict(inner)
+        meta = dict(meta, weights=which, epoch=obj.get('epoch'), arch=obj.get('arch'))
+        fmt = K.TIMM_TRAIN_FORMAT
     else:
         state, meta, container = K.unwrap_state_dict(obj)
         fmt = K.detect_format(state, container)
+    if ema and fmt != K.TIMM_TRAIN_FORMAT:
+        raise CheckpointError(f'{osp.basename(path)} ({fmt}) holds a single set of weights; EMA weights can only be '
+                              'chosen from timm train-script checkpoints (state_dict_ema). Drop ema=True.')
     return K.canonicalize(state, fmt), meta, fmt
 
 
@@ -347,7 +361,7 @@ def _refold_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]'
 
 
 def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefix: Optional[str] = None,
-                    map_location: Any = 'cpu', logger: Any = None) -> dict:
+                    map_location: Any = 'cpu', logger: Any = None, ema: Optional[bool] = None) -> dict:
     """Load released weights into ``model`` with strict, reported key checking.
 
     Args:
@@ -359,6 +373,9 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
             takes the ``backbone.`` part of downstream / mmpretrain files automatically.
         map_location: where tensors are loaded.
         logger: mmengine logger (or name); defaults to the current one.
+        ema: for timm train-script files (``state_dict`` + ``state_dict_ema``): True loads the EMA
+            weights, False the model weights; None takes the ``weights`` field of the checkpoints.yaml
+            entry, else the model weights.
 
     Returns:
         A report ``dict(matched, missing, unexpected, dropped, merged, format, file)``: ``missing`` lists
@@ -366,7 +383,9 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
         since anything unexpected raises :class:`CheckpointError`.
     """
     path, entry = resolve_checkpoint(checkpoint)
-    source, meta, fmt = read_state_dict(path, map_location)
+    if ema is None and entry is not None and entry.get('weights') is not None:
+        ema = entry['weights'] == 'ema'
+    source, meta, fmt = read_state_dict(path, map_location, ema)
     label = entry['name'] if entry else osp.basename(path)
     n_total = len(source)
     outside = 0
@@ -406,7 +425,7 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
         raise CheckpointError(f'{label}: load_state_dict disagreed with the key check (missing '
                               f'{_fmt_keys(result.missing_keys)}, unexpected {_fmt_keys(result.unexpected_keys)})')
     report['missing'] = sorted(set(report['missing']) | set(twin_fresh))
-    report.update(merged=merged, format=fmt, file=path)
+    report.update(merged=merged, format=fmt, file=path, weights=meta.get('weights'))
 
     if report['dropped_head']:
         # Name the informative tensors (largest first, no BN statistics): "head.weight (1000, 1024), ..."
@@ -427,7 +446,8 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
         _log(f'load_pretrained: {label} is in training form; merged it on the fly into the deploy-form '
              f'{", ".join(merged)}.', logger)
     fresh_shown = [k for k in report['missing'] if not k.endswith('num_batches_tracked')]
-    _log(f'load_pretrained: {label} ({fmt}) -> {type(model).__name__}: {len(report["matched"])} matched, '
+    what = f'{fmt}, {meta["weights"]}' if meta.get('weights') else fmt
+    _log(f'load_pretrained: {label} ({what}) -> {type(model).__name__}: {len(report["matched"])} matched, '
          f'{len(fresh_shown)} left initialised{" (" + _fmt_keys(fresh_shown) + ")" if fresh_shown else ""}, '
          f'0 unexpected, {len(report["dropped"]) + outside} dropped.', logger)
     return report

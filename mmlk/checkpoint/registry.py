@@ -17,6 +17,7 @@ from .errors import CheckpointError
 FORMATS = {
     'replknet-official': 'RepLKNet-pytorch release: flat state dict, or under "model" / "state_dict"',
     'repnext-official': 'suous/RepNeXt release: training checkpoint with the state dict under "model"',
+    'timm-train': 'timm train.py checkpoint (.pth.tar): model weights under "state_dict", EMA under "state_dict_ema"',
     'repnext-torchscript': 'suous/RepNeXt fused TorchScript archive (tensors read without running its code)',
     'mmpretrain': 'mmpretrain ImageClassifier checkpoint (backbone. prefix, backbone.stages.3.norm, head.fc)',
     'mmseg0.x': 'mmsegmentation 0.x checkpoint (mmcv meta/state_dict; backbone./decode_head./auxiliary_head.)',

@@ -44,6 +44,10 @@ from ..heads.repnext_head import RepNeXtClsHead
 from ..utils.reparam import (bn_scale_shift, dilate_kernel, fold_bn_into_next, fuse_conv_bn, pad_kernel,
                              serial_kernel)
 
+#: Token mixers an arch can use: re-parameterised branch groups (M0-M5), one single-branch conv ("E"
+#: variants), or plain convs per chunk (the ChunkConv of upstream's README).
+TOKEN_MIXERS = ('rep', 'single', 'chunk')
+
 #: Depthwise stride-1 convolutions whose larger kernel side reaches this go through mmlk's large-kernel op.
 LK_MIN_KERNEL = 7
 
@@ -236,35 +240,125 @@ def _merge_children(module: nn.Module) -> None:
 
 
 class ChunkConv(nn.Module):
-    """Token mixer of a block: four channel chunks -> identity, ``conv_s``, ``conv_m``, ``conv_l``."""
+    """Token mixer of a block: four channel chunks -> identity, ``conv_s``, ``conv_m``, ``conv_l``.
+
+    Normally ``conv_s``/``conv_m`` are re-parameterised branch groups and ``conv_l`` is a biased ``1 x 11``
+    then biased ``11 x 1`` pair. With ``plain=True`` (``token_mixer='chunk'``, the ChunkConv of upstream's
+    README) the three convolutions are plain biased depthwise 3x3, 7x7 and 11x11 convs.
+    """
 
     def __init__(self, channels: int, deploy: bool = False, merge_branches: bool = True,
-                 lk_impl: str = 'auto') -> None:
+                 lk_impl: str = 'auto', plain: bool = False) -> None:
         super().__init__()
         if channels % 4:
             raise ValueError(f'RepNeXt block width must be divisible by 4 (four chunks), got {channels}')
         c = channels // 4
-        if deploy:
+        self.plain = plain
+        if deploy or plain:
             self.conv_s = _deploy_dw(c, 3, 1, lk_impl)
             self.conv_m = _deploy_dw(c, 7, 1, lk_impl)
         else:
             self.conv_s = RepDWConvS(c, 1, merge_branches, lk_impl)
             self.conv_m = RepDWConvM(c, 1, merge_branches, lk_impl)
-        self.conv_l = nn.Sequential(_dw_conv(c, (1, 11), 1, (0, 5), bias=True, lk_impl=lk_impl),
-                                    _dw_conv(c, (11, 1), 1, (5, 0), bias=True, lk_impl=lk_impl))
+        if plain:
+            self.conv_l = _deploy_dw(c, 11, 1, lk_impl)
+        else:
+            self.conv_l = nn.Sequential(_dw_conv(c, (1, 11), 1, (0, 5), bias=True, lk_impl=lk_impl),
+                                        _dw_conv(c, (11, 1), 1, (5, 0), bias=True, lk_impl=lk_impl))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i, s, m, l = torch.chunk(x, 4, dim=1)
         return torch.cat((i, self.conv_s(s), self.conv_m(m), self.conv_l(l)), dim=1)
 
+    @torch.no_grad()
+    def to_single_branch(self) -> 'SingleBranchChunkConv':
+        """Return the one 11 x 11 depthwise conv (plus exact border bias) this mixer equals.
+
+        Needs the merged form (``conv_s``/``conv_m`` single convs, as after ``switch_to_deploy``).
+        The identity chunk becomes a centred 1; ``conv_s``/``conv_m`` are zero-padded to 11 x 11.
+        """
+        if not all(isinstance(m, nn.Conv2d) for m in (self.conv_s, self.conv_m)):
+            raise RuntimeError('ChunkConv.to_single_branch needs the merged form: call switch_to_deploy() '
+                               'first (RepNeXt.switch_to_deploy(single_branch=True) does both)')
+        ref = self.conv_s.weight
+        c, k = ref.shape[0], SingleBranchChunkConv.kernel_size
+        ident = ref.new_zeros(c, 1, k, k)
+        ident[:, :, k // 2, k // 2] = 1
+        size = (k, k)
+        edge = None
+        if isinstance(self.conv_l, nn.Sequential):
+            row, col = self.conv_l[0], self.conv_l[1]
+            # (1 x 11 then 11 x 1) = their outer product, except that the first bias b1 only reaches the
+            # second conv inside the image: bias b2 + b1 * sum(col) in the interior and a per-row
+            # correction -b1 * (taps of col that fall on the zero padding) near the top / bottom.
+            w_l = serial_kernel(row.weight, col.weight)
+            b_l = col.bias + row.bias * col.weight.flatten(1).sum(1)
+            edge = torch.cat((ref.new_zeros(3 * c, k), row.bias[:, None] * col.weight.flatten(1)), dim=0)
+        else:
+            w_l, b_l = self.conv_l.weight, self.conv_l.bias
+        weight = torch.cat((ident, pad_kernel(self.conv_s.weight, size), pad_kernel(self.conv_m.weight, size),
+                            w_l), dim=0)
+        bias = torch.cat((ref.new_zeros(c), self.conv_s.bias, self.conv_m.bias, b_l))
+        impl = getattr(self.conv_m, 'impl', 'auto')
+        fused = SingleBranchChunkConv(4 * c, border_bias=edge is not None, lk_impl=impl).to(ref)
+        fused.conv.weight.copy_(weight)
+        fused.conv.bias.copy_(bias)
+        if edge is not None:
+            fused.edge_taps.copy_(edge)
+        return fused
+
+
+class SingleBranchChunkConv(nn.Module):
+    """A whole ChunkConv as ONE 11 x 11 depthwise conv through :class:`mmlk.ops.LargeKernelDWConv2d`.
+
+    The single-branch deploy form (RepNeXt README: "reparameterized into a single-branch large-kernel
+    depthwise convolution"). For the multi-branch variants ``conv_l``'s inner bias makes the outer rows
+    differ from any single conv; ``edge_taps`` (``(C, 11)``, zero outside the ``conv_l`` chunk) stores
+    what the zero padding removes, and ``forward`` subtracts it per row, so the result is exact. The "E"
+    variants need no such term (``border_bias=False``).
+
+    Args:
+        channels: Width of the block.
+        border_bias: Keep the exact per-row border correction. Defaults to True.
+        lk_impl: Implementation for :class:`mmlk.ops.LargeKernelDWConv2d`. Defaults to ``'auto'``.
+    """
+
+    kernel_size = 11
+
+    def __init__(self, channels: int, border_bias: bool = True, lk_impl: str = 'auto') -> None:
+        super().__init__()
+        self.conv = LargeKernelDWConv2d(channels, self.kernel_size, bias=True, impl=lk_impl)
+        if border_bias:
+            self.register_buffer('edge_taps', torch.zeros(channels, self.kernel_size))
+        else:
+            self.edge_taps = None
+
+    def _border_bias(self, height: int, like: torch.Tensor) -> torch.Tensor:
+        # 1 where a vertical tap lands on the zero padding, 0 inside: a (C, H) row profile, cheap (O(C H k)).
+        k = self.kernel_size
+        outside = like.new_ones(1, 1, height + k - 1)
+        outside[..., k // 2:k // 2 + height] = 0
+        taps = self.edge_taps.to(like.dtype).unsqueeze(1)  # conv1d correlates, as the 11 x 1 conv did
+        return -F.conv1d(outside, taps).reshape(1, -1, height, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.edge_taps is not None:
+            y = y + self._border_bias(x.shape[-2], y)
+        return y
+
 
 class CopyConv(nn.Module):
-    """Token mixer of a downsample: stride-2 ``conv_s`` and ``conv_m`` on the full input, concatenated."""
+    """Token mixer of a downsample: stride-2 ``conv_s`` and ``conv_m`` on the full input, concatenated.
+
+    With ``plain=True`` (``token_mixer='chunk'``) they are plain biased depthwise 3x3 and 7x7 stride-2 convs.
+    """
 
     def __init__(self, channels: int, deploy: bool = False, merge_branches: bool = True,
-                 lk_impl: str = 'auto') -> None:
+                 lk_impl: str = 'auto', plain: bool = False) -> None:
         super().__init__()
-        if deploy:
+        self.plain = plain
+        if deploy or plain:
             self.conv_s = _deploy_dw(channels, 3, 2, lk_impl)
             self.conv_m = _deploy_dw(channels, 7, 2, lk_impl)
         else:
@@ -273,6 +367,40 @@ class CopyConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat((self.conv_s(x), self.conv_m(x)), dim=1)
+
+    @torch.no_grad()
+    def to_single_branch(self) -> 'SingleBranchCopyConv':
+        """Return the one 7 x 7 stride-2 depthwise conv over the copied input that this mixer equals."""
+        if not all(isinstance(m, nn.Conv2d) for m in (self.conv_s, self.conv_m)):
+            raise RuntimeError('CopyConv.to_single_branch needs the merged form: call switch_to_deploy() first')
+        k = SingleBranchCopyConv.kernel_size
+        weight = torch.cat((pad_kernel(self.conv_s.weight, (k, k)), self.conv_m.weight), dim=0)
+        bias = torch.cat((self.conv_s.bias, self.conv_m.bias))
+        fused = SingleBranchCopyConv(self.conv_s.in_channels).to(weight)
+        fused.conv.weight.copy_(weight)
+        fused.conv.bias.copy_(bias)
+        return fused
+
+
+class SingleBranchCopyConv(nn.Module):
+    """A whole CopyConv as ONE depthwise 7 x 7 stride-2 conv on the input copied twice (``[x, x]``).
+
+    Copying first keeps the output order ``[conv_s..., conv_m...]`` of the released layout (a grouped
+    conv with two outputs per input channel would interleave them).
+    """
+
+    kernel_size = 7
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        k = self.kernel_size
+        self.conv = nn.Conv2d(2 * channels, 2 * channels, k, 2, k // 2, groups=2 * channels, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat((x, x), dim=1))
+
+
+_SINGLE_BRANCH = (SingleBranchChunkConv, SingleBranchCopyConv)
 
 
 def _channel_mixer(channels: int, hidden: int, norm_cfg: Dict, act_cfg: Dict, deploy: bool) -> nn.Sequential:
@@ -303,16 +431,22 @@ class _RepNeXtUnit(nn.Module):
     def _fold_norm(self) -> None:
         raise NotImplementedError
 
-    def switch_to_deploy(self) -> None:
-        """Merge in place (running BN statistics are used). Calling it again does nothing."""
-        if self.deploy:
-            return
-        _merge_children(self.token_mixer)
-        _merge_children(self.channel_mixer)
-        if self.fold_block_norm:
-            self._fold_norm()
-            self.norm = nn.Identity()
-        self.deploy = True
+    def switch_to_deploy(self, single_branch: bool = False) -> None:
+        """Merge in place (running BN statistics are used). Calling it again does nothing.
+
+        ``single_branch=True`` then also folds the token mixer into one depthwise conv (it can be asked
+        for after an earlier multi-branch merge, too).
+        """
+        if not self.deploy:
+            _merge_children(self.token_mixer)
+            _merge_children(self.channel_mixer)
+            if self.fold_block_norm:
+                self._fold_norm()
+                self.norm = nn.Identity()
+            self.deploy = True
+        if single_branch and not isinstance(self.token_mixer, _SINGLE_BRANCH):
+            # after the norm fold, so the downsample's norm already sits in conv_s / conv_m
+            self.token_mixer = self.token_mixer.to_single_branch()
 
 
 class MetaNeXtBlock(_RepNeXtUnit):
@@ -321,10 +455,14 @@ class MetaNeXtBlock(_RepNeXtUnit):
     def __init__(self, channels: int, mlp_ratio: float = 2., norm_cfg: Optional[Dict] = None,
                  act_cfg: Optional[Dict] = None, drop_path: float = 0., deploy: bool = False,
                  fold_block_norm: bool = True, merge_branches: bool = True, lk_impl: str = 'auto',
-                 with_cp: bool = False) -> None:
+                 with_cp: bool = False, token_mixer: str = 'rep', single_branch: bool = False) -> None:
         super().__init__(deploy, fold_block_norm, with_cp)
         norm_cfg = norm_cfg or dict(type='BN')
-        self.token_mixer = ChunkConv(channels, deploy, merge_branches, lk_impl)
+        if token_mixer == 'single' or (deploy and single_branch):
+            # only the multi-branch form's conv_l (two biased convs in series) needs the border term
+            self.token_mixer = SingleBranchChunkConv(channels, border_bias=token_mixer == 'rep', lk_impl=lk_impl)
+        else:
+            self.token_mixer = ChunkConv(channels, deploy, merge_branches, lk_impl, plain=token_mixer == 'chunk')
         self.norm = nn.Identity() if deploy and fold_block_norm else build_norm_layer(norm_cfg, channels)[1]
         self.channel_mixer = _channel_mixer(channels, int(channels * mlp_ratio), norm_cfg,
                                             act_cfg or dict(type='GELU'), deploy)
@@ -347,11 +485,15 @@ class Downsample(_RepNeXtUnit):
 
     def __init__(self, in_channels: int, mlp_ratio: float = 2., norm_cfg: Optional[Dict] = None,
                  act_cfg: Optional[Dict] = None, deploy: bool = False, fold_block_norm: bool = True,
-                 merge_branches: bool = True, lk_impl: str = 'auto', with_cp: bool = False) -> None:
+                 merge_branches: bool = True, lk_impl: str = 'auto', with_cp: bool = False,
+                 token_mixer: str = 'rep', single_branch: bool = False) -> None:
         super().__init__(deploy, fold_block_norm, with_cp)
         norm_cfg = norm_cfg or dict(type='BN')
         out_channels = in_channels * 2
-        self.token_mixer = CopyConv(in_channels, deploy, merge_branches, lk_impl)
+        if token_mixer == 'single' or (deploy and single_branch):
+            self.token_mixer = SingleBranchCopyConv(in_channels)
+        else:
+            self.token_mixer = CopyConv(in_channels, deploy, merge_branches, lk_impl, plain=token_mixer == 'chunk')
         self.norm = (nn.Identity() if deploy and fold_block_norm
                      else build_norm_layer(norm_cfg, out_channels)[1])
         self.channel_mixer = _channel_mixer(out_channels, int(out_channels * mlp_ratio), norm_cfg,
@@ -366,8 +508,12 @@ class Downsample(_RepNeXtUnit):
         # follows the two depthwise convs instead (first half of its channels conv_s, second half conv_m).
         scale, shift = bn_scale_shift(_require_bn(self.norm, 'Downsample'))
         c = scale.numel() // 2
+        if isinstance(self.token_mixer, SingleBranchCopyConv):  # one conv, same [s..., m...] channel order
+            parts = ((self.token_mixer.conv, slice(None)), )
+        else:
+            parts = ((self.token_mixer.conv_s, slice(0, c)), (self.token_mixer.conv_m, slice(c, None)))
         with torch.no_grad():
-            for conv, sl in ((self.token_mixer.conv_s, slice(0, c)), (self.token_mixer.conv_m, slice(c, None))):
+            for conv, sl in parts:
                 conv.weight.mul_(scale[sl].reshape(-1, 1, 1, 1))
                 conv.bias.mul_(scale[sl]).add_(shift[sl])
 
@@ -408,8 +554,13 @@ class RepNeXt(BaseModule):
     """RepNeXt backbone (`arXiv 2406.16004 <https://arxiv.org/abs/2406.16004>`_).
 
     Args:
-        arch: ``'m0'`` ... ``'m5'`` or a dict with ``embed_dims`` (each stage twice the previous, each
-            divisible by 4), ``depths`` (same length) and optionally ``mlp_ratio`` (default 2).
+        arch: ``'m0'`` ... ``'m5'``, the single-branch "E" variants ``'m0e'``, ``'m1e'``, ``'m2e'``, or a
+            dict with ``embed_dims`` (each stage twice the previous, each divisible by 4), ``depths``
+            (same length), optionally ``mlp_ratio`` (default 2) and ``token_mixer``: ``'rep'`` (default,
+            re-parameterised branch groups), ``'single'`` (the "E" variants: every block mixes with ONE
+            depthwise 11 x 11 conv over all channels, every downsample with ONE depthwise 7 x 7 stride-2
+            conv over the copied input) or ``'chunk'`` (upstream README's ChunkConv: identity and plain
+            depthwise 3 x 3 / 7 x 7 / 11 x 11 on the four chunks, plain stride-2 3 x 3 + 7 x 7 CopyConv).
         in_channels: Input image channels. Defaults to 3.
         out_indices: Stages whose outputs are returned (strides 4, 8, 16, 32); negative values count
             from the end. Defaults to ``(0, 1, 2, 3)``.
@@ -423,6 +574,10 @@ class RepNeXt(BaseModule):
         drop_path_rate: Stochastic depth, linear over the MetaNeXt blocks. Upstream has none;
             the default 0 keeps parity.
         deploy: Build the merged (inference) form directly, e.g. to load merged checkpoints.
+        single_branch: The deploy form folds every ChunkConv into ONE 11 x 11 depthwise conv through
+            :mod:`mmlk.ops` (identity as a centred 1, exact border term for ``conv_l``'s inner bias) and
+            every CopyConv into one 7 x 7 stride-2 depthwise conv on the copied input. Used by
+            ``deploy=True`` and as the default of :meth:`switch_to_deploy`. Defaults to False.
         fold_block_norm: In the deploy form also fold the block norms (exact). ``False`` reproduces the
             upstream fused layout and parameter count. Defaults to True.
         merge_branches: Compute each depthwise branch group of the training form as one conv with the
@@ -440,6 +595,12 @@ class RepNeXt(BaseModule):
         'm3': dict(embed_dims=[64, 128, 256, 512], depths=[3, 3, 13, 2], mlp_ratio=2),
         'm4': dict(embed_dims=[64, 128, 256, 512], depths=[5, 5, 25, 4], mlp_ratio=2),
         'm5': dict(embed_dims=[80, 160, 320, 640], depths=[7, 7, 35, 2], mlp_ratio=2),
+        # "E": the single-branch equivalent form, trained as such (upstream README, StarNet-recipe and
+        # compact-model tables): one depthwise 11 x 11 per block, one 7 x 7 stride-2 per downsample. Its
+        # CIFAR-100 log counts 2,298,620 training parameters for M0E, which only this form gives.
+        'm0e': dict(embed_dims=[40, 80, 160, 320], depths=[2, 2, 9, 1], mlp_ratio=2, token_mixer='single'),
+        'm1e': dict(embed_dims=[48, 96, 192, 384], depths=[3, 3, 15, 2], mlp_ratio=2, token_mixer='single'),
+        'm2e': dict(embed_dims=[56, 112, 224, 448], depths=[3, 3, 15, 2], mlp_ratio=2, token_mixer='single'),
     }
 
     def __init__(self,
@@ -456,13 +617,14 @@ class RepNeXt(BaseModule):
                  fold_block_norm: bool = True,
                  merge_branches: bool = True,
                  lk_impl: str = 'auto',
-                 init_cfg: Optional[Union[Dict, List[Dict]]] = None) -> None:
+                 init_cfg: Optional[Union[Dict, List[Dict]]] = None,
+                 single_branch: bool = False) -> None:
         super().__init__(init_cfg=init_cfg)
         self._build_kwargs = copy.deepcopy(dict(
             arch=arch, in_channels=in_channels, out_indices=out_indices, frozen_stages=frozen_stages,
             norm_eval=norm_eval, with_cp=with_cp, norm_cfg=norm_cfg, act_cfg=act_cfg,
             drop_path_rate=drop_path_rate, deploy=deploy, fold_block_norm=fold_block_norm,
-            merge_branches=merge_branches, lk_impl=lk_impl, init_cfg=init_cfg))
+            merge_branches=merge_branches, lk_impl=lk_impl, init_cfg=init_cfg, single_branch=single_branch))
         self.arch = self._parse_arch(arch)
         embed_dims, depths = self.arch['embed_dims'], self.arch['depths']
         mlp_ratio = self.arch['mlp_ratio']
@@ -489,8 +651,10 @@ class RepNeXt(BaseModule):
         self.embed_dims = list(embed_dims)
         self.out_channels = [embed_dims[i] for i in self.out_indices]
 
+        self.single_branch = bool(single_branch)
         common = dict(norm_cfg=norm_cfg, act_cfg=act_cfg, deploy=deploy, fold_block_norm=fold_block_norm,
-                      merge_branches=merge_branches, lk_impl=lk_impl, with_cp=with_cp)
+                      merge_branches=merge_branches, lk_impl=lk_impl, with_cp=with_cp,
+                      token_mixer=self.arch['token_mixer'], single_branch=self.single_branch)
         self.stem = RepNeXtStem(in_channels, embed_dims[0], norm_cfg, act_cfg, deploy)
         total = sum(depths)
         # plain Python, so the model can also be built on the meta device
@@ -511,10 +675,10 @@ class RepNeXt(BaseModule):
             if key not in cls.arch_settings:
                 raise ValueError(f'unknown RepNeXt arch {arch!r}; choose one of {sorted(cls.arch_settings)} '
                                  'or pass a dict with embed_dims, depths and optionally mlp_ratio')
-            return copy.deepcopy(cls.arch_settings[key])
+            return {'token_mixer': 'rep', **copy.deepcopy(cls.arch_settings[key])}
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
-        unknown = set(arch) - {'embed_dims', 'depths', 'mlp_ratio'}
+        unknown = set(arch) - {'embed_dims', 'depths', 'mlp_ratio', 'token_mixer'}
         missing = {'embed_dims', 'depths'} - set(arch)
         if unknown or missing:
             raise ValueError(f'arch dict needs keys embed_dims and depths (optional mlp_ratio); '
@@ -532,7 +696,11 @@ class RepNeXt(BaseModule):
                              f'depthwise groups), got {dims}')
         if not mlp_ratio > 0:
             raise ValueError(f'mlp_ratio must be positive, got {mlp_ratio}')
-        return dict(embed_dims=dims, depths=[int(d) for d in depths], mlp_ratio=mlp_ratio)
+        mixer = arch.get('token_mixer', 'rep')
+        if mixer not in TOKEN_MIXERS:
+            raise ValueError(f'arch token_mixer must be one of {TOKEN_MIXERS} (re-parameterised branches, one '
+                             f'single-branch conv as the "E" variants, plain chunk convs), got {mixer!r}')
+        return dict(embed_dims=dims, depths=[int(d) for d in depths], mlp_ratio=mlp_ratio, token_mixer=mixer)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self.stem(x)
@@ -561,16 +729,26 @@ class RepNeXt(BaseModule):
                     m.eval()
         return self
 
-    def switch_to_deploy(self) -> None:
-        """Merge the whole backbone in place for inference; idempotent. Uses running BN statistics."""
-        if self.deploy:
+    def switch_to_deploy(self, single_branch: Optional[bool] = None) -> None:
+        """Merge the whole backbone in place for inference; idempotent. Uses running BN statistics.
+
+        Args:
+            single_branch: Also fold every token mixer into one depthwise conv (see the class
+                ``single_branch`` argument, the default when None). A merged model can still be
+                switched to the single-branch form later; the reverse is not possible.
+        """
+        single = self.single_branch if single_branch is None else bool(single_branch)
+        if self.deploy and (self.single_branch or not single):
             return
-        self.stem.switch_to_deploy()
+        if not self.deploy:
+            self.stem.switch_to_deploy()
         for m in list(self.modules()):
             if isinstance(m, _RepNeXtUnit):
-                m.switch_to_deploy()
+                m.switch_to_deploy(single_branch=single)
         self.deploy = True
+        self.single_branch = single
         self._build_kwargs['deploy'] = True
+        self._build_kwargs['single_branch'] = single
         self._freeze_stages()
 
     def init_weights(self) -> None:
@@ -665,8 +843,8 @@ class RepNeXtTimm(RepNeXt):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def switch_to_deploy(self) -> None:
-        super().switch_to_deploy()
+    def switch_to_deploy(self, single_branch: Optional[bool] = None) -> None:
+        super().switch_to_deploy(single_branch)
         if isinstance(self.head, RepNeXtClsHead):
             self.head.switch_to_deploy()
 
@@ -683,22 +861,49 @@ if register_model is not None:
     # timm's register_model reads the module attribute ``default_cfgs`` for pretrained configs. timm
     # resolves no weights itself (no url): pretrained=True goes through mmlk's checkpoint registry
     # (checkpoints.yaml names, verified downloads, strict loading).
-    default_cfgs = generate_default_cfgs({
-        f'repnext_{name}.dist_in1k': dict(
-            url='', num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.95,
-            interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-            first_conv='stem.stem.0.conv', classifier=('head.head.linear', 'head.head_dist.linear'),
-            license='apache-2.0', paper_ids='arXiv:2406.16004', origin_url='https://github.com/suous/RepNeXt')
-        for name in RepNeXt.arch_settings})
+    _TIMM_CFG = dict(
+        url='', num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.95,
+        interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+        first_conv='stem.stem.0.conv', classifier=('head.head.linear', 'head.head_dist.linear'),
+        license='apache-2.0', paper_ids='arXiv:2406.16004', origin_url='https://github.com/suous/RepNeXt')
+    #: timm pretrained tag -> checkpoints.yaml name (``{}`` = the arch): the RepViT-recipe distilled release
+    #: (first, the default), then the StarNet-recipe ``*.pth.tar`` releases (evaluated at crop 0.9).
+    _TIMM_TAG_WEIGHTS = {
+        'dist_in1k': 'repnext-{}_in1k',
+        'starnet_in1k': 'repnext-{}_in1k-starnet',
+        'starnet_dist_in1k': 'repnext-{}_in1k-starnet-distill',
+    }
+    _STARNET_ARCHS = ('m0', 'm1', 'm2')
+    _cfgs = {}
+    for _name, _arch in RepNeXt.arch_settings.items():
+        if _arch.get('token_mixer') == 'single':
+            _cfgs[f'repnext_{_name}'] = dict(_TIMM_CFG)  # the "E" forms: no released weights
+            continue
+        _cfgs[f'repnext_{_name}.dist_in1k'] = dict(_TIMM_CFG)
+        if _name in _STARNET_ARCHS:
+            _cfgs[f'repnext_{_name}.starnet_in1k'] = dict(_TIMM_CFG, crop_pct=0.9)
+            _cfgs[f'repnext_{_name}.starnet_dist_in1k'] = dict(_TIMM_CFG, crop_pct=0.9)
+    default_cfgs = generate_default_cfgs(_cfgs)
+    del _name, _arch, _cfgs
 
     def _create_repnext(variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
         features_only = kwargs.pop('features_only', False)
         out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
         arch = variant.split('_')[-1]
+        # create_model('repnext_m0.starnet_in1k') hands the tag over as a string pretrained_cfg
+        tag = kwargs.get('pretrained_cfg')
+        tag = tag if isinstance(tag, str) else None
         model = build_model_with_cfg(RepNeXtTimm, variant, False, arch=arch, **kwargs)
         if pretrained:
+            if RepNeXt.arch_settings[arch].get('token_mixer') == 'single':
+                raise ValueError(f'{variant}: upstream released no weights of the single-branch "E" variants '
+                                 '(only training logs); create it with pretrained=False')
+            tag = tag or 'dist_in1k'
+            if tag not in _TIMM_TAG_WEIGHTS or (tag != 'dist_in1k' and arch not in _STARNET_ARCHS):
+                raise ValueError(f'{variant}: no released weights tagged {tag!r}; see timm.list_pretrained('
+                                 f'"{variant}*")')
             from mmlk.checkpoint import load_pretrained  # lazy: the loader pulls in more packages
-            load_pretrained(model, f'repnext-{arch}_in1k')  # the distilled 300-epoch release
+            load_pretrained(model, _TIMM_TAG_WEIGHTS[tag].format(arch))
         if features_only:
             # stem, then one module per stage (``stages`` flattened): each stage output is a feature map
             cfg = model.pretrained_cfg
@@ -735,3 +940,18 @@ if register_model is not None:
     def repnext_m5(pretrained: bool = False, **kwargs) -> nn.Module:
         """RepNeXt-M5 classifier (22.71M parameters train-time)."""
         return _create_repnext('repnext_m5', pretrained, **kwargs)
+
+    @register_model
+    def repnext_m0e(pretrained: bool = False, **kwargs) -> nn.Module:
+        """RepNeXt-M0E classifier: the single-branch equivalent form of M0, trained as such."""
+        return _create_repnext('repnext_m0e', pretrained, **kwargs)
+
+    @register_model
+    def repnext_m1e(pretrained: bool = False, **kwargs) -> nn.Module:
+        """RepNeXt-M1E classifier: the single-branch equivalent form of M1, trained as such."""
+        return _create_repnext('repnext_m1e', pretrained, **kwargs)
+
+    @register_model
+    def repnext_m2e(pretrained: bool = False, **kwargs) -> nn.Module:
+        """RepNeXt-M2E classifier: the single-branch equivalent form of M2, trained as such."""
+        return _create_repnext('repnext_m2e', pretrained, **kwargs)
