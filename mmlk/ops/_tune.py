@@ -152,15 +152,21 @@ def candidates(device: torch.device, triton_ok: bool) -> Tuple[str, ...]:
 
 def _pass_fn(pass_name: str, route: str, x: torch.Tensor, weight: torch.Tensor,
              grad: torch.Tensor) -> Callable[[], object]:
-    """A closure running one pass through one route on synthetic tensors (no autograd)."""
+    """A closure running one pass through one route on synthetic tensors (no autograd).
+
+    The closure carries ``route`` and ``pass_name`` attributes, so an injected timer can tell what it times.
+    """
     if route == 'triton':
         from . import _triton
-        return {'fwd': lambda: _triton.forward(x, weight),
-                'gx': lambda: _triton.input_grad(grad, weight),
-                'gw': lambda: _triton.weight_grad(grad, x, weight.shape)}[pass_name]
-    return {'fwd': lambda: _cpu.run_forward(x, weight, route),
-            'gx': lambda: _cpu.run_input_grad(grad, weight, route),
-            'gw': lambda: _cpu.run_weight_grad(grad, x, weight, route)}[pass_name]
+        fn = {'fwd': lambda: _triton.forward(x, weight),
+              'gx': lambda: _triton.input_grad(grad, weight),
+              'gw': lambda: _triton.weight_grad(grad, x, weight.shape)}[pass_name]
+    else:
+        fn = {'fwd': lambda: _cpu.run_forward(x, weight, route),
+              'gx': lambda: _cpu.run_input_grad(grad, weight, route),
+              'gw': lambda: _cpu.run_weight_grad(grad, x, weight, route)}[pass_name]
+    fn.route, fn.pass_name = route, pass_name  # type: ignore[attr-defined]
+    return fn
 
 
 def wall_timer(fn: Callable[[], object], device: torch.device) -> float:
@@ -271,7 +277,7 @@ class Tuner:
         with self._lock:
             known = dict(self._mem.get(key, {}))
             missing = [p for p in passes if p not in known]
-            if missing:
+            if missing and not (_distributed() and torch.distributed.get_rank() != 0):
                 disk = self._load(self.cache_path(x.device)).get(key, {})
                 for p in missing:
                     route = disk.get(p, {}).get('route') if isinstance(disk.get(p), dict) else None
@@ -286,7 +292,12 @@ class Tuner:
         """Chosen route per pass, timing the passes not cached yet (agreed across ranks when distributed)."""
         key = problem_key(x, weight)
         if _distributed():
-            return _broadcast_from_rank0(lambda: self._routes_local(x, weight, passes, eligible), key)
+            # only rank 0 looks at its caches and times; the others keep what it sends in memory, so that
+            # later lookups (e.g. the custom op's) agree with it too
+            chosen = _broadcast_from_rank0(lambda: self._routes_local(x, weight, passes, eligible), key)
+            with self._lock:
+                self._mem.setdefault(key, {}).update(chosen)
+            return chosen
         return self._routes_local(x, weight, passes, eligible)
 
     def _routes_local(self, x: torch.Tensor, weight: torch.Tensor, passes: Sequence[str],

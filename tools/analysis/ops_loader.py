@@ -23,7 +23,11 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def _stack_importable() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ('mmengine',))
+    """Whether ``import mmlk`` can work here (it needs mmengine; a blocked or missing one means no)."""
+    try:
+        return importlib.util.find_spec('mmengine') is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def load_ops(repo_root: str = REPO_ROOT, force_standalone: bool = False) -> ModuleType:
