@@ -695,13 +695,59 @@ def test_ops_import_without_mmengine_and_mmcv(repo_root):
 
 
 def test_tuner_bounded_and_prunes_hopeless_routes(tuning):
-    # slow routes get one sample once they are HOPELESS times the best so far
-    timer = tuning(FakeTimer({'gw': {'dft': 0.01, 'nchw': 1.0, 'cl': 1.0, 'fft': 0.012}}, default=0.5))
-    x, w = _problem(cl=False, grad=True)
-    _tune.get_tuner().routes(x, w, ('gw',), _tune.candidates(x.device, False))
-    per_route = {}
-    for p, r in timer.calls:
-        per_route[r] = per_route.get(r, 0) + 1
-    assert per_route['dft'] == 1 + _tune.REPS
-    assert all(per_route[r] == 1 for r in per_route if r not in ('dft', 'fft') and timer.calls.index(('gw', r)) >
-               timer.calls.index(('gw', 'dft')))
+    # routes HOPELESS times slower than the best so far get their warm-up call only; clear losers stop
+    # being sampled after REPS rounds; nothing is sampled more than 1 + MAX_REPS times
+    timer = tuning(FakeTimer({'fwd': {'dft': 0.01, 'fft': 0.012, 'nchw_t': 0.02, 'cl_t': 0.5, 'cl': 0.6,
+                                      'nchw': 0.7}}))
+    x, w = _problem(cl=False, grad=False)
+    got = _tune.get_tuner().measure(x, w, ('fwd',), _tune.candidates(x.device, False))
+    assert got['fwd'][0] == 'dft'
+    calls = {}
+    for _, r in timer.calls:
+        calls[r] = calls.get(r, 0) + 1
+    assert all(calls.get(r, 1) == 1 for r in ('cl_t', 'cl', 'nchw')), calls
+    assert calls['nchw_t'] == 1 + _tune.REPS  # sampled, then dropped as a clear loser (2x the lead)
+    assert calls['dft'] == calls['fft'] <= 1 + _tune.MAX_REPS
+    # the weight gradient never times the *_t aliases of the plain aten kernels
+    assert '_t' not in ''.join(_tune.pass_candidates('gw', _tune.candidates(x.device, False)))
+
+
+CONFIGS_SCRIPT = textwrap.dedent('''
+    import json, os, sys
+    os.environ['TRITON_INTERPRET'] = '1'
+    sys.path.insert(0, os.path.join(sys.argv[1], 'tools', 'analysis'))
+    from ops_loader import load_ops
+    load_ops(sys.argv[1], force_standalone=True)
+    import torch, torch.nn.functional as F
+    from mmlk.ops import _triton
+    mod = _triton.load_kernels()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 5, 6, 7, generator=g)
+    wt = torch.randn(5, 1, 5, 3, generator=g)
+    gy = torch.randn(1, 5, 6, 7, generator=g)
+    ref_y = F.conv2d(x.double(), wt.double(), None, 1, (2, 1), 1, 5)
+    ref_gx, ref_gw, _ = torch.ops.aten.convolution_backward(gy.double(), x.double(), wt.double(), None, [1, 1],
+                                                            [2, 1], [1, 1], False, [0, 0], 5, [True, True, False])
+    worst = 0.0
+    for cl in (False, True):
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        xl, gl = x.contiguous(memory_format=fmt), gy.contiguous(memory_format=fmt)
+        for cfg in mod.fwd_configs():
+            for got, ref in ((_triton.forward(xl, wt, config=cfg.kwargs), ref_y),
+                             (_triton.input_grad(gl, wt, config=cfg.kwargs), ref_gx)):
+                worst = max(worst, ((got.double() - ref).abs().max() / ref.abs().max()).item())
+        for cfg in mod.wgrad_configs():
+            got = _triton.weight_grad(gl, xl, wt.shape, config=cfg.kwargs)
+            worst = max(worst, ((got.double() - ref_gw).abs().max() / ref_gw.abs().max()).item())
+    print('WORST' + json.dumps([worst, len(mod.fwd_configs()), len(mod.wgrad_configs())]))
+''')
+
+
+def test_triton_autotune_configs_are_correct(repo_root):
+    """Every block configuration the CUDA autotuner may pick gives correct results (CPU interpreter)."""
+    proc = subprocess.run([sys.executable, '-c', CONFIGS_SCRIPT, repo_root], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, TRITON_INTERPRET='1'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    worst, n_fwd, n_wgrad = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith('WORST')][-1][5:])
+    assert n_fwd >= 4 and n_wgrad >= 4
+    assert worst < 1e-5

@@ -320,7 +320,8 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     Returns:
         Tensor of shape (N, C, H, W) in the input's dtype and memory format.
     """
-    _check_arguments(x, weight, bias)
+    if not torch.jit.is_tracing():  # under tracing, sizes are traced values; the traced graph is F.conv2d's
+        _check_arguments(x, weight, bias)
     if impl == 'torch':
         return _plain(x, weight, bias)
     if impl == 'auto' and x.dim() == 4 and weight.dim() == 4 and \

@@ -38,8 +38,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-from mmlk.ops import _cpu, _dispatch, dwconv  # noqa: E402
+from ops_loader import load_ops  # noqa: E402  (tools/analysis; works without mmengine)
+
+load_ops()
+from mmlk.ops import _cpu, _dispatch, _tune, dwconv  # noqa: E402
 from mmlk.ops.dwconv import dwconv2d  # noqa: E402
 
 # (label, C, H, W, kh, kw)
@@ -232,6 +236,85 @@ def summarize(rows: List[dict]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# same-layout benchmark (the issue #12 targets): ours vs F.conv2d in the input's own layout and dtype
+# ----------------------------------------------------------------------------------------------
+def bench_same_layout(shapes, batches: Sequence[int], device: str, dtypes: Sequence[torch.dtype],
+                      layouts: Sequence[str], repeats: int, impl: str) -> List[dict]:
+    """Per pass, mmlk's op against F.conv2d with inputs in the same layout and dtype.
+
+    Before a problem is timed its routes are decided with an autograd call (what a training step's first
+    iteration does); with tuning on and the cache cold that call times the routes, and its cost is reported in
+    the ``tune ms`` column (the one-time cost per problem and machine).
+    """
+    timer = Timer(device)
+    tuner = _tune.get_tuner()
+    rows = []
+    for dtype in dtypes:
+        for lay in layouts:
+            fmt = torch.channels_last if lay == 'cl' else torch.contiguous_format
+            for n in batches:
+                for label, c, h, w_, kh, kw in shapes:
+                    x, w, gy = _make((n, c, h, w_), kh, kw, device, dtype)
+                    x, gy = x.contiguous(memory_format=fmt), gy.contiguous(memory_format=fmt)
+                    before = tuner.tuning_seconds
+                    t0 = time.perf_counter()
+                    xr, wr = x.detach().requires_grad_(), w.detach().requires_grad_()
+                    dwconv2d(xr, wr, None, impl)  # decides (and, cold, tunes) the routes of all three passes
+                    tune_s = tuner.tuning_seconds - before
+                    first_s = time.perf_counter() - t0
+                    routes = dwconv._decide(xr, wr, impl, True) or (lay, lay, lay)
+                    pad = (kh // 2, kw // 2)
+                    tc = {'fwd': lambda: F.conv2d(x, w, None, 1, pad, 1, c),
+                          'gx': lambda: _aten_bwd(gy, x, w, [True, False, False]),
+                          'gw': lambda: _aten_bwd(gy, x, w, [False, True, False]),
+                          'fb': _fwd_bwd(lambda a, b: F.conv2d(a, b, None, 1, pad, 1, c), x, w, gy)}
+                    if routes == (lay, lay, lay):
+                        ogx = tc['gx']
+                        ogw = tc['gw']
+                    else:
+                        ogx = lambda r=routes: dwconv._op_backward(gy, x, w, r, True, False)  # noqa: E731
+                        ogw = lambda r=routes: dwconv._op_backward(gy, x, w, r, False, True)  # noqa: E731
+                    oc = {'fwd': lambda: dwconv2d(x, w, None, impl), 'gx': ogx, 'gw': ogw,
+                          'fb': _fwd_bwd(lambda a, b: dwconv2d(a, b, None, impl), x, w, gy)}
+                    row = dict(label=label, n=n, c=c, h=h, w=w_, kh=kh, kw=kw, dtype=str(dtype).replace('torch.', ''),
+                               layout=lay, routes='/'.join(routes), tune_ms=tune_s * 1e3, first_ms=first_s * 1e3)
+                    for p in PASS_NAMES:
+                        t = race(timer, {'torch': tc[p], 'ours': oc[p]}, repeats)
+                        row[p] = dict(torch=t['torch'], ours=t['ours'], ratio=t['torch'] / t['ours'])
+                    rows.append(row)
+                    print(_format_same_row(row), flush=True)
+    return rows
+
+
+def _format_same_header() -> str:
+    cols = ' | '.join(f'{PASS_NAMES[p]} torch / ours ms (x)' for p in PASS_NAMES)
+    return f'| dtype | layout | shape | N | routes | {cols} | tune ms |\n|' + '---|' * (6 + len(PASS_NAMES))
+
+
+def _format_same_row(r: dict) -> str:
+    cells = [f"{r[p]['torch'] * 1e3:.2f} / {r[p]['ours'] * 1e3:.2f} ({r[p]['ratio']:.2f}x)" for p in PASS_NAMES]
+    shape = f"{r['label']} ({r['c']},{r['h']},{r['w']},{r['kh']}x{r['kw']})"
+    return (f"| {r['dtype']} | {r['layout']} | {shape} | {r['n']} | {r['routes']} | " + ' | '.join(cells)
+            + f" | {r['tune_ms']:.0f} |")
+
+
+def summarize_same(rows: List[dict], floor: float = 0.95, min_base: float = 3e-4) -> str:
+    lines = []
+    bad = [(r[p]['ratio'], r['dtype'], r['layout'], r['label'], r['n'], PASS_NAMES[p]) for r in rows
+           for p in PASS_NAMES if r[p]['torch'] >= min_base and r[p]['ratio'] < floor]
+    checked = sum(1 for r in rows for p in PASS_NAMES if r[p]['torch'] >= min_base)
+    worst = min(((r[p]['ratio'], r['dtype'], r['layout'], r['label'], r['n'], PASS_NAMES[p]) for r in rows
+                 for p in PASS_NAMES if r[p]['torch'] >= min_base), default=None)
+    lines.append(f'passes with baseline >= {min_base * 1e3:.1f} ms: {checked}; below {floor}x: {len(bad)}'
+                 + (f' {bad}' if bad else ''))
+    if worst:
+        lines.append(f'lowest ratio: {worst[0]:.2f}x ({", ".join(map(str, worst[1:]))})')
+    lines.append(f'one-time tuning cost (cold cache), all problems above: {sum(r["tune_ms"] for r in rows):.0f} ms '
+                 f'(largest {max(r["tune_ms"] for r in rows):.0f} ms)')
+    return '\n'.join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
 # crossover table
 # ----------------------------------------------------------------------------------------------
 TABLE_KERNELS = [(5, 5), (7, 7), (11, 11), (13, 13), (17, 17), (21, 21), (27, 27), (31, 31), (1, 11), (11, 1),
@@ -396,7 +479,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads on CPU (default 2)')
     p.add_argument('--repeats', type=int, default=5, help='samples per median (default 5)')
     p.add_argument('--batch', type=int, nargs='+', default=[1, 8])
-    p.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
+    p.add_argument('--dtype', nargs='+', default=['float32'], choices=['float32', 'float16', 'bfloat16'])
+    p.add_argument('--layout', nargs='+', default=['nchw', 'cl'], choices=['nchw', 'cl'],
+                   help='same-layout mode: input layouts to time (default both)')
+    p.add_argument('--best-layout', action='store_true',
+                   help='the older per-pass table: ours in its better layout vs the better torch layout')
+    p.add_argument('--warm-cache', action='store_true',
+                   help="keep the user's tuning cache (default: a fresh, empty one, so tuning cost is measured)")
     p.add_argument('--impl', default='auto', help="mmlk impl to time (default 'auto')")
     p.add_argument('--only', choices=['replknet', 'repnext'], help='restrict the shape list')
     p.add_argument('--write-table', action='store_true', help='measure all CPU routes and write the table')
@@ -436,10 +525,27 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                      args.channels_last)
         return
     shapes = {'replknet': REPLKNET_31B, 'repnext': REPNEXT_M3}.get(args.only, REPLKNET_31B + REPNEXT_M3)
+    if not args.best_layout:
+        if not args.warm_cache:
+            import tempfile
+            os.environ[_tune.ENV_CACHE_DIR] = tempfile.mkdtemp(prefix='mmlk-bench-cache-')
+        dwconv.reset_decisions()
+        print(f'# tuning {"on" if _tune.enabled() else "off (MMLK_DWCONV_TUNE=0: shipped table)"}, cache '
+              f'{"warm" if args.warm_cache else "cold"} ({_tune.cache_dir()}); ratio (x) = F.conv2d in the same '
+              'layout and dtype / ours, > 1 means mmlk is faster')
+        print(_format_same_header())
+        rows = bench_same_layout(shapes, args.batch, args.device, [getattr(torch, d) for d in args.dtype],
+                                 args.layout, args.repeats, args.impl)
+        print()
+        print(summarize_same(rows))
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(rows, f, indent=1)
+        return
     print('# times are medians in ms; ours = mmlk in the better input layout (NCHW or channels_last, both timed);'
           '\n# (x) = best torch layout / ours, > 1 means mmlk is faster; [layout:route] = what ours ran')
     print(_format_header())
-    rows = bench_shapes(shapes, args.batch, args.device, getattr(torch, args.dtype), args.repeats, args.impl)
+    rows = bench_shapes(shapes, args.batch, args.device, getattr(torch, args.dtype[0]), args.repeats, args.impl)
     print()
     print(summarize(rows))
     if args.json:
