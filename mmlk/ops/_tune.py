@@ -377,7 +377,12 @@ class Tuner:
         best = float('inf')
         for r, fn in fns.items():
             try:
-                first = self.timer(fn, device)  # includes one-time costs (plans, compilation, caches)
+                if device.type == 'cuda':
+                    # Triton compiles and autotunes its block sizes on the first call (seconds): keep that out
+                    # of the comparison, or the pruning below would discard the route. GPU calls are cheap.
+                    fn()
+                # on CPU the first call is timed as is (a hopeless aten route can take a second; it runs once)
+                first = self.timer(fn, device)
             except Exception as e:  # noqa: BLE001 - a route that fails here is simply not eligible
                 warnings.warn(f'mmlk dwconv tuning: route {r!r} failed ({type(e).__name__}: {e}); skipping it',
                               RuntimeWarning)
