@@ -25,7 +25,8 @@ Rules:
   (``tools/analysis/tune_dwconv.py CONFIG`` fills the disk cache) or set ``MMLK_DWCONV_TUNE=0``.
 * Cost is bounded: routes that the shipped table measured as hopeless (``HOPELESS`` times the best) are not
   timed; a route whose first call is ``HOPELESS`` times slower than the best so far gets no further samples;
-  every pass gets ``REPS`` samples at most and stops sampling after ``PASS_BUDGET_S``.
+  routes 1.5x behind the leader stop being sampled; sampling stops after ``PASS_BUDGET_S`` once every contender
+  has two samples, and after ``MAX_REPS`` rounds in any case.
 * A route replaces F.conv2d's own only when it is faster by ``MARGIN`` (noise guard): 'auto' never picks a route
   measured slower than F.conv2d in the same layout and dtype.
 """
@@ -52,9 +53,9 @@ CACHE_VERSION = 1
 # A route keeps being sampled only while it is within this factor of the best one so far; the shipped table's
 # times prune routes beyond this factor before any timing.
 HOPELESS = 4.0
-REPS = 3
 MAX_REPS = 15
-PASS_BUDGET_S = 0.3
+PASS_BUDGET_S = 0.2
+SLOW_S = 0.05
 # A route must beat F.conv2d in the input's layout by 5% (and 50 us) to replace it: tuned timings are taken on
 # the user's machine in one sitting, so a smaller guard than the shipped table's suffices (50 us: timer noise).
 MARGIN = 1.05
@@ -374,6 +375,7 @@ class Tuner:
         get more samples (up to ``MAX_REPS``) so that a few-percent difference is not decided by one outlier.
         """
         samples: Dict[str, List[float]] = {}
+        hopeless: Dict[str, bool] = {}
         best = float('inf')
         for r, fn in fns.items():
             try:
@@ -387,16 +389,21 @@ class Tuner:
                 warnings.warn(f'mmlk dwconv tuning: route {r!r} failed ({type(e).__name__}: {e}); skipping it',
                               RuntimeWarning)
                 continue
-            samples[r] = [first] if first > HOPELESS * best else []  # hopeless: that one call is all it gets
+            # a hopeless route keeps its one call; a slow call (SLOW_S) is dominated by the work itself and
+            # counts as a sample; a fast one was a warm-up (plans, caches) and is discarded
+            samples[r] = [first] if first > HOPELESS * best or first > SLOW_S else []
+            hopeless[r] = first > HOPELESS * best
             best = min(best, first)
-        live = [r for r, v in samples.items() if not v]
+        live = [r for r in samples if not hopeless[r]]
         t0 = time.perf_counter()
-        for i in range(MAX_REPS):
-            if i >= REPS and time.perf_counter() - t0 > PASS_BUDGET_S:
+        for _ in range(MAX_REPS):
+            have = min(len(samples[r]) for r in live) if live else MAX_REPS
+            elapsed = time.perf_counter() - t0
+            if have >= MAX_REPS or (have >= 2 and elapsed > PASS_BUDGET_S):
                 break
             for r in live:
                 samples[r].append(self.timer(fns[r], device))
-            if i + 1 >= REPS:
+            if have + 1 >= 2:
                 # drop routes that clearly lost, keep sampling the contenders
                 lead = min(statistics.median(samples[r]) for r in live)
                 live = [r for r in live if statistics.median(samples[r]) <= 1.5 * lead]
