@@ -50,8 +50,16 @@ REPNEXT = [('M3', 1, 16, 56, 56, 7, 7), ('M3', 2, 32, 28, 28, 7, 7), ('M3', 3, 6
            ('M3', 3, 64, 14, 14, 1, 11), ('M3', 2, 32, 28, 28, 11, 11), ('M5', 1, 20, 56, 56, 7, 7),
            ('M5', 4, 160, 7, 7, 11, 11)]
 SPEED_SHAPES = REPLKNET[:4] + [REPNEXT[0], REPNEXT[4], REPNEXT[7]]
+# --smoke: the script's own logic on CPU under TRITON_INTERPRET=1 with tiny shapes (CI / no GPU)
+SMOKE = [('tiny', 1, 6, 9, 8, 5, 3), ('tiny', 2, 4, 7, 7, 7, 7)]
 TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}
 PASSES = ('fwd', 'gx', 'gw')
+DEVICE = 'cuda'
+
+
+def _sync() -> None:
+    if DEVICE == 'cuda':
+        torch.cuda.synchronize()
 
 
 def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
@@ -71,7 +79,7 @@ def _data(n, c, h, w, kh, kw, dtype, cl, seed=0):
     b = torch.randn(c, generator=g)
     gy = torch.randn(n, c, h, w, generator=g)
     fmt = torch.channels_last if cl else torch.contiguous_format
-    dev = 'cuda'
+    dev = DEVICE
     return (x.to(dev, dtype).contiguous(memory_format=fmt), wt.to(dev, dtype), b.to(dev, dtype),
             gy.to(dev, dtype).contiguous(memory_format=fmt))
 
@@ -95,7 +103,7 @@ def check_correctness(ops, shapes, dtypes, routes) -> List[dict]:
                         xr, wr, br = (t.detach().clone().requires_grad_() for t in (x, wt, b))
                         y = ops.dwconv2d(xr, wr, br, impl)
                         y.backward(gy)
-                        torch.cuda.synchronize()
+                        _sync()
                         errs = dict(fwd=_rel(y, ref_y), gx=_rel(xr.grad, ref_gx), gw=_rel(wr.grad, ref_gw))
                         layout_ok = y.is_contiguous(memory_format=torch.channels_last) == cl or c == 1
                         row.update(errs, ok=bool(all(e < TOL[dtype] for e in errs.values()) and layout_ok
@@ -111,8 +119,14 @@ def check_correctness(ops, shapes, dtypes, routes) -> List[dict]:
 # ----------------------------------------------------------------------------------------------
 def median_ms(fn: Callable[[], object], reps: int, inner: int = 1) -> float:
     fn()
-    torch.cuda.synchronize()
+    _sync()
     times = []
+    if DEVICE != 'cuda':
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
     for _ in range(reps):
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         s.record()
@@ -172,6 +186,8 @@ def check_speed(ops, shapes, plans, batches, reps) -> List[dict]:
 
 def check_memory(ops, shapes, dtype=torch.float32, n=8) -> List[dict]:
     rows = []
+    if DEVICE != 'cuda':
+        return rows
     for (model, stage, c, h, w, kh, kw) in shapes:
         row = dict(model=model, stage=stage, n=n, c=c, h=h, kh=kh)
         for impl in ('torch', 'triton', 'auto'):
@@ -200,6 +216,8 @@ def _speed_line(r: dict) -> str:
 
 
 def environment() -> Dict[str, object]:
+    if DEVICE != 'cuda':
+        return dict(gpu='none (smoke run on CPU, TRITON_INTERPRET=1)', torch=torch.__version__)
     props = torch.cuda.get_device_properties(0)
     try:
         import triton
@@ -216,8 +234,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--out', default='gpu_check.json')
     p.add_argument('--reps', type=int, default=20, help='CUDA-event samples per median (default 20)')
     p.add_argument('--quick', action='store_true', help='31B shapes only, fp32 + bf16, batch 8 (about a minute)')
+    p.add_argument('--smoke', action='store_true',
+                   help='check this script on CPU: TRITON_INTERPRET=1, tiny shapes, nothing measured that matters')
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
+    global DEVICE
+    if args.smoke:
+        if os.environ.get('TRITON_INTERPRET') != '1':
+            raise SystemExit('--smoke needs TRITON_INTERPRET=1 in the environment (set before triton loads)')
+        DEVICE = 'cpu'
+    elif not torch.cuda.is_available():
         print('gpu_check: no CUDA device; nothing measured', file=sys.stderr)
         return 2
     # a fresh tuning cache, so that the autotuner's choices and its cold cost are what this run measured
@@ -227,9 +252,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from mmlk.ops import _triton
     t0 = time.time()
     env = environment()
-    env['triton_self_check'] = _triton.self_check(torch.device('cuda'))
+    env['triton_self_check'] = _triton.self_check(torch.device(DEVICE))
     print('# ' + json.dumps(env), flush=True)
-    shapes = REPLKNET[:4] if args.quick else REPLKNET + REPNEXT
+    shapes = SMOKE if args.smoke else REPLKNET[:4] if args.quick else REPLKNET + REPNEXT
     dtypes = (torch.float32, torch.bfloat16) if args.quick else (torch.float32, torch.float16, torch.bfloat16)
     correct = check_correctness(ops, shapes, dtypes, ('torch', 'cl', 'triton', 'auto'))
     bad = [r for r in correct if not r['ok']]
@@ -243,8 +268,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print('| dtype | layout | shape | N | auto routes | ' +
           ' | '.join(f'{q} cudnn-nchw / cudnn-cl / triton / auto ms (auto vs best cuDNN)' for q in PASSES) +
           ' | tune ms |\n|' + '---|' * 9, flush=True)
-    speed = check_speed(ops, SPEED_SHAPES[:4] if args.quick else SPEED_SHAPES, plans,
-                        (8,) if args.quick else (1, 8), args.reps)
+    if args.smoke:
+        speed = check_speed(ops, SMOKE[:1], plans[:2], (1,), 2)
+    else:
+        speed = check_speed(ops, SPEED_SHAPES[:4] if args.quick else SPEED_SHAPES, plans,
+                            (8,) if args.quick else (1, 8), args.reps)
     memory = check_memory(ops, REPLKNET[:4])
     print('\n| shape (batch 8, fp32, channels_last) | cuDNN peak MiB | triton peak MiB | auto peak MiB |\n|---|---|---|---|')
     for r in memory:
