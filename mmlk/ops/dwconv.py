@@ -11,9 +11,16 @@ exposes one op that picks, per pass, the fastest of several routes:
 * ``'dft'``: the same frequency-domain algorithm with pruned DFT matrices as GEMMs (no smooth-size
   padding, no per-plane FFT overhead; wins for mid-sized maps);
 * ``'triton'``: the Triton kernels in ``kernels/triton_dwconv.py`` (CUDA, or CPU under ``TRITON_INTERPRET=1``);
-* ``'auto'``: on CPU the routes recorded fastest in ``dwconv_cpu_table.json`` (written by
-  ``tools/analysis/benchmark_dwconv.py --write-table``), never a route measured slower than ``F.conv2d``
-  in the better layout; on CUDA Triton after a one-time self-check per process, else ``F.conv2d``.
+* ``'auto'``: per pass, the route measured fastest ON THIS MACHINE by the runtime tuner (:mod:`mmlk.ops._tune`:
+  timed once per problem at the first eager call, cached in memory and on disk, ``F.conv2d``'s own route
+  included, so 'auto' never keeps a route measured slower than ``F.conv2d`` in the same layout and dtype; on
+  CUDA Triton vs cuDNN in both layouts). Where tuning is off (``MMLK_DWCONV_TUNE=0``) or not allowed (inside
+  torch.compile / export for a problem not tuned yet): on CPU the shipped table ``dwconv_cpu_table.json``
+  (written by ``tools/analysis/benchmark_dwconv.py --write-table`` on one machine), on CUDA ``F.conv2d``.
+
+Numerics: operands holding NaN / Inf never take a Fourier route (F.conv2d's NaN / Inf pattern is kept); the
+Fourier routes' round-off model is stated in :mod:`mmlk.ops._cpu`; a backward recorded for double backward
+(``create_graph=True``) runs through aten's differentiable ``convolution_backward``.
 
 The op is registered with :func:`torch.library.custom_op` (``mmlk::dwconv2d`` and its backward) with an
 autograd formula and fake implementations, so ``torch.compile`` and ``torch.export`` see one opaque node;
@@ -314,8 +321,12 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         weight: depthwise kernel of shape (C, 1, kh, kw) with odd kh and kw.
         bias: optional bias of shape (C,).
         impl: 'auto' (default), 'torch' (plain ``F.conv2d``), 'cl' (aten in channels_last), 'fft',
-            'dft' or 'triton'. Inputs outside the envelope (not depthwise, even kernel, mismatched dtypes) always
-            use ``F.conv2d``.
+            'dft' or 'triton'. Inputs outside the envelope (not depthwise, mismatched dtypes) always use
+            ``F.conv2d`` (and get its errors).
+
+    Raises:
+        ValueError: for an even kernel (no symmetric 'same' padding) or an unknown ``impl``.
+        RuntimeError: F.conv2d's own error for a bias it rejects (shape, dtype, device).
 
     Returns:
         Tensor of shape (N, C, H, W) in the input's dtype and memory format.
