@@ -2,7 +2,11 @@
 
 Modes:
 
-* default: per-pass table (forward, input gradient, weight gradient, and forward+backward through autograd)
+* default: per-pass table, mmlk's op against ``F.conv2d`` with inputs in the SAME layout and dtype (``--layout``,
+  ``--dtype``), with the routes 'auto' chose and the one-time tuning cost of each problem (cold cache: a fresh,
+  empty tuning cache unless ``--warm-cache``); the summary lists every pass below 0.95x whose baseline takes at
+  least 0.3 ms.
+* ``--best-layout``: the older per-pass table (forward, input gradient, weight gradient, and forward+backward through autograd)
   for the RepLKNet-31B stage shapes at 224 input and RepNeXt-M3's 7x7 / 1x11 / 11x1 / 11x11 shapes, at
   batch 1 and 8. Every timing is a median over ``--repeats`` samples, with all candidates of a pass timed
   round-robin inside each sample so that load from other processes hits them alike. The speedup column is
@@ -14,9 +18,11 @@ Modes:
 
 Examples::
 
-    python tools/analysis/benchmark_dwconv.py --threads 2 --repeats 7
+    python tools/analysis/benchmark_dwconv.py --only replknet --dtype float32 bfloat16 --threads 2 --repeats 7
+    python tools/analysis/benchmark_dwconv.py --best-layout --threads 2 --repeats 7
     python tools/analysis/benchmark_dwconv.py --write-table --threads 2
-    python tools/analysis/benchmark_dwconv.py --model --threads 2
+    python tools/analysis/benchmark_dwconv.py --model --channels-last --model-batch 1 2 --threads 2
+    python tools/analysis/benchmark_dwconv.py --model --channels-last --amp bfloat16 --threads 2
     python tools/analysis/benchmark_dwconv.py --device cuda
 """
 import argparse
@@ -429,13 +435,25 @@ def _set_lk_impl(model: torch.nn.Module, impl: str) -> int:
 
 
 def bench_models(device: str, repeats: int, batch_infer: int, batch_train: int, size: int,
-                 channels_last: bool) -> None:
+                 channels_last: bool, amp: Optional[str] = None) -> None:
+    """Merged inference and one SGD training step, large kernels 'torch' vs 'auto' (optionally under autocast).
+
+    Each candidate runs once untimed first: for 'auto' that call tunes the model's problems (cold cache), and
+    its cost is printed separately.
+    """
     from mmlk.models.backbones.replknet import RepLKNet
     from mmlk.models.backbones.repnext import RepNeXt
     timer = Timer(device)
+    tuner = _tune.get_tuner()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    amp_dtype = getattr(torch, amp) if amp else None
+
+    def autocast():
+        return torch.autocast(device, dtype=amp_dtype, enabled=amp_dtype is not None)
+
     specs = [('RepLKNet-31B', lambda: RepLKNet(arch='31B')), ('RepNeXt-M3', lambda: RepNeXt(arch='m3'))]
-    print(f'| model | mode | batch | torch ms | auto ms | speedup |\n|---|---|---|---|---|---|')
+    print(f'# layout {"channels_last" if channels_last else "NCHW"}, autocast {amp or "off"}')
+    print('| model | mode | batch | torch ms | auto ms | speedup | one-time tuning s |\n|---|---|---|---|---|---|---|')
     for name, build in specs:
         torch.manual_seed(0)
         model = build().to(device).to(memory_format=fmt)
@@ -448,12 +466,16 @@ def bench_models(device: str, repeats: int, batch_infer: int, batch_train: int, 
         for impl in ('torch', 'auto'):
             def run_infer(impl=impl):
                 _set_lk_impl(infer, impl)
-                with torch.no_grad():
+                with torch.no_grad(), autocast():
                     infer(x)
             fns[impl] = run_infer
+        before = tuner.tuning_seconds
+        for fn in fns.values():
+            fn()  # warm-up (and, for 'auto', tuning)
+        tuned = tuner.tuning_seconds - before
         t = race(timer, fns, repeats, min_sample=0.0)
         print(f"| {name} | merged inference | {batch_infer} | {t['torch'] * 1e3:.1f} | {t['auto'] * 1e3:.1f} | "
-              f"{t['torch'] / t['auto']:.2f}x |", flush=True)
+              f"{t['torch'] / t['auto']:.2f}x | {tuned:.2f} |", flush=True)
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=1e-4)
         xt = torch.randn(batch_train, 3, size, size, device=device).contiguous(memory_format=fmt)
@@ -462,14 +484,20 @@ def bench_models(device: str, repeats: int, batch_infer: int, batch_train: int, 
             def run_step(impl=impl):
                 _set_lk_impl(model, impl)
                 opt.zero_grad(set_to_none=True)
-                out = model(xt)
-                out = out if isinstance(out, (tuple, list)) else (out, )
-                sum(o.float().mean() for o in out).backward()
+                with autocast():
+                    out = model(xt)
+                    out = out if isinstance(out, (tuple, list)) else (out, )
+                    loss = sum(o.float().mean() for o in out)
+                loss.backward()
                 opt.step()
             fns[impl] = run_step
+        before = tuner.tuning_seconds
+        for fn in fns.values():
+            fn()
+        tuned = tuner.tuning_seconds - before
         t = race(timer, fns, repeats, min_sample=0.0)
         print(f"| {name} | training step | {batch_train} | {t['torch'] * 1e3:.1f} | {t['auto'] * 1e3:.1f} | "
-              f"{t['torch'] / t['auto']:.2f}x |", flush=True)
+              f"{t['torch'] / t['auto']:.2f}x | {tuned:.2f} |", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -498,6 +526,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--size', type=int, default=224)
     p.add_argument('--channels-last', action='store_true',
                    help='model mode: run the models in channels_last (default NCHW, the layout users get)')
+    p.add_argument('--amp', choices=['bfloat16', 'float16'], help='model mode: run the models under autocast')
     p.add_argument('--json', help='also dump the per-pass rows to this JSON file')
     return p.parse_args(argv)
 
@@ -520,15 +549,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             raise SystemExit('--write-table measures the CPU routes; run it with --device cpu')
         write_table(args.table_path, args.batch, args.repeats, args.threads, command)
         return
+    if not args.warm_cache:
+        import tempfile
+        os.environ[_tune.ENV_CACHE_DIR] = tempfile.mkdtemp(prefix='mmlk-bench-cache-')
     if args.model:
         bench_models(args.device, args.repeats, args.model_batch[0], args.model_batch[1], args.size,
-                     args.channels_last)
+                     args.channels_last, args.amp)
         return
     shapes = {'replknet': REPLKNET_31B, 'repnext': REPNEXT_M3}.get(args.only, REPLKNET_31B + REPNEXT_M3)
     if not args.best_layout:
-        if not args.warm_cache:
-            import tempfile
-            os.environ[_tune.ENV_CACHE_DIR] = tempfile.mkdtemp(prefix='mmlk-bench-cache-')
         dwconv.reset_decisions()
         print(f'# tuning {"on" if _tune.enabled() else "off (MMLK_DWCONV_TUNE=0: shipped table)"}, cache '
               f'{"warm" if args.warm_cache else "cold"} ({_tune.cache_dir()}); ratio (x) = F.conv2d in the same '
