@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 import warnings
+from functools import lru_cache
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -114,6 +115,14 @@ def machine_key(device: torch.device) -> Dict[str, object]:
         model, flags = _cpu_info()
         key.update(cpu=model, isa=flags, threads=torch.get_num_threads())
     return key
+
+
+@lru_cache(maxsize=64)
+def _machine_file(device_type: str, index: Optional[int], threads: int) -> str:
+    """File name of the machine's cache (memoised: /proc/cpuinfo is not re-read on every lookup)."""
+    key = machine_key(torch.device(device_type, index) if index is not None else torch.device(device_type))
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return f'{device_type}-{digest}.json'
 
 
 def _cuda_driver() -> Optional[int]:
@@ -235,9 +244,7 @@ class Tuner:
 
     # -- disk cache ------------------------------------------------------------------------------
     def cache_path(self, device: torch.device) -> str:
-        key = machine_key(device)
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        return osp.join(cache_dir(), f'{device.type}-{digest}.json')
+        return osp.join(cache_dir(), _machine_file(device.type, device.index, torch.get_num_threads()))
 
     def _load(self, path: str) -> Dict[str, Dict[str, object]]:
         if path in self._disk:
