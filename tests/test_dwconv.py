@@ -519,6 +519,8 @@ class FakeTimer:
         self.calls = []
 
     def __call__(self, fn, device):
+        if fn.probe_scale > 1:  # a reduced probe of the problem: proportionally faster
+            return self.times.get(fn.pass_name, {}).get(fn.route, self.default) / fn.probe_scale
         self.calls.append((fn.pass_name, fn.route))
         return self.times.get(fn.pass_name, {}).get(fn.route, self.default)
 
@@ -751,3 +753,15 @@ def test_triton_autotune_configs_are_correct(repo_root):
     worst, n_fwd, n_wgrad = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith('WORST')][-1][5:])
     assert n_fwd >= 4 and n_wgrad >= 4
     assert worst < 1e-5
+
+
+def test_tuner_probe_skips_full_size_calls_of_hopeless_routes(tuning):
+    """An aten route whose reduced probe predicts HOPELESS x the best is never run at full size."""
+    timer = tuning(FakeTimer({'fwd': {'dft': 0.01, 'nchw': 1.0, 'cl': 0.012}}))
+    x, w = _problem(cl=False, grad=False, c=32)
+    fns = {r: _tune._pass_fn('fwd', r, x, w, x) for r in ('dft', 'nchw', 'cl')}
+    probes = {r: (_tune._pass_fn('fwd', r, x, w, x, 32.0), 32.0) for r in ('nchw', 'cl')}
+    times = _tune.get_tuner()._time_routes(fns, x.device, probes)
+    assert ('fwd', 'nchw') not in timer.calls and times['nchw'] == pytest.approx(1.0)
+    assert ('fwd', 'cl') in timer.calls  # predicted competitive: timed for real
+    assert _tune.choose(times, 'nchw') == 'dft'

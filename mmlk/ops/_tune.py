@@ -169,13 +169,14 @@ def pass_candidates(pass_name: str, eligible: Sequence[str]) -> List[str]:
 
 
 def _pass_fn(pass_name: str, route: str, x: torch.Tensor, weight: torch.Tensor,
-             grad: torch.Tensor) -> Callable[[], object]:
+             grad: torch.Tensor, probe_scale: float = 1.0) -> Callable[[], object]:
     """A closure running one pass through one route on synthetic tensors, the way the op runs it.
 
     The forward goes through the op's eager wrapper (``F.conv2d`` itself for the native route), the gradients
     through the op's backward executor, so per-call overheads (kernel flips, layout copies, the non-finite
     check, the autograd wrapper) are part of what is compared: on sub-millisecond passes they decide.
-    The closure carries ``route`` and ``pass_name`` attributes, so an injected timer can tell what it times.
+    The closure carries ``route``, ``pass_name`` and ``probe_scale`` (> 1 for a reduced probe of the problem)
+    attributes, so an injected timer can tell what it times.
     """
     from . import dwconv  # the op module imports this one
     native = 'cl' if _channels_last(x) else 'nchw'
@@ -189,7 +190,7 @@ def _pass_fn(pass_name: str, route: str, x: torch.Tensor, weight: torch.Tensor,
         fn = lambda: dwconv._op_backward(grad, x, weight, routes, True, False)  # noqa: E731
     else:
         fn = lambda: dwconv._op_backward(grad, x, weight, routes, False, True)  # noqa: E731
-    fn.route, fn.pass_name = route, pass_name  # type: ignore[attr-defined]
+    fn.route, fn.pass_name, fn.probe_scale = route, pass_name, probe_scale  # type: ignore[attr-defined]
     return fn
 
 
@@ -354,10 +355,27 @@ class Tuner:
         prior = _prior(x, weight, layout)
         out: Dict[str, Tuple[str, Dict[str, float]]] = {}
         t_start = time.perf_counter()
+        # Probes: the aten routes' cost grows linearly with N * C, so a slice of one image and 1/16 of the
+        # channels predicts a full call at 1/16 (or less) of its cost. A route predicted HOPELESS times slower
+        # than the best so far is never run at full size: in bf16 on a CPU without native bf16 kernels, one full
+        # call of an aten route can take seconds.
+        n, c = x.shape[:2]
+        cp = max(1, c // 16)
+        probe_scale = (n * c) / cp
+        probe = x.device.type == 'cpu' and probe_scale >= 8
+        if probe:
+            xp, gp = xs[:1, :cp].contiguous(memory_format=fmt), gs[:1, :cp].contiguous(memory_format=fmt)
+            wp = ws[:cp].contiguous()
         with torch.no_grad(), _autocast_off(x.device.type):
             for p in passes:
                 routes = self._order(pass_candidates(p, eligible), prior.get(p, {}), layout)
-                times = self._time_routes({r: _pass_fn(p, r, xs, ws, gs) for r in routes}, x.device)
+                if x.device.type == 'cpu' and x.dtype != torch.float32:
+                    # the table's times are fp32; the Fourier routes compute in fp32 whatever the input dtype,
+                    # so they are the predictable ones to time first
+                    routes = sorted(routes, key=lambda r: r not in _cpu.FOURIER_ROUTES)
+                probes = {r: (_pass_fn(p, r, xp, wp, gp, probe_scale), probe_scale) for r in routes
+                          if probe and r in _cpu.AT_ROUTES}
+                times = self._time_routes({r: _pass_fn(p, r, xs, ws, gs) for r in routes}, x.device, probes)
                 out[p] = (choose(times, layout), times)
         self.tuning_seconds += time.perf_counter() - t_start
         return out
@@ -375,7 +393,8 @@ class Tuner:
         keep = [r for r in eligible if r not in usable or usable[r] <= HOPELESS * best]
         return sorted(keep, key=lambda r: usable.get(r, float('inf')))
 
-    def _time_routes(self, fns: Dict[str, Callable[[], object]], device: torch.device) -> Dict[str, float]:
+    def _time_routes(self, fns: Dict[str, Callable[[], object]], device: torch.device,
+                     probes: Optional[Dict[str, Tuple[Callable[[], object], float]]] = None) -> Dict[str, float]:
         """Median seconds per route: one warm-up call each, then round-robin samples within a budget.
 
         Round-robin sampling makes load from other processes hit every route alike; sub-millisecond routes
@@ -385,6 +404,16 @@ class Tuner:
         hopeless: Dict[str, bool] = {}
         best = float('inf')
         for r, fn in fns.items():
+            if probes and r in probes and best < float('inf'):
+                pfn, scale = probes[r]
+                try:
+                    self.timer(pfn, device)  # warm-up (primitive creation)
+                    predicted = self.timer(pfn, device) * scale
+                except Exception:  # noqa: BLE001 - judged by the full-size call below
+                    predicted = 0.0
+                if predicted > HOPELESS * best:
+                    samples[r], hopeless[r] = [predicted], True  # never run at full size
+                    continue
             try:
                 if device.type == 'cuda':
                     # Triton compiles and autotunes its block sizes on the first call (seconds): keep that out
