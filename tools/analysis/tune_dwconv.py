@@ -46,11 +46,11 @@ def _batch(cfg) -> int:
 
 
 def build_backbone(cfg):
-    import mmlk  # noqa: F401  (registers mmlk's models)
     from mmlk.registry import MODELS
     model_cfg = cfg.model
     backbone_cfg = model_cfg.get('backbone', model_cfg)
     backbone_cfg = dict(backbone_cfg)
+    backbone_cfg['type'] = backbone_cfg['type'] if '.' in backbone_cfg['type'] else 'mmlk.' + backbone_cfg['type']
     backbone_cfg.pop('init_cfg', None)  # random weights suffice for timing; never download anything
     return MODELS.build(backbone_cfg)
 
@@ -70,6 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         raise SystemExit('MMLK_DWCONV_TUNE=0 switches tuning off; unset it to tune')
     if args.threads:
         torch.set_num_threads(args.threads)
+    import mmlk  # noqa: F401  (before loading the config: makes `mmlk::` base configs resolvable)
     from mmengine.config import Config
     from mmlk.ops import LargeKernelDWConv2d, _tune
 
