@@ -724,12 +724,14 @@ CONFIGS_SCRIPT = textwrap.dedent('''
     from mmlk.ops import _triton
     mod = _triton.load_kernels()
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 5, 6, 7, generator=g)
-    wt = torch.randn(5, 1, 5, 3, generator=g)
-    gy = torch.randn(1, 5, 6, 7, generator=g)
-    ref_y = F.conv2d(x.double(), wt.double(), None, 1, (2, 1), 1, 5)
+    # small on purpose: the interpreter runs every program instance in Python, and a 5x6 map still has tiles
+    # that straddle the border in every configuration
+    x = torch.randn(1, 3, 5, 6, generator=g)
+    wt = torch.randn(3, 1, 5, 3, generator=g)
+    gy = torch.randn(1, 3, 5, 6, generator=g)
+    ref_y = F.conv2d(x.double(), wt.double(), None, 1, (2, 1), 1, 3)
     ref_gx, ref_gw, _ = torch.ops.aten.convolution_backward(gy.double(), x.double(), wt.double(), None, [1, 1],
-                                                            [2, 1], [1, 1], False, [0, 0], 5, [True, True, False])
+                                                            [2, 1], [1, 1], False, [0, 0], 3, [True, True, False])
     worst = 0.0
     for cl in (False, True):
         fmt = torch.channels_last if cl else torch.contiguous_format
