@@ -130,3 +130,52 @@ def dwconv2d_wgrad_kernel(x_ptr, g_ptr, part_ptr, H, W, C, KH, KW, ROWS_PER_SPLI
             acc += tl.sum(gv.to(tl.float32)[:, None, :] * xv.to(tl.float32), axis=0)
     offs = (split * KH * KW + u * KW + vv)[:, None] * C + cc[None, :]
     tl.store(part_ptr + offs, acc, mask=vmask[:, None] & cmask[None, :])
+
+
+# ----------------------------------------------------------------------------------------------
+# autotuned entry points (CUDA). Under TRITON_INTERPRET=1 the launchers use the plain kernels with one
+# fixed configuration instead (the autotuner times with CUDA events), and the tests run every configuration
+# listed here through the interpreter for correctness.
+# ----------------------------------------------------------------------------------------------
+def fwd_configs():
+    """Forward / input-gradient tiles: pixels x channels per program, warps and pipeline stages.
+
+    Channels-last tiles want wide channel blocks (coalesced loads); NCHW tiles want wide pixel rows. Few
+    configurations on purpose: each one is compiled per dtype and layout and timed per shape.
+    """
+    cfgs = []
+    for bh, bw, bc, warps, stages in ((1, 16, 32, 4, 2), (2, 8, 32, 4, 2), (4, 8, 32, 4, 3), (4, 16, 32, 8, 3),
+                                      (2, 16, 64, 8, 2), (1, 8, 128, 8, 2), (4, 32, 8, 4, 2), (8, 32, 4, 4, 2)):
+        cfgs.append(triton.Config({'BLOCK_H': bh, 'BLOCK_W': bw, 'BLOCK_C': bc}, num_warps=warps,
+                                  num_stages=stages))
+    return cfgs
+
+
+def wgrad_configs():
+    """Weight-gradient tiles: output columns per step, kernel columns and channels per program."""
+    cfgs = []
+    for bw, bv, bc, warps, stages in ((8, 16, 32, 4, 2), (8, 8, 32, 4, 2), (16, 8, 32, 4, 2), (4, 16, 64, 8, 2),
+                                      (8, 16, 16, 4, 3), (16, 16, 32, 8, 2)):
+        cfgs.append(triton.Config({'BLOCK_W': bw, 'BLOCK_V': bv, 'BLOCK_C': bc}, num_warps=warps,
+                                  num_stages=stages))
+    return cfgs
+
+
+def _bench(fn, quantiles=None):
+    # short timing per configuration: the tuning of a whole model must stay in seconds
+    import triton.testing
+    return triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
+
+
+def _autotune(configs, key):
+    import inspect
+    kwargs = dict(configs=configs, key=key)
+    if 'do_bench' in inspect.signature(triton.autotune).parameters:
+        kwargs['do_bench'] = _bench
+    return triton.autotune(**kwargs)
+
+
+# The layout enters the key through the channel stride (1 for channels_last); FLIP separates the forward from
+# the input gradient, which read the kernel differently.
+dwconv2d_fwd_tuned = _autotune(fwd_configs(), ['H', 'W', 'C', 'KH', 'KW', 'sxc', 'FLIP'])(dwconv2d_fwd_kernel)
+dwconv2d_wgrad_tuned = _autotune(wgrad_configs(), ['H', 'W', 'C', 'KH', 'KW', 'sxc'])(dwconv2d_wgrad_kernel)

@@ -29,3 +29,8 @@ def mini_ade20k(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp('data') / 'ade20k_mini')
     make_ade20k(root, num_train=16, num_val=8, size=128)
     return root
+
+# The op's runtime tuner times routes on first use; the suite checks the shipped table's choices instead (its
+# own tests switch tuning on with fake timers), and keeps any tuning cache out of the user's home.
+os.environ.setdefault('MMLK_DWCONV_TUNE', '0')
+os.environ.setdefault('MMLK_CACHE_DIR', osp.join(os.environ.get('TMPDIR', '/tmp'), f'mmlk-test-cache-{os.getuid()}'))

@@ -180,11 +180,6 @@ def _is_custom(y):
 @pytest.mark.parametrize('impl', ['fft', 'auto'])
 def test_fallback_outside_envelope(impl):
     x = torch.randn(2, 4, 10, 10, requires_grad=True)
-    # even kernel: F.conv2d with padding k//2 (output grows by one)
-    w_even = torch.randn(4, 1, 4, 4, requires_grad=True)
-    y = dwconv2d(x, w_even, None, impl)
-    assert y.shape == (2, 4, 11, 11) and not _is_custom(y)
-    torch.testing.assert_close(y, F.conv2d(x, w_even, None, 1, 2, 1, 4))
     # channel multiplier 2 (not depthwise)
     w_mult = torch.randn(8, 1, 5, 5)
     y = dwconv2d(x, w_mult, None, impl)
@@ -398,3 +393,377 @@ def test_triton_self_check_warns_once_and_falls_back(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         assert _triton.self_check(torch.device('cpu')) is False
+
+
+# ----------------------------------------------------------------------------------------------
+# argument checks (issue #11, item 11): the op rejects what F.conv2d with 'same' padding would get wrong
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('impl', ['auto', 'torch', 'cl', 'fft', 'dft'])
+def test_even_kernel_raises(impl):
+    with pytest.raises(ValueError, match='odd kernel'):
+        dwconv2d(torch.randn(1, 4, 9, 9), torch.randn(4, 1, 4, 4), None, impl)
+    with pytest.raises(ValueError, match='odd kernel'):
+        dwconv2d(torch.randn(1, 4, 9, 9), torch.randn(4, 1, 3, 4), None, impl)
+
+
+@pytest.mark.parametrize('impl', ['auto', 'cl', 'fft', 'dft'])
+@pytest.mark.parametrize('bias', [torch.randn(1), torch.randn(4, 1), torch.randn(4, dtype=torch.float64)],
+                         ids=['shape1', 'shapeC1', 'float64'])
+def test_bad_bias_raises_like_conv2d(impl, bias):
+    # a shape large enough for 'auto' to dispatch rather than skip to F.conv2d
+    x, w = torch.randn(2, 4, 40, 40), torch.randn(4, 1, 13, 13)
+    with pytest.raises(RuntimeError) as ref:
+        F.conv2d(x, w, bias, 1, 6, 1, 4)
+    with pytest.raises(RuntimeError) as got:
+        dwconv2d(x, w, bias, impl)
+    assert str(got.value) == str(ref.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# non-finite inputs (issue #11, item 8): F.conv2d's NaN / Inf pattern on every route
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('impl', ['auto', 'torch', 'cl', 'fft', 'dft'])
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')], ids=['nan', 'inf'])
+def test_nonfinite_pixel_stays_local(impl, bad):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 56, 56, generator=g)
+    x[0, 0, 20, 30] = bad
+    w = torch.randn(2, 1, 31, 31, generator=g) / 31
+    gy = torch.randn(1, 2, 56, 56, generator=g)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    y = dwconv2d(xr, wr, None, impl)
+    y.backward(gy)
+    xt, wt = x.clone().requires_grad_(), w.clone().requires_grad_()
+    ref = F.conv2d(xt, wt, None, 1, 15, 1, 2)
+    ref.backward(gy)
+    for a, r in ((y, ref), (xr.grad, xt.grad), (wr.grad, wt.grad)):
+        assert torch.equal(a.isnan(), r.isnan()) and torch.equal(a.isinf(), r.isinf())
+    # the NaN / Inf reaches only the kernel's footprint (F.conv2d: 31x31 minus the border for NaN)
+    assert int(y.isnan().sum() + y.isinf().sum()) == int(ref.isnan().sum() + ref.isinf().sum()) < 56 * 56
+    finite = ref.isfinite()
+    torch.testing.assert_close(y[finite], ref.detach()[finite], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('impl', ['fft', 'dft'])
+def test_nonfinite_gradient_stays_local(impl):
+    x = torch.randn(1, 2, 28, 28, requires_grad=True)
+    w = (torch.randn(2, 1, 13, 13) / 13).requires_grad_()
+    gy = torch.randn(1, 2, 28, 28)
+    gy[0, 1, 3, 3] = float('nan')
+    dwconv2d(x, w, None, impl).backward(gy)
+    xt, wt = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    F.conv2d(xt, wt, None, 1, 6, 1, 2).backward(gy)
+    assert torch.equal(x.grad.isnan(), xt.grad.isnan()) and torch.equal(w.grad.isnan(), wt.grad.isnan())
+
+
+# ----------------------------------------------------------------------------------------------
+# Fourier round-off far from a large value (issue #11, item 9): bounded by the documented error model
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('impl', ['fft', 'dft'])
+def test_fourier_error_model_bound(impl):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 40, 40, generator=g)
+    x[0, 0, 5, 5] = 1e6
+    w = torch.randn(2, 1, 7, 7, generator=g) / 7
+    y = dwconv2d(x, w, None, impl)
+    ref = F.conv2d(x.double(), w.double(), None, 1, 3, 1, 2)
+    err = (y.double() - ref).abs()
+    # error model (see mmlk.ops._cpu): |err| <= ERROR_FACTOR * eps_fp32 * max|x| * sum|w| per plane, everywhere
+    bound = _cpu.fourier_error_bound(x, w)
+    assert (err <= bound.view(1, -1, 1, 1)).all(), (err.amax((0, 2, 3)), bound)
+    # far from the large value (outside its 7x7 footprint) the error is round-off, not signal
+    far = err[0, 0, 20:, 20:]
+    assert far.max() > 0 and far.max() <= bound[0]
+    # a plane without the large value keeps fp32 accuracy
+    assert err[0, 1].max() < 1e-4
+
+
+# ----------------------------------------------------------------------------------------------
+# double backward (issue #11, item 10)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('impl', ['auto', 'cl', 'fft', 'dft'])
+def test_double_backward(impl):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 9, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 1, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda a, k, c: dwconv2d(a, k, c, impl), (x, w, b))
+
+
+@pytest.mark.parametrize('impl', ['auto', 'fft', 'dft'])
+def test_double_backward_real_shape(impl):
+    """The failing case of the issue: a weight-gradient penalty at a real RepLKNet shape, fp32."""
+    x = torch.randn(1, 8, 28, 28, requires_grad=True)
+    w = (torch.randn(8, 1, 29, 29) / 29).requires_grad_()
+    gw, = torch.autograd.grad(dwconv2d(x, w, None, impl).square().sum(), w, create_graph=True)
+    gw.square().sum().backward()
+    xt, wt = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    gwt, = torch.autograd.grad(F.conv2d(xt, wt, None, 1, 14, 1, 8).square().sum(), wt, create_graph=True)
+    gwt.square().sum().backward()
+    for a, r in ((x.grad, xt.grad), (w.grad, wt.grad)):
+        assert _rel(a, r.double()) < 1e-4
+
+
+# ----------------------------------------------------------------------------------------------
+# runtime tuner (issue #12)
+# ----------------------------------------------------------------------------------------------
+from mmlk.ops import _tune  # noqa: E402
+
+
+class FakeTimer:
+    """Injected timings: ``times[pass][route]`` seconds, without running anything; records what was timed."""
+
+    def __init__(self, times=None, default=1.0):
+        self.times = times or {}
+        self.default = default
+        self.calls = []
+
+    def __call__(self, fn, device):
+        if fn.probe_scale > 1:  # a reduced probe of the problem: proportionally faster
+            return self.times.get(fn.pass_name, {}).get(fn.route, self.default) / fn.probe_scale
+        self.calls.append((fn.pass_name, fn.route))
+        return self.times.get(fn.pass_name, {}).get(fn.route, self.default)
+
+
+@pytest.fixture
+def tuning(monkeypatch, tmp_path):
+    """Tuning on, a private cache dir, clean memos; yields a function installing a fake timer."""
+    monkeypatch.setenv('MMLK_DWCONV_TUNE', '1')
+    monkeypatch.setenv('MMLK_CACHE_DIR', str(tmp_path))
+    dwmod.reset_decisions()
+
+    def install(timer):
+        _tune.set_timer(timer)
+        return timer
+
+    yield install
+    _tune.set_timer(None)
+    dwmod.reset_decisions()
+
+
+def _problem(cl=True, n=1, c=8, h=28, k=29, grad=True):
+    x = torch.randn(n, c, h, h)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(c, 1, k, k) / k
+    return x.requires_grad_(grad), w.requires_grad_(grad)
+
+
+def test_tuner_picks_fastest_and_keeps_native_within_margin(tuning):
+    timer = tuning(FakeTimer({'fwd': {'cl': 1.0, 'fft': 0.5, 'dft': 0.6},
+                              'gx': {'cl': 1.0, 'dft': 0.99},  # within the noise margin: stay native
+                              'gw': {'dft': 0.2}}))
+    x, w = _problem()
+    y = dwconv2d(x, w)
+    assert dwmod._routes(x, w, 'auto') == ('fft', 'cl', 'dft')
+    assert {p for p, _ in timer.calls} == {'fwd', 'gx', 'gw'}
+    y.sum().backward()  # the chosen routes run and are correct
+    ref = _reference(x.detach(), w.detach(), None, torch.ones_like(y))
+    for a, r in zip((y, x.grad, w.grad), ref[:3]):
+        assert _rel(a, r) < 1e-4
+    # the native route (F.conv2d in the input's layout) is always among the timed ones
+    assert ('fwd', 'cl') in timer.calls and ('gx', 'cl') in timer.calls
+
+
+def test_tuner_inference_times_forward_only(tuning):
+    timer = tuning(FakeTimer({'fwd': {'cl': 1.0}}, default=2.0))
+    x, w = _problem(grad=False)
+    with torch.no_grad():
+        y = dwconv2d(x, w)
+    assert {p for p, _ in timer.calls} == {'fwd'}
+    assert not _is_custom(y)  # cl won: plain F.conv2d, no wrapper
+    torch.testing.assert_close(y, F.conv2d(x, w, None, 1, 14, 1, 8), rtol=1e-4, atol=1e-5)
+
+
+def test_tuner_cache_round_trip(tuning, tmp_path):
+    tuning(FakeTimer({'fwd': {'dft': 0.1}, 'gx': {'fft': 0.1}, 'gw': {'dft': 0.1}}))
+    x, w = _problem(cl=False)
+    dwconv2d(x, w)
+    files = list((tmp_path / 'dwconv_tune').glob('cpu-*.json'))
+    assert len(files) == 1
+    data = json.loads(files[0].read_text())
+    assert data['machine']['threads'] == torch.get_num_threads() and data['machine']['torch'] == torch.__version__
+    (entry,) = data['entries'].values()
+    assert {p: entry[p]['route'] for p in ('fwd', 'gx', 'gw')} == {'fwd': 'dft', 'gx': 'fft', 'gw': 'dft'}
+    # a new process (memory cleared) reads the file back without timing anything
+    dwmod.reset_decisions()
+    timer = tuning(FakeTimer())
+    dwconv2d(x, w)
+    assert timer.calls == [] and dwmod._routes(x, w, 'auto') == ('dft', 'fft', 'dft')
+
+
+def test_tuner_corrupted_cache_is_ignored_with_a_warning(tuning, tmp_path):
+    x, w = _problem()
+    path = _tune.get_tuner().cache_path(x.device)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write('{"version": 1, "entries": {"cpu|float32')  # truncated write
+    timer = tuning(FakeTimer({'fwd': {'fft': 0.1}}))
+    with pytest.warns(RuntimeWarning, match='unreadable'):
+        dwconv2d(x, w)
+    assert timer.calls  # tuned afresh
+    assert json.load(open(path))['entries']  # and rewritten as valid JSON
+
+
+def test_tuner_switched_off_uses_the_table(tuning, monkeypatch):
+    timer = tuning(FakeTimer({'fwd': {'fft': 1e-9}}))
+    monkeypatch.setenv('MMLK_DWCONV_TUNE', '0')
+    x, w = _problem(h=56, k=31)
+    dwconv2d(x, w)
+    assert timer.calls == []
+    assert dwmod._routes(x, w, 'auto') == _dispatch.select_routes(31, 31, 56, 56, 1, True, 8)
+
+
+def test_tuner_not_used_under_torch_compile(tuning):
+    timer = tuning(FakeTimer())
+    torch.manual_seed(0)
+    m = _Block('auto')
+    m.lk = LargeKernelDWConv2d(4, 9, bias=True, impl='auto')
+    cm = torch.compile(m, fullgraph=True, backend='aot_eager')
+    x = torch.randn(8, 4, 48, 48, requires_grad=True)  # large enough for 'auto' to dispatch
+    y = cm(x)
+    y.sum().backward()
+    assert timer.calls == []
+    torch.testing.assert_close(y, m(x), rtol=1e-4, atol=1e-5)
+
+
+DIST_SCRIPT = textwrap.dedent('''
+    import json, os, sys
+    sys.path.insert(0, os.path.join(sys.argv[1], 'tools', 'analysis'))
+    from ops_loader import load_ops
+    ops = load_ops(sys.argv[1], force_standalone=True)
+    import torch, torch.distributed as dist
+    from mmlk.ops import _tune, dwconv
+    dist.init_process_group('gloo')
+    rank = dist.get_rank()
+    prefer = 'fft' if rank == 0 else 'dft'  # each rank's own timings would disagree
+    def timer(fn, device):
+        return 0.1 if fn.route == prefer else 1.0
+    _tune.set_timer(timer)
+    x = torch.randn(1, 8, 28, 28, requires_grad=True)
+    w = (torch.randn(8, 1, 29, 29) / 29).requires_grad_()
+    ops.dwconv2d(x, w).sum().backward()
+    print('ROUTES' + json.dumps(dwconv._routes(x, w, 'auto')))
+    dist.destroy_process_group()
+''')
+
+
+def test_tuner_distributed_ranks_agree(tmp_path, repo_root):
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, MMLK_DWCONV_TUNE='1', MMLK_CACHE_DIR=str(tmp_path / f'cache{rank}'), RANK=str(rank),
+                   WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, '-c', DIST_SCRIPT, repo_root], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300) for p in procs]
+    routes = []
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+        routes.append(json.loads([ln for ln in out.splitlines() if ln.startswith('ROUTES')][-1][6:]))
+    assert routes[0] == routes[1] == ['fft', 'fft', 'fft']  # rank 0's choice everywhere
+    assert list((tmp_path / 'cache0' / 'dwconv_tune').glob('*.json'))  # rank 0 timed and cached
+    assert not (tmp_path / 'cache1').exists()  # rank 1 neither timed nor wrote a cache
+
+
+IMPORT_SCRIPT = textwrap.dedent('''
+    import importlib.abc, sys
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split('.')[0] in ('mmengine', 'mmcv', 'mmdet', 'mmseg', 'mmpretrain'):
+                raise ImportError(f'{name} is blocked')
+            return None
+    sys.meta_path.insert(0, Block())
+    sys.path.insert(0, sys.argv[1] + '/tools/analysis')
+    from ops_loader import load_ops
+    ops = load_ops(sys.argv[1])
+    import torch, torch.nn.functional as F
+    x, w = torch.randn(1, 4, 30, 30), torch.randn(4, 1, 13, 13)
+    for impl in ('auto', 'fft', 'dft', 'cl'):
+        torch.testing.assert_close(ops.dwconv2d(x, w, None, impl), F.conv2d(x, w, None, 1, 6, 1, 4),
+                                   rtol=1e-4, atol=1e-4)
+    assert not any(m.split('.')[0] in ('mmengine', 'mmcv') for m in sys.modules)
+    print('IMPORT-OK')
+''')
+
+
+def test_ops_import_without_mmengine_and_mmcv(repo_root):
+    proc = subprocess.run([sys.executable, '-c', IMPORT_SCRIPT, repo_root], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, MMLK_DWCONV_TUNE='0'))
+    assert proc.returncode == 0 and 'IMPORT-OK' in proc.stdout, proc.stderr[-3000:]
+
+
+def test_tuner_bounded_and_prunes_hopeless_routes(tuning):
+    # routes HOPELESS times slower than the best so far get their warm-up call only; clear losers stop
+    # being sampled after two rounds; nothing is sampled more than 1 + MAX_REPS times
+    timer = tuning(FakeTimer({'fwd': {'dft': 0.01, 'fft': 0.012, 'nchw_t': 0.02, 'cl_t': 0.5, 'cl': 0.6,
+                                      'nchw': 0.7}}))
+    x, w = _problem(cl=False, grad=False)
+    got = _tune.get_tuner().measure(x, w, ('fwd',), _tune.candidates(x.device, False))
+    assert got['fwd'][0] == 'dft'
+    calls = {}
+    for _, r in timer.calls:
+        calls[r] = calls.get(r, 0) + 1
+    assert all(calls.get(r, 1) == 1 for r in ('cl_t', 'cl', 'nchw')), calls
+    assert calls['nchw_t'] == 1 + 2  # warm-up and two samples, then dropped as a clear loser (2x the lead)
+    assert calls['dft'] == calls['fft'] <= 1 + _tune.MAX_REPS
+    # the weight gradient never times the *_t aliases of the plain aten kernels
+    assert '_t' not in ''.join(_tune.pass_candidates('gw', _tune.candidates(x.device, False)))
+
+
+CONFIGS_SCRIPT = textwrap.dedent('''
+    import json, os, sys
+    os.environ['TRITON_INTERPRET'] = '1'
+    sys.path.insert(0, os.path.join(sys.argv[1], 'tools', 'analysis'))
+    from ops_loader import load_ops
+    load_ops(sys.argv[1], force_standalone=True)
+    import torch, torch.nn.functional as F
+    from mmlk.ops import _triton
+    mod = _triton.load_kernels()
+    g = torch.Generator().manual_seed(0)
+    # small on purpose: the interpreter runs every program instance in Python, and a 5x6 map still has tiles
+    # that straddle the border in every configuration
+    x = torch.randn(1, 3, 5, 6, generator=g)
+    wt = torch.randn(3, 1, 5, 3, generator=g)
+    gy = torch.randn(1, 3, 5, 6, generator=g)
+    ref_y = F.conv2d(x.double(), wt.double(), None, 1, (2, 1), 1, 3)
+    ref_gx, ref_gw, _ = torch.ops.aten.convolution_backward(gy.double(), x.double(), wt.double(), None, [1, 1],
+                                                            [2, 1], [1, 1], False, [0, 0], 3, [True, True, False])
+    worst = 0.0
+    for cl in (False, True):
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        xl, gl = x.contiguous(memory_format=fmt), gy.contiguous(memory_format=fmt)
+        for cfg in mod.fwd_configs():
+            for got, ref in ((_triton.forward(xl, wt, config=cfg.kwargs), ref_y),
+                             (_triton.input_grad(gl, wt, config=cfg.kwargs), ref_gx)):
+                worst = max(worst, ((got.double() - ref).abs().max() / ref.abs().max()).item())
+        for cfg in mod.wgrad_configs():
+            got = _triton.weight_grad(gl, xl, wt.shape, config=cfg.kwargs)
+            worst = max(worst, ((got.double() - ref_gw).abs().max() / ref_gw.abs().max()).item())
+    print('WORST' + json.dumps([worst, len(mod.fwd_configs()), len(mod.wgrad_configs())]))
+''')
+
+
+def test_triton_autotune_configs_are_correct(repo_root):
+    """Every block configuration the CUDA autotuner may pick gives correct results (CPU interpreter)."""
+    proc = subprocess.run([sys.executable, '-c', CONFIGS_SCRIPT, repo_root], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, TRITON_INTERPRET='1'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    worst, n_fwd, n_wgrad = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith('WORST')][-1][5:])
+    assert n_fwd >= 4 and n_wgrad >= 4
+    assert worst < 1e-5
+
+
+def test_tuner_probe_skips_full_size_calls_of_hopeless_routes(tuning):
+    """An aten route whose reduced probe predicts HOPELESS x the best is never run at full size."""
+    timer = tuning(FakeTimer({'fwd': {'dft': 0.01, 'nchw': 1.0, 'cl': 0.012}}))
+    x, w = _problem(cl=False, grad=False, c=32)
+    fns = {r: _tune._pass_fn('fwd', r, x, w, x) for r in ('dft', 'nchw', 'cl')}
+    probes = {r: (_tune._pass_fn('fwd', r, x, w, x, 32.0), 32.0) for r in ('nchw', 'cl')}
+    times = _tune.get_tuner()._time_routes(fns, x.device, probes)
+    assert ('fwd', 'nchw') not in timer.calls and times['nchw'] == pytest.approx(1.0)
+    assert ('fwd', 'cl') in timer.calls  # predicted competitive: timed for real
+    assert _tune.choose(times, 'nchw') == 'dft'

@@ -4,7 +4,9 @@
 # - installs the versions pinned in requirements/constraints.txt;
 # - builds mmcv 2.1.0 WITH its compiled ops from the PyPI sdist (torch >= 2.10 needs C++20, mmcv's
 #   setup.py hard-codes older standards) and caches the wheel outside the repository, keyed by the
-#   mmcv, torch and Python versions, so it is built once per machine;
+#   mmcv, torch and Python versions and the CUDA version ('cpu' without a GPU), so it is built once per
+#   machine; with a CUDA GPU and nvcc present the CUDA ops are built too (for the GPU's architecture);
+#   a GPU without nvcc stops with instructions (MMLK_MMCV_CPU_ONLY=1 installs CPU-only ops anyway);
 # - installs mmlk in editable mode and verifies what silently goes wrong (mmcv without ops, a host
 #   library that does not import).
 # A second run on a set-up machine only re-verifies: the install steps are skipped while the stamp
@@ -29,9 +31,36 @@ if [ ! -x "$py" ]; then
     python3 -m venv "$venv" || die "python3 -m venv failed; install python3-venv and re-run"
 fi
 
+# mmcv's compiled ops: CPU-only unless a CUDA GPU is present. Detection (mmdet's RoIAlign, NMS, ...) on a GPU needs
+# mmcv's CUDA ops, which must be compiled with nvcc; segmentation and classification do not use them.
+gpu_present() {
+    { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; } || [ -e /dev/nvidia0 ]
+}
+find_nvcc() {
+    if command -v nvcc >/dev/null 2>&1; then command -v nvcc
+    elif [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then echo "$CUDA_HOME/bin/nvcc"
+    elif [ -x /usr/local/cuda/bin/nvcc ]; then echo /usr/local/cuda/bin/nvcc
+    fi
+}
+cuda_tag=cpu
+if [ "${MMLK_MMCV_CPU_ONLY:-0}" != 1 ] && gpu_present; then
+    nvcc_bin=$(find_nvcc)
+    if [ -z "$nvcc_bin" ]; then
+        die "a CUDA GPU is present but nvcc (the CUDA toolkit compiler) is not found. Object detection on the GPU
+    needs mmcv's CUDA ops (RoIAlign, NMS, ...), which are compiled from source here. Install the CUDA toolkit
+    matching torch's CUDA version ($("$py" -c 'import torch; print(torch.version.cuda)' 2>/dev/null || echo '?')),
+    e.g. the 'cuda-toolkit' package of NVIDIA's repository or a conda 'cuda-nvcc', put nvcc on PATH (or set
+    CUDA_HOME) and re-run. Segmentation and classification do not need these ops: to install without them, re-run
+    with MMLK_MMCV_CPU_ONLY=1."
+    fi
+    cuda_version=$("$nvcc_bin" --version | sed -n 's/.*release \([0-9][0-9.]*\).*/\1/p' | head -n 1)
+    cuda_tag="cu${cuda_version:-unknown}"
+    export CUDA_HOME="${CUDA_HOME:-$(dirname "$(dirname "$nvcc_bin")")}"
+fi
+
 stamp_file="$venv/.mmlk-setup-stamp"
-stamp=$(cat "$constraints" requirements/runtime.txt requirements/tests.txt setup.py tools/setup_env.sh \
-        | sha256sum | cut -d' ' -f1)
+stamp=$( (cat "$constraints" requirements/runtime.txt requirements/tests.txt setup.py tools/setup_env.sh; \
+          echo "$cuda_tag") | sha256sum | cut -d' ' -f1)
 
 pip_install() { "$py" -m pip install --disable-pip-version-check -q -c "$constraints" "$@"; }
 
@@ -49,7 +78,15 @@ build_mmcv_wheel() {  # build_mmcv_wheel CACHE_DIR
     # torch >= 2.10 headers need C++20; mmcv 2.1.0 hard-codes -std=c++14 / c++17.
     sed -i -e 's/-std=c++14/-std=c++20/g' -e 's/-std=c++17/-std=c++20/g' "$src/setup.py"
     # Build isolation must stay off: an isolated build sees no torch and silently drops the ops.
-    MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} "$py" -m pip wheel --disable-pip-version-check -q \
+    local cuda_env=()
+    if [ "$cuda_tag" != cpu ]; then
+        # compile the CUDA kernels for this machine's GPU(s) only (all architectures would take hours)
+        local arch
+        arch=$("$py" -c 'import torch; print(";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})))')
+        log "building mmcv's CUDA ops with $(basename "$nvcc_bin") ($cuda_tag) for compute capability $arch"
+        cuda_env=(FORCE_CUDA=1 "TORCH_CUDA_ARCH_LIST=$arch" "CUDA_HOME=$CUDA_HOME")
+    fi
+    env ${cuda_env[@]+"${cuda_env[@]}"} MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} "$py" -m pip wheel --disable-pip-version-check -q \
         --no-build-isolation --no-deps -w "$work/wheel" "$src"
     local whl
     whl=$(ls "$work"/wheel/mmcv-*.whl) || die "the mmcv build produced no wheel"
@@ -73,7 +110,12 @@ else
     mmcv_version=$(pin mmcv)
     torch_version=$(pin torch)
     pyver=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-    cache_dir="${MMLK_WHEEL_CACHE:-$HOME/.cache/mmlk/wheels}/mmcv-${mmcv_version}_torch-${torch_version}_${pyver}"
+    cache_dir="${MMLK_WHEEL_CACHE:-$HOME/.cache/mmlk/wheels}/mmcv-${mmcv_version}_torch-${torch_version}_${pyver}_${cuda_tag}"
+    legacy_dir="${cache_dir%_cpu}"  # wheels cached before the key had a CUDA tag were all CPU builds
+    if [ "$cuda_tag" = cpu ] && ! ls "$cache_dir"/mmcv-*.whl >/dev/null 2>&1 \
+            && ls "$legacy_dir"/mmcv-*.whl >/dev/null 2>&1; then
+        cache_dir=$legacy_dir
+    fi
     if ! ls "$cache_dir"/mmcv-*.whl >/dev/null 2>&1; then
         build_mmcv_wheel "$cache_dir"
     else
@@ -92,6 +134,13 @@ fi
 if ! "$py" -c 'import mmcv.ops' 2>/dev/null; then
     rm -f "$stamp_file"
     die "mmcv is installed without its compiled ops ('import mmcv.ops' fails). Delete the cached wheel under ${MMLK_WHEEL_CACHE:-$HOME/.cache/mmlk/wheels} and re-run tools/setup_env.sh to rebuild it."
+fi
+if [ "$cuda_tag" != cpu ] && ! "$py" -c 'import torch
+from mmcv.ops import nms
+b = torch.tensor([[0., 0., 1., 1.]], device="cuda")
+nms(b, torch.ones(1, device="cuda"), 0.5)' 2>/dev/null; then
+    rm -f "$stamp_file"
+    die "mmcv's ops do not run on the GPU (built without CUDA?). Delete the cached wheel under ${MMLK_WHEEL_CACHE:-$HOME/.cache/mmlk/wheels} (the *_${cuda_tag} directory) and re-run tools/setup_env.sh."
 fi
 "$py" - <<'EOF' || { rm -f "$stamp_file"; die "a host library does not import; see the traceback above"; }
 import importlib

@@ -89,46 +89,62 @@ def _nhwc_strides(t: torch.Tensor):
     return sn, sh, sw, sc
 
 
+def _autotuned() -> bool:
+    """Autotuned launches on CUDA; one fixed configuration under the CPU interpreter (no CUDA events there)."""
+    return not interpreter_enabled()
+
+
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-            flip: bool = False) -> torch.Tensor:
-    """Depthwise 'same' correlation (``flip=True``: with the kernel rotated 180 degrees)."""
+            flip: bool = False, config: Optional[Dict[str, int]] = None) -> torch.Tensor:
+    """Depthwise 'same' correlation (``flip=True``: with the kernel rotated 180 degrees).
+
+    ``config`` forces block sizes (``BLOCK_H``, ``BLOCK_W``, ``BLOCK_C``; the tests run every autotuning
+    configuration this way under the interpreter); by default CUDA launches go through ``triton.autotune``.
+    """
     mod = load_kernels()
     n, c, h, w = x.shape
     kh, kw = weight.shape[-2:]
     y = torch.empty_like(x)  # keeps x's memory format
     taps = _taps_matrix(weight)
-    block_c = _pow2(c, 4, 32)
-    block_w = _pow2(w, 4, 16)
-    block_h = _pow2(h, 1, 4)
-    grid = (triton_cdiv(h, block_h) * triton_cdiv(w, block_w), n, triton_cdiv(c, block_c))
-    mod.dwconv2d_fwd_kernel[grid](
-        x, taps, bias if bias is not None else taps, y, h, w, c, kh, kw,
-        *_nhwc_strides(x), *_nhwc_strides(y),
-        HAS_BIAS=bias is not None, FLIP=flip, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c)
+    args = (x, taps, bias if bias is not None else taps, y, h, w, c, kh, kw, *_nhwc_strides(x), *_nhwc_strides(y))
+    if config is None and _autotuned():
+        grid = lambda meta: (triton_cdiv(h, meta['BLOCK_H']) * triton_cdiv(w, meta['BLOCK_W']), n,  # noqa: E731
+                             triton_cdiv(c, meta['BLOCK_C']))
+        mod.dwconv2d_fwd_tuned[grid](*args, HAS_BIAS=bias is not None, FLIP=flip)
+        return y
+    blocks = config or dict(BLOCK_H=_pow2(h, 1, 4), BLOCK_W=_pow2(w, 4, 16), BLOCK_C=_pow2(c, 4, 32))
+    grid = (triton_cdiv(h, blocks['BLOCK_H']) * triton_cdiv(w, blocks['BLOCK_W']), n,
+            triton_cdiv(c, blocks['BLOCK_C']))
+    mod.dwconv2d_fwd_kernel[grid](*args, HAS_BIAS=bias is not None, FLIP=flip, **blocks)
     return y
 
 
-def input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def input_grad(grad: torch.Tensor, weight: torch.Tensor, config: Optional[Dict[str, int]] = None) -> torch.Tensor:
     """For an odd kernel and 'same' padding the input gradient is the correlation with the flipped kernel."""
-    return forward(grad, weight, None, flip=True)
+    return forward(grad, weight, None, flip=True, config=config)
 
 
-def weight_grad(grad: torch.Tensor, x: torch.Tensor, weight_shape) -> torch.Tensor:
+def weight_grad(grad: torch.Tensor, x: torch.Tensor, weight_shape,
+                config: Optional[Dict[str, int]] = None) -> torch.Tensor:
+    """Weight gradient as a deterministic split reduction (fp32 partial sums per image x row chunk)."""
     mod = load_kernels()
     n, c, h, w = x.shape
     kh, kw = weight_shape[-2:]
-    block_c = _pow2(c, 4, 32)
-    block_w = _pow2(w, 4, 8)
-    block_v = _pow2(kw, 1, 16)
     # Enough row chunks per image that the grid fills a GPU even for batch 1, without tiny chunks.
     rows = max(1, min(h, 8))
     splits_h = triton_cdiv(h, rows)
     # every (split, tap, channel) slot is written, padding-only taps with zeros, so no zero-fill is needed
+    # (and autotuning, which runs the kernel once per configuration, needs no reset either)
     part = torch.empty((n * splits_h, kh * kw, c), dtype=torch.float32, device=x.device)
-    grid = (kh * triton_cdiv(kw, block_v), triton_cdiv(c, block_c), n * splits_h)
-    mod.dwconv2d_wgrad_kernel[grid](
-        x, grad, part, h, w, c, kh, kw, rows, splits_h,
-        *_nhwc_strides(x), *_nhwc_strides(grad), BLOCK_W=block_w, BLOCK_V=block_v, BLOCK_C=block_c)
+    args = (x, grad, part, h, w, c, kh, kw, rows, splits_h, *_nhwc_strides(x), *_nhwc_strides(grad))
+    if config is None and _autotuned():
+        grid = lambda meta: (kh * triton_cdiv(kw, meta['BLOCK_V']), triton_cdiv(c, meta['BLOCK_C']),  # noqa: E731
+                             n * splits_h)
+        mod.dwconv2d_wgrad_tuned[grid](*args)
+    else:
+        blocks = config or dict(BLOCK_W=_pow2(w, 4, 8), BLOCK_V=_pow2(kw, 1, 16), BLOCK_C=_pow2(c, 4, 32))
+        grid = (kh * triton_cdiv(kw, blocks['BLOCK_V']), triton_cdiv(c, blocks['BLOCK_C']), n * splits_h)
+        mod.dwconv2d_wgrad_kernel[grid](*args, **blocks)
     gw = part.sum(0).t().reshape(c, 1, kh, kw)
     return gw.to(x.dtype)
 

@@ -11,9 +11,16 @@ exposes one op that picks, per pass, the fastest of several routes:
 * ``'dft'``: the same frequency-domain algorithm with pruned DFT matrices as GEMMs (no smooth-size
   padding, no per-plane FFT overhead; wins for mid-sized maps);
 * ``'triton'``: the Triton kernels in ``kernels/triton_dwconv.py`` (CUDA, or CPU under ``TRITON_INTERPRET=1``);
-* ``'auto'``: on CPU the routes recorded fastest in ``dwconv_cpu_table.json`` (written by
-  ``tools/analysis/benchmark_dwconv.py --write-table``), never a route measured slower than ``F.conv2d``
-  in the better layout; on CUDA Triton after a one-time self-check per process, else ``F.conv2d``.
+* ``'auto'``: per pass, the route measured fastest ON THIS MACHINE by the runtime tuner (:mod:`mmlk.ops._tune`:
+  timed once per problem at the first eager call, cached in memory and on disk, ``F.conv2d``'s own route
+  included, so 'auto' never keeps a route measured slower than ``F.conv2d`` in the same layout and dtype; on
+  CUDA Triton vs cuDNN in both layouts). Where tuning is off (``MMLK_DWCONV_TUNE=0``) or not allowed (inside
+  torch.compile / export for a problem not tuned yet): on CPU the shipped table ``dwconv_cpu_table.json``
+  (written by ``tools/analysis/benchmark_dwconv.py --write-table`` on one machine), on CUDA ``F.conv2d``.
+
+Numerics: operands holding NaN / Inf never take a Fourier route (F.conv2d's NaN / Inf pattern is kept); the
+Fourier routes' round-off model is stated in :mod:`mmlk.ops._cpu`; a backward recorded for double backward
+(``create_graph=True``) runs through aten's differentiable ``convolution_backward``.
 
 The op is registered with :func:`torch.library.custom_op` (``mmlk::dwconv2d`` and its backward) with an
 autograd formula and fake implementations, so ``torch.compile`` and ``torch.export`` see one opaque node;
@@ -29,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _cpu, _dispatch, _triton
+from . import _cpu, _dispatch, _triton, _tune
 
 IMPLS = ('auto', 'torch', 'cl', 'fft', 'dft', 'triton')
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -69,8 +76,14 @@ def _cuda_triton_ok(x: torch.Tensor) -> bool:
             and _triton.self_check(x.device))
 
 
-def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str) -> Tuple[str, str, str]:
-    """(forward, input-grad, weight-grad) route names for a concrete call."""
+def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str, needs_grad: bool = True,
+            tune: bool = False) -> Tuple[str, str, str]:
+    """(forward, input-grad, weight-grad) route names for a concrete call.
+
+    For 'auto', ``tune=True`` lets the tuner time the passes it has no choice for yet (eager calls only);
+    with ``tune=False`` (inside the custom op, i.e. under torch.compile / export) only choices already made
+    are used, and the shipped table (CPU) or cuDNN (CUDA) covers the rest.
+    """
     if impl == 'triton':
         if not _triton.usable_on(x) or x.dtype == torch.float64:
             raise RuntimeError(
@@ -82,18 +95,25 @@ def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str) -> Tuple[str, str,
     if impl == 'cl':
         return 'cl', 'cl', 'cl'
     native = 'cl' if _is_channels_last(x) else 'nchw'
-    if impl == 'torch':
+    if impl == 'torch' or x.device.type not in ('cpu', 'cuda'):
         return native, native, native
-    # auto
+    # auto: untuned passes take the shipped table on CPU and cuDNN on CUDA (Triton only when measured faster)
     if x.is_cuda:
-        if _cuda_triton_ok(x):
-            return 'triton', 'triton', 'triton'
-        return native, native, native
-    if x.device.type != 'cpu':
-        return native, native, native
-    n, _, h, w = x.shape
-    kh, kw = weight.shape[-2:]
-    return _dispatch.select_routes(kh, kw, h, w, n, _is_channels_last(x), x.shape[1])
+        fallback: Tuple[str, str, str] = (native, native, native)
+    else:
+        n, _, h, w = x.shape
+        kh, kw = weight.shape[-2:]
+        fallback = _dispatch.select_routes(kh, kw, h, w, n, _is_channels_last(x), x.shape[1])
+    if x.dtype == torch.float64 or not _tune.enabled():
+        return fallback
+    passes = _tune.PASSES if needs_grad else ('fwd',)
+    tuner = _tune.get_tuner()
+    if tune and _tune.may_time():
+        eligible = _tune.candidates(x.device, x.is_cuda and _cuda_triton_ok(x))
+        chosen = tuner.routes(x, weight, passes, eligible)
+    else:
+        chosen = tuner.cached(x, weight, passes)
+    return tuple(chosen.get(p, fallback[i]) for i, p in enumerate(_tune.PASSES))  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,21 +154,67 @@ def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gx_rout
 # ----------------------------------------------------------------------------------------------
 # custom op registration
 # ----------------------------------------------------------------------------------------------
+def _finite(t: torch.Tensor) -> bool:
+    """Whether every element of ``t`` is finite, with one reduction and no tensor-sized temporary.
+
+    A NaN or Inf anywhere makes the sum non-finite; a finite tensor whose sum overflows only costs a detour
+    through the direct route.
+    """
+    return bool(torch.isfinite(t.sum()))
+
+
+def _direct_if_nonfinite(route: str, native: str, *tensors: torch.Tensor) -> str:
+    """A Fourier route spreads one NaN / Inf over the whole plane (every output depends on every input
+    through the transform); F.conv2d confines it to the kernel's footprint. Non-finite operands therefore
+    take the direct aten route in the input's layout, which reproduces F.conv2d's pattern exactly."""
+    if route in _cpu.FOURIER_ROUTES and not all(_finite(t) for t in tensors):
+        return native
+    return route
+
+
 def _op_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                 routes: Tuple[str, str, str]) -> torch.Tensor:
-    y = _forward(x, weight, bias, routes[0])
+    route = _direct_if_nonfinite(routes[0], _native(x), x, weight)
+    y = _forward(x, weight, bias, route)
     return y.contiguous(memory_format=_memory_format(x))
 
 
 def _op_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, routes: Tuple[str, str, str],
                  need_input: bool, need_weight: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     grad = grad.contiguous(memory_format=_memory_format(x))
-    gx, gw = _backward(grad, x, weight, routes[1], routes[2], need_input, need_weight)
+    native = _native(x)
+    gx_route = _direct_if_nonfinite(routes[1], native, grad, weight) if need_input else routes[1]
+    gw_route = _direct_if_nonfinite(routes[2], native, grad, x) if need_weight else routes[2]
+    gx, gw = _backward(grad, x, weight, gx_route, gw_route, need_input, need_weight)
     if gx is not None:
         gx = gx.contiguous(memory_format=_memory_format(x))
     if gw is not None:
         gw = gw.to(weight.dtype).contiguous()
     return gx, gw
+
+
+def _differentiable_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_input: bool,
+                             need_weight: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Both gradients through aten's ``convolution_backward``, which has a derivative (double backward).
+
+    Used when the backward itself is recorded (``create_graph=True``): the fast routes write into
+    preallocated buffers (``out=``), which autograd cannot differentiate.
+    """
+    kh, kw = weight.shape[-2:]
+    gx, gw, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [1, 1], [kh // 2, kw // 2], [1, 1], False, [0, 0], x.shape[1],
+        [need_input, need_weight, False])
+    return (gx if need_input else None), (gw if need_weight else None)
+
+
+def _backward_is_recorded(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether this backward runs under ``create_graph=True`` with something to differentiate."""
+    return torch.is_grad_enabled() and not torch.compiler.is_compiling() and any(
+        t is not None and t.requires_grad for t in tensors)
+
+
+def _native(x: torch.Tensor) -> str:
+    return 'cl' if _is_channels_last(x) else 'nchw'
 
 
 @torch.library.custom_op('mmlk::dwconv2d', mutates_args=())
@@ -192,7 +258,9 @@ def _backward_formula(ctx, grad: torch.Tensor):
     x, weight = ctx.saved_tensors
     need_x, need_w = ctx.need
     gx = gw = gb = None
-    if need_x or need_w:
+    if (need_x or need_w) and _backward_is_recorded(grad, x, weight):
+        gx, gw = _differentiable_backward(grad, grad if x is None else x, weight, need_x, need_w)
+    elif need_x or need_w:
         # x is only read for the weight gradient; otherwise grad (same shape and dtype) stands in for it
         x_arg = grad if x is None else x
         gx_t, gw_t = _dwconv2d_backward_op(grad.contiguous(memory_format=_memory_format(x_arg)), x_arg, weight,
@@ -253,12 +321,18 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         weight: depthwise kernel of shape (C, 1, kh, kw) with odd kh and kw.
         bias: optional bias of shape (C,).
         impl: 'auto' (default), 'torch' (plain ``F.conv2d``), 'cl' (aten in channels_last), 'fft',
-            'dft' or 'triton'. Inputs outside the envelope (not depthwise, even kernel, mismatched dtypes) always
-            use ``F.conv2d``.
+            'dft' or 'triton'. Inputs outside the envelope (not depthwise, mismatched dtypes) always use
+            ``F.conv2d`` (and get its errors).
+
+    Raises:
+        ValueError: for an even kernel (no symmetric 'same' padding) or an unknown ``impl``.
+        RuntimeError: F.conv2d's own error for a bias it rejects (shape, dtype, device).
 
     Returns:
         Tensor of shape (N, C, H, W) in the input's dtype and memory format.
     """
+    if not torch.jit.is_tracing():  # under tracing, sizes are traced values; the traced graph is F.conv2d's
+        _check_arguments(x, weight, bias)
     if impl == 'torch':
         return _plain(x, weight, bias)
     if impl == 'auto' and x.dim() == 4 and weight.dim() == 4 and \
@@ -274,31 +348,70 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         return _dwconv2d_op(x, weight, bias, impl)
     if _exporting():
         return _plain(x, weight, bias)
-    routes = _decide(x, weight, impl)
+    if x.device.type in ('cpu', 'cuda') and torch.is_autocast_enabled(x.device.type):
+        # cast the way autocast casts F.conv2d, so that the fast routes see one dtype (not a mixed pair,
+        # which would fall back to F.conv2d); the casts are differentiable, the gradients return in fp32
+        dt = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dt), weight.to(dt)
+        bias = None if bias is None else bias.to(dt)
+    needs_grad = _needs_grad(x, weight, bias)
+    routes = _decide(x, weight, impl, needs_grad)
     if routes is None:
         return _plain(x, weight, bias)
-    native = 'cl' if _is_channels_last(x) else 'nchw'
-    if routes[0] == native and (routes[1] == routes[2] == native or not _needs_grad(x, weight, bias)):
+    native = _native(x)
+    if routes[0] == native and (routes[1] == routes[2] == native or not needs_grad):
         # F.conv2d's own kernels would run anyway: skip the autograd wrapper and its overhead
         return _plain(x, weight, bias)
     return _EagerDWConv.apply(x, weight, bias, routes)
 
 
+def _check_arguments(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
+    """Reject what F.conv2d with the op's implicit 'same' padding would not compute correctly.
+
+    An even kernel has no symmetric 'same' padding (``k // 2`` on both sides grows the map by one), so it is an
+    error, not a silent fallback. A bias that F.conv2d would reject (wrong shape, dtype or device) is handed to
+    F.conv2d so that the error is exactly F.conv2d's, whatever the route.
+    """
+    if weight.dim() == 4 and (weight.shape[-2] % 2 == 0 or weight.shape[-1] % 2 == 0):
+        raise ValueError(f'dwconv2d needs an odd kernel (stride-1 "same" padding k // 2 on both sides); got a '
+                         f'{weight.shape[-2]}x{weight.shape[-1]} kernel. Use F.conv2d with explicit padding for '
+                         'even kernels.')
+    if bias is not None and x.dim() == 4 and weight.dim() == 4 and (
+            bias.dim() != 1 or bias.shape[0] != weight.shape[0] or bias.dtype != x.dtype
+            or bias.device != x.device) and not torch.is_autocast_enabled(x.device.type):
+        kh, kw = weight.shape[-2:]
+        F.conv2d(x, weight, bias, 1, (kh // 2, kw // 2), 1, x.shape[1])  # raises F.conv2d's own error
+        raise RuntimeError(f'dwconv2d: bias of shape {tuple(bias.shape)} and dtype {bias.dtype} does not match '
+                           f'the {x.shape[1]} channels / {x.dtype} of the input')
+
+
 _DECISIONS: Dict[tuple, Optional[Tuple[str, str, str]]] = {}
 
 
-def _decide(x: torch.Tensor, weight: torch.Tensor, impl: str) -> Optional[Tuple[str, str, str]]:
-    """Routes for this call (None: outside the envelope), memoised per shape/stride/dtype/device."""
-    key = (impl, x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.stride(), weight.dtype, weight.device)
+def _decide(x: torch.Tensor, weight: torch.Tensor, impl: str,
+            needs_grad: bool = True) -> Optional[Tuple[str, str, str]]:
+    """Routes for this call (None: outside the envelope), memoised per shape/stride/dtype/device.
+
+    The first eager call of a new problem is where the tuner times it (for the forward only when no gradient
+    is needed, so that inference never pays for timing backward passes).
+    """
+    key = (impl, x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.stride(), weight.dtype, weight.device,
+           needs_grad)
     try:
         return _DECISIONS[key]
     except KeyError:
         pass
-    routes = _routes(x, weight, impl) if in_envelope(x, weight) else None
+    routes = _routes(x, weight, impl, needs_grad, tune=True) if in_envelope(x, weight) else None
     if len(_DECISIONS) > 4096:
         _DECISIONS.clear()
     _DECISIONS[key] = routes
     return routes
+
+
+def reset_decisions() -> None:
+    """Forget every memoised route choice (in memory; the tuner's disk cache stays). For tests and tools."""
+    _DECISIONS.clear()
+    _tune.get_tuner().clear()
 
 
 def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
@@ -327,7 +440,9 @@ class _EagerDWConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         gx = gw = gb = None
-        if need_x or need_w:
+        if (need_x or need_w) and _backward_is_recorded(grad, x, weight):
+            gx, gw = _differentiable_backward(grad, grad if x is None else x, weight, need_x, need_w)
+        elif need_x or need_w:
             gx, gw = _op_backward(grad, grad if x is None else x, weight, ctx.routes, need_x, need_w)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = grad.sum((0, 2, 3))

@@ -2,7 +2,11 @@
 
 Modes:
 
-* default: per-pass table (forward, input gradient, weight gradient, and forward+backward through autograd)
+* default: per-pass table, mmlk's op against ``F.conv2d`` with inputs in the SAME layout and dtype (``--layout``,
+  ``--dtype``), with the routes 'auto' chose and the one-time tuning cost of each problem (cold cache: a fresh,
+  empty tuning cache unless ``--warm-cache``); the summary lists every pass below 0.95x whose baseline takes at
+  least 0.3 ms.
+* ``--best-layout``: the older per-pass table (forward, input gradient, weight gradient, and forward+backward through autograd)
   for the RepLKNet-31B stage shapes at 224 input and RepNeXt-M3's 7x7 / 1x11 / 11x1 / 11x11 shapes, at
   batch 1 and 8. Every timing is a median over ``--repeats`` samples, with all candidates of a pass timed
   round-robin inside each sample so that load from other processes hits them alike. The speedup column is
@@ -14,9 +18,11 @@ Modes:
 
 Examples::
 
-    python tools/analysis/benchmark_dwconv.py --threads 2 --repeats 7
+    python tools/analysis/benchmark_dwconv.py --only replknet --dtype float32 bfloat16 --threads 2 --repeats 7
+    python tools/analysis/benchmark_dwconv.py --best-layout --threads 2 --repeats 7
     python tools/analysis/benchmark_dwconv.py --write-table --threads 2
-    python tools/analysis/benchmark_dwconv.py --model --threads 2
+    python tools/analysis/benchmark_dwconv.py --model --channels-last --model-batch 1 2 --threads 2
+    python tools/analysis/benchmark_dwconv.py --model --channels-last --amp bfloat16 --threads 2
     python tools/analysis/benchmark_dwconv.py --device cuda
 """
 import argparse
@@ -38,8 +44,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-from mmlk.ops import _cpu, _dispatch, dwconv  # noqa: E402
+from ops_loader import load_ops  # noqa: E402  (tools/analysis; works without mmengine)
+
+load_ops()
+from mmlk.ops import _cpu, _dispatch, _tune, dwconv  # noqa: E402
 from mmlk.ops.dwconv import dwconv2d  # noqa: E402
 
 # (label, C, H, W, kh, kw)
@@ -232,6 +242,92 @@ def summarize(rows: List[dict]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# same-layout benchmark (the issue #12 targets): ours vs F.conv2d in the input's own layout and dtype
+# ----------------------------------------------------------------------------------------------
+def bench_same_layout(shapes, batches: Sequence[int], device: str, dtypes: Sequence[torch.dtype],
+                      layouts: Sequence[str], repeats: int, impl: str) -> List[dict]:
+    """Per pass, mmlk's op against F.conv2d with inputs in the same layout and dtype.
+
+    Before a problem is timed its routes are decided with an autograd call (what a training step's first
+    iteration does); with tuning on and the cache cold that call times the routes, and its cost is reported in
+    the ``tune ms`` column (the one-time cost per problem and machine).
+    """
+    timer = Timer(device)
+    tuner = _tune.get_tuner()
+    rows = []
+    for dtype in dtypes:
+        for lay in layouts:
+            fmt = torch.channels_last if lay == 'cl' else torch.contiguous_format
+            for n in batches:
+                for label, c, h, w_, kh, kw in shapes:
+                    x, w, gy = _make((n, c, h, w_), kh, kw, device, dtype)
+                    x, gy = x.contiguous(memory_format=fmt), gy.contiguous(memory_format=fmt)
+                    before = tuner.tuning_seconds
+                    t0 = time.perf_counter()
+                    xr, wr = x.detach().requires_grad_(), w.detach().requires_grad_()
+                    dwconv2d(xr, wr, None, impl)  # decides (and, cold, tunes) the routes of all three passes
+                    tune_s = tuner.tuning_seconds - before
+                    first_s = time.perf_counter() - t0
+                    routes = dwconv._decide(xr, wr, impl, True) or (lay, lay, lay)
+                    pad = (kh // 2, kw // 2)
+                    tc = {'fwd': lambda: F.conv2d(x, w, None, 1, pad, 1, c),
+                          'gx': lambda: _aten_bwd(gy, x, w, [True, False, False]),
+                          'gw': lambda: _aten_bwd(gy, x, w, [False, True, False]),
+                          'fb': _fwd_bwd(lambda a, b: F.conv2d(a, b, None, 1, pad, 1, c), x, w, gy)}
+                    if routes == (lay, lay, lay):
+                        ogx = tc['gx']
+                        ogw = tc['gw']
+                    else:
+                        ogx = lambda r=routes: dwconv._op_backward(gy, x, w, r, True, False)  # noqa: E731
+                        ogw = lambda r=routes: dwconv._op_backward(gy, x, w, r, False, True)  # noqa: E731
+                    oc = {'fwd': lambda: dwconv2d(x, w, None, impl), 'gx': ogx, 'gw': ogw,
+                          'fb': _fwd_bwd(lambda a, b: dwconv2d(a, b, None, impl), x, w, gy)}
+                    row = dict(label=label, n=n, c=c, h=h, w=w_, kh=kh, kw=kw, dtype=str(dtype).replace('torch.', ''),
+                               layout=lay, routes='/'.join(routes), tune_ms=tune_s * 1e3, first_ms=first_s * 1e3)
+                    for p in PASS_NAMES:
+                        t = race(timer, {'torch': tc[p], 'ours': oc[p]}, repeats)
+                        row[p] = dict(torch=t['torch'], ours=t['ours'], ratio=t['torch'] / t['ours'])
+                    rows.append(row)
+                    print(_format_same_row(row), flush=True)
+    return rows
+
+
+def _format_same_header() -> str:
+    cols = ' | '.join(f'{PASS_NAMES[p]} torch / ours ms (x)' for p in PASS_NAMES)
+    return f'| dtype | layout | shape | N | routes | {cols} | tune ms |\n|' + '---|' * (6 + len(PASS_NAMES))
+
+
+def _format_same_row(r: dict) -> str:
+    cells = [f"{r[p]['torch'] * 1e3:.2f} / {r[p]['ours'] * 1e3:.2f} ({r[p]['ratio']:.2f}x)" for p in PASS_NAMES]
+    shape = f"{r['label']} ({r['c']},{r['h']},{r['w']},{r['kh']}x{r['kw']})"
+    return (f"| {r['dtype']} | {r['layout']} | {shape} | {r['n']} | {r['routes']} | " + ' | '.join(cells)
+            + f" | {r['tune_ms']:.0f} |")
+
+
+def summarize_same(rows: List[dict], floor: float = 0.95, min_base: float = 3e-4) -> str:
+    lines = []
+    def same_kernel(r: dict, p: str) -> bool:
+        # ours ran F.conv2d's own kernel for this pass: a ratio below 1 is timing noise plus dispatch overhead
+        routes = r['routes'].split('/')
+        chosen = routes if p == 'fb' else [routes[{'fwd': 0, 'gx': 1, 'gw': 2}[p]]]
+        return all(c == r['layout'] for c in chosen)
+
+    bad = [(round(r[p]['ratio'], 2), r['dtype'], r['layout'], r['label'], r['n'], PASS_NAMES[p],
+            'same kernel as torch' if same_kernel(r, p) else 'other route') for r in rows
+           for p in PASS_NAMES if r[p]['torch'] >= min_base and r[p]['ratio'] < floor]
+    checked = sum(1 for r in rows for p in PASS_NAMES if r[p]['torch'] >= min_base)
+    worst = min(((r[p]['ratio'], r['dtype'], r['layout'], r['label'], r['n'], PASS_NAMES[p]) for r in rows
+                 for p in PASS_NAMES if r[p]['torch'] >= min_base), default=None)
+    lines.append(f'passes with baseline >= {min_base * 1e3:.1f} ms: {checked}; below {floor}x: {len(bad)}'
+                 + (f' {bad}' if bad else ''))
+    if worst:
+        lines.append(f'lowest ratio: {worst[0]:.2f}x ({", ".join(map(str, worst[1:]))})')
+    lines.append(f'one-time tuning cost (cold cache), all problems above: {sum(r["tune_ms"] for r in rows):.0f} ms '
+                 f'(largest {max(r["tune_ms"] for r in rows):.0f} ms)')
+    return '\n'.join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
 # crossover table
 # ----------------------------------------------------------------------------------------------
 TABLE_KERNELS = [(5, 5), (7, 7), (11, 11), (13, 13), (17, 17), (21, 21), (27, 27), (31, 31), (1, 11), (11, 1),
@@ -346,13 +442,25 @@ def _set_lk_impl(model: torch.nn.Module, impl: str) -> int:
 
 
 def bench_models(device: str, repeats: int, batch_infer: int, batch_train: int, size: int,
-                 channels_last: bool) -> None:
+                 channels_last: bool, amp: Optional[str] = None) -> None:
+    """Merged inference and one SGD training step, large kernels 'torch' vs 'auto' (optionally under autocast).
+
+    Each candidate runs once untimed first: for 'auto' that call tunes the model's problems (cold cache), and
+    its cost is printed separately.
+    """
     from mmlk.models.backbones.replknet import RepLKNet
     from mmlk.models.backbones.repnext import RepNeXt
     timer = Timer(device)
+    tuner = _tune.get_tuner()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    amp_dtype = getattr(torch, amp) if amp else None
+
+    def autocast():
+        return torch.autocast(device, dtype=amp_dtype, enabled=amp_dtype is not None)
+
     specs = [('RepLKNet-31B', lambda: RepLKNet(arch='31B')), ('RepNeXt-M3', lambda: RepNeXt(arch='m3'))]
-    print(f'| model | mode | batch | torch ms | auto ms | speedup |\n|---|---|---|---|---|---|')
+    print(f'# layout {"channels_last" if channels_last else "NCHW"}, autocast {amp or "off"}')
+    print('| model | mode | batch | torch ms | auto ms | speedup | one-time tuning s |\n|---|---|---|---|---|---|---|')
     for name, build in specs:
         torch.manual_seed(0)
         model = build().to(device).to(memory_format=fmt)
@@ -365,12 +473,16 @@ def bench_models(device: str, repeats: int, batch_infer: int, batch_train: int, 
         for impl in ('torch', 'auto'):
             def run_infer(impl=impl):
                 _set_lk_impl(infer, impl)
-                with torch.no_grad():
+                with torch.no_grad(), autocast():
                     infer(x)
             fns[impl] = run_infer
+        before = tuner.tuning_seconds
+        for fn in fns.values():
+            fn()  # warm-up (and, for 'auto', tuning)
+        tuned = tuner.tuning_seconds - before
         t = race(timer, fns, repeats, min_sample=0.0)
         print(f"| {name} | merged inference | {batch_infer} | {t['torch'] * 1e3:.1f} | {t['auto'] * 1e3:.1f} | "
-              f"{t['torch'] / t['auto']:.2f}x |", flush=True)
+              f"{t['torch'] / t['auto']:.2f}x | {tuned:.2f} |", flush=True)
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=1e-4)
         xt = torch.randn(batch_train, 3, size, size, device=device).contiguous(memory_format=fmt)
@@ -379,14 +491,20 @@ def bench_models(device: str, repeats: int, batch_infer: int, batch_train: int, 
             def run_step(impl=impl):
                 _set_lk_impl(model, impl)
                 opt.zero_grad(set_to_none=True)
-                out = model(xt)
-                out = out if isinstance(out, (tuple, list)) else (out, )
-                sum(o.float().mean() for o in out).backward()
+                with autocast():
+                    out = model(xt)
+                    out = out if isinstance(out, (tuple, list)) else (out, )
+                    loss = sum(o.float().mean() for o in out)
+                loss.backward()
                 opt.step()
             fns[impl] = run_step
+        before = tuner.tuning_seconds
+        for fn in fns.values():
+            fn()
+        tuned = tuner.tuning_seconds - before
         t = race(timer, fns, repeats, min_sample=0.0)
         print(f"| {name} | training step | {batch_train} | {t['torch'] * 1e3:.1f} | {t['auto'] * 1e3:.1f} | "
-              f"{t['torch'] / t['auto']:.2f}x |", flush=True)
+              f"{t['torch'] / t['auto']:.2f}x | {tuned:.2f} |", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,7 +514,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads on CPU (default 2)')
     p.add_argument('--repeats', type=int, default=5, help='samples per median (default 5)')
     p.add_argument('--batch', type=int, nargs='+', default=[1, 8])
-    p.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
+    p.add_argument('--dtype', nargs='+', default=['float32'], choices=['float32', 'float16', 'bfloat16'])
+    p.add_argument('--layout', nargs='+', default=['nchw', 'cl'], choices=['nchw', 'cl'],
+                   help='same-layout mode: input layouts to time (default both)')
+    p.add_argument('--best-layout', action='store_true',
+                   help='the older per-pass table: ours in its better layout vs the better torch layout')
+    p.add_argument('--warm-cache', action='store_true',
+                   help="keep the user's tuning cache (default: a fresh, empty one, so tuning cost is measured)")
     p.add_argument('--impl', default='auto', help="mmlk impl to time (default 'auto')")
     p.add_argument('--only', choices=['replknet', 'repnext'], help='restrict the shape list')
     p.add_argument('--write-table', action='store_true', help='measure all CPU routes and write the table')
@@ -409,6 +533,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--size', type=int, default=224)
     p.add_argument('--channels-last', action='store_true',
                    help='model mode: run the models in channels_last (default NCHW, the layout users get)')
+    p.add_argument('--amp', choices=['bfloat16', 'float16'], help='model mode: run the models under autocast')
     p.add_argument('--json', help='also dump the per-pass rows to this JSON file')
     return p.parse_args(argv)
 
@@ -431,15 +556,32 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             raise SystemExit('--write-table measures the CPU routes; run it with --device cpu')
         write_table(args.table_path, args.batch, args.repeats, args.threads, command)
         return
+    if not args.warm_cache:
+        import tempfile
+        os.environ[_tune.ENV_CACHE_DIR] = tempfile.mkdtemp(prefix='mmlk-bench-cache-')
     if args.model:
         bench_models(args.device, args.repeats, args.model_batch[0], args.model_batch[1], args.size,
-                     args.channels_last)
+                     args.channels_last, args.amp)
         return
     shapes = {'replknet': REPLKNET_31B, 'repnext': REPNEXT_M3}.get(args.only, REPLKNET_31B + REPNEXT_M3)
+    if not args.best_layout:
+        dwconv.reset_decisions()
+        print(f'# tuning {"on" if _tune.enabled() else "off (MMLK_DWCONV_TUNE=0: shipped table)"}, cache '
+              f'{"warm" if args.warm_cache else "cold"} ({_tune.cache_dir()}); ratio (x) = F.conv2d in the same '
+              'layout and dtype / ours, > 1 means mmlk is faster')
+        print(_format_same_header())
+        rows = bench_same_layout(shapes, args.batch, args.device, [getattr(torch, d) for d in args.dtype],
+                                 args.layout, args.repeats, args.impl)
+        print()
+        print(summarize_same(rows))
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(rows, f, indent=1)
+        return
     print('# times are medians in ms; ours = mmlk in the better input layout (NCHW or channels_last, both timed);'
           '\n# (x) = best torch layout / ours, > 1 means mmlk is faster; [layout:route] = what ours ran')
     print(_format_header())
-    rows = bench_shapes(shapes, args.batch, args.device, getattr(torch, args.dtype), args.repeats, args.impl)
+    rows = bench_shapes(shapes, args.batch, args.device, getattr(torch, args.dtype[0]), args.repeats, args.impl)
     print()
     print(summarize(rows))
     if args.json:
