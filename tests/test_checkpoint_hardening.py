@@ -295,6 +295,21 @@ def test_mmengine_loading_through_the_tools_is_weights_only(tmp_path, monkeypatc
     assert not marker.exists()
 
 
+def test_test_tool_refuses_code_even_when_torch_is_told_to_run_it(mini_ade20k, tmp_path):
+    marker = tmp_path / 'pwned'
+    evil = str(tmp_path / 'evil.pth')
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': {'hook': _evil(marker)}}, evil)
+    demo = osp.join(REPO, 'configs', 'demo', 'upernet_replknet-mini_1xb8-300it_ade20k-mini-128x128.py')
+    out = subprocess.run([sys.executable, 'tools/test.py', demo, evil, '--work-dir', str(tmp_path / 'w'),
+                          '--cfg-options'] + [f'{k}.dataset.data_root={mini_ade20k}' for k in
+                                              ('train_dataloader', 'val_dataloader', 'test_dataloader')],
+                         capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env={**os.environ, 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD': '1'})
+    assert out.returncode != 0 and 'refusing to load' in out.stderr, out.stderr[-2000:]
+    assert 'Traceback' not in out.stderr
+    assert not marker.exists()
+
+
 def test_reparameterize_has_no_unsafe_load(tmp_path, capsys):
     from tools.model_converters.reparameterize import main as reparameterize
     marker = tmp_path / 'pwned'

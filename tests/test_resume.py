@@ -36,7 +36,7 @@ class _Dropout(BaseModel):
         self.fc2 = nn.Linear(16, 1)
 
     def forward(self, inputs, target=None, mode='tensor'):
-        out = self.fc2(self.drop(torch.relu(self.fc1(inputs)))).squeeze(-1)
+        out = self.fc2(self.drop(torch.tanh(self.fc1(inputs)))).squeeze(-1)
         if mode == 'loss':
             return dict(loss=((out - target) ** 2).mean())
         return out
@@ -55,12 +55,15 @@ _RUNS = iter(range(10 ** 6))
 
 def _train(work_dir, max_iters, hook, resume_from=None):
     from mmengine.runner import Runner
+
+    from mmlk.apis import allow_mmengine_checkpoint_globals
+    allow_mmengine_checkpoint_globals()  # as tools/train.py: mmengine's run state through weights_only
     torch.manual_seed(0)  # the same model initialisation in every run
     runner = Runner(
         model=_Dropout(), work_dir=str(work_dir), experiment_name=f'rng_{next(_RUNS)}',
         train_dataloader=dict(dataset=_Augmented(), sampler=dict(type='InfiniteSampler', shuffle=True),
                               batch_size=4, num_workers=0, collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=3, by_epoch=False),
                            logger=dict(type='LoggerHook', interval=100)),
