@@ -2,6 +2,7 @@
 empty ``last_checkpoint``. A toy model with dropout and a dataset with numpy / ``random`` augmentation keep
 it fast; the mechanism is the same for the shipped configs (tools/train.py adds the hook to every config).
 """
+import os
 import os.path as osp
 import random
 
@@ -53,7 +54,7 @@ def restore_determinism():
 _RUNS = iter(range(10 ** 6))
 
 
-def _train(work_dir, max_iters, hook, resume_from=None):
+def _train(work_dir, max_iters, hook, resume_from=None, distributed=False):
     from mmengine.runner import Runner
 
     from mmlk.apis import allow_mmengine_checkpoint_globals
@@ -67,11 +68,16 @@ def _train(work_dir, max_iters, hook, resume_from=None):
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=3, by_epoch=False),
                            logger=dict(type='LoggerHook', interval=100)),
-        custom_hooks=[dict(type='mmlk.RNGStateHook', priority='VERY_LOW')] if hook else [],
-        randomness=dict(seed=0, deterministic=True), resume=resume_from is not None, load_from=resume_from,
-        default_scope='mmengine')
+        custom_hooks=[dict(type='mmlk.RNGStateHook')] if hook else [],
+        randomness=dict(seed=0, deterministic=True, diff_rank_seed=distributed), resume=resume_from is not None,
+        load_from=resume_from, default_scope='mmengine',
+        # The process group exists already (gloo on CPU): DDP without device ids keeps the ranks in step.
+        launcher='pytorch' if distributed else 'none',
+        cfg=dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel', device_ids=None,
+                                        broadcast_buffers=False)) if distributed else None)
     runner.train()
-    return {k: v.clone() for k, v in runner.model.state_dict().items()}
+    model = getattr(runner.model, 'module', runner.model)
+    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 def _equal(a, b):
@@ -100,7 +106,6 @@ def test_train_tool_adds_the_hook_once():
 
 def _ckpt(path, mtime):
     torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {'iter': 1}}, str(path))
-    import os
     os.utime(path, (mtime, mtime))
 
 
@@ -126,3 +131,42 @@ def test_resume_with_an_empty_last_checkpoint_takes_the_newest(tmp_path, caplog)
     (empty / 'last_checkpoint').write_text('\n')
     assert find_resume_checkpoint(str(empty)) is None
     assert osp.isdir(empty)
+
+
+def _rank_main(rank, port, root, queue):
+    import torch.distributed as dist
+    try:
+        torch.set_num_threads(1)
+        os.environ.update(LOCAL_RANK=str(rank), RANK=str(rank), WORLD_SIZE='2')  # what torchrun sets
+        dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
+        full = _train(osp.join(root, 'full'), 6, hook=True, distributed=True)
+        _train(osp.join(root, 'cut'), 3, hook=True, distributed=True)
+        resumed = _train(osp.join(root, 'cut'), 6, hook=True, resume_from=osp.join(root, 'cut', 'iter_3.pth'),
+                         distributed=True)
+        queue.put((rank, _equal(full, resumed), full['fc2.bias'].item()))
+        dist.destroy_process_group()
+    except Exception as e:  # reported to the parent, which fails the test
+        queue.put((rank, f'error: {e!r}', None))
+
+
+def test_each_rank_gets_its_own_states_back(tmp_path):
+    """Two gloo ranks under DDP, each with its own seed, data shard and dropout masks: rank 0 writes both
+    ranks' states, and each rank gets its own back."""
+    import multiprocessing as mp
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context('fork')  # children inherit the imports
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_rank_main, args=(r, port, str(tmp_path), queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(queue.get(timeout=240) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert [r[1] for r in results] == [True, True], results
+    assert results[0][2] == results[1][2]  # DDP kept the ranks' weights in step
+    ckpt = torch.load(str(tmp_path / 'cut' / 'iter_3.pth'), weights_only=True)
+    assert len(ckpt['mmlk_rng_state']) == 2
+    assert not torch.equal(ckpt['mmlk_rng_state'][0]['numpy']['key'], ckpt['mmlk_rng_state'][1]['numpy']['key'])

@@ -208,7 +208,7 @@ def apply_rng_state_hook(cfg: Config) -> None:
     """Add :class:`mmlk.engine.RNGStateHook` to ``custom_hooks`` (once), so checkpoints carry RNG states."""
     hooks = list(cfg.get('custom_hooks', None) or [])
     if not any(str(h.get('type', '')).split('.')[-1] == 'RNGStateHook' for h in hooks if isinstance(h, dict)):
-        hooks.append(dict(type='mmlk.RNGStateHook', priority='VERY_LOW'))
+        hooks.append(dict(type='mmlk.RNGStateHook'))
     cfg.custom_hooks = hooks
 
 

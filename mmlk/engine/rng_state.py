@@ -9,7 +9,7 @@ The states are stored as tensors, ints, floats and strings only, so checkpoints 
 ``torch.load(weights_only=True)``.
 """
 import random
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -83,6 +83,26 @@ class _ForkedSkipIterator:
         return getattr(self._iterator, name)
 
 
+def _checkpoint_due(runner: Any, by_epoch: bool) -> bool:
+    """Whether a CheckpointHook of ``runner`` saves at the end of the current iteration / epoch."""
+    from mmengine.hooks import CheckpointHook
+    try:
+        for hook in runner.hooks:
+            if not isinstance(hook, CheckpointHook) or bool(hook.by_epoch) != by_epoch:
+                continue
+            if by_epoch:
+                due = hook.every_n_epochs(runner, hook.interval, hook.save_begin) or (
+                    hook.save_last and hook.is_last_train_epoch(runner))
+            else:
+                due = hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or (
+                    hook.save_last and hook.is_last_train_iter(runner))
+            if due:
+                return True
+        return False
+    except AttributeError:  # another mmengine version: gather every time rather than miss a save
+        return True
+
+
 @HOOKS.register_module()
 class RNGStateHook(Hook):
     """Save every rank's RNG states with each checkpoint; restore them on resume.
@@ -90,18 +110,37 @@ class RNGStateHook(Hook):
     mmlk's ``tools/train.py`` adds this hook to every config (``custom_hooks``). With
     ``randomness=dict(seed=..., deterministic=True)`` a run resumed from iteration ``k`` then ends with
     the same weights as the run that never stopped, dropout and drop-path included.
+
+    Only rank 0 runs ``Runner.save_checkpoint``, so in a distributed run the states of all ranks are
+    gathered (one ``all_gather_object`` of a few kB) at the end of each iteration / epoch after which a
+    ``CheckpointHook`` saves; the priority ``LOW`` runs this before the ``CheckpointHook`` (``VERY_LOW``).
     """
 
-    priority = 'VERY_LOW'  # restore after every other hook's before_train (nothing may draw in between)
+    priority = 'LOW'
 
     def __init__(self) -> None:
         self._pending: Optional[Dict[str, Any]] = None
+        self._gathered: Optional[Tuple[Tuple[int, int], List[Dict[str, Any]]]] = None
+
+    def _gather(self, runner: Any, by_epoch: bool) -> None:
+        if get_world_size() > 1 and _checkpoint_due(runner, by_epoch):
+            self._gathered = ((runner.iter, runner.epoch), all_gather_object(get_rng_state()))
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        self._gather(runner, by_epoch=False)
+
+    def after_train_epoch(self, runner: Any) -> None:
+        self._gather(runner, by_epoch=True)
 
     def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
-        # Every rank calls save_checkpoint (only rank 0 writes), so the states can be gathered here.
-        states: List[Dict[str, Any]] = all_gather_object(get_rng_state()) if get_world_size() > 1 \
-            else [get_rng_state()]
-        checkpoint[CHECKPOINT_KEY] = states
+        if get_world_size() == 1:
+            checkpoint[CHECKPOINT_KEY] = [get_rng_state()]
+        elif self._gathered is not None and self._gathered[0] == (runner.iter, runner.epoch):
+            checkpoint[CHECKPOINT_KEY] = self._gathered[1]
+        else:
+            # A save no CheckpointHook announced (e.g. a best checkpoint after validation): only this rank's
+            # states are at hand, and a resume on several ranks will say it cannot restore them.
+            checkpoint[CHECKPOINT_KEY] = [get_rng_state()]
 
     def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
         states = checkpoint.get(CHECKPOINT_KEY)
