@@ -68,8 +68,8 @@ def _file_url_path(url: str) -> str:
 
 
 def _legacy_cached(entry: dict, cache: str) -> Optional[str]:
-    """A file cached flat as ``<cache>/<file name>`` by mmlk < 0.2, reused only if its hash is known and matches
-    (flat names were shared between sources, so nothing else vouches for it)."""
+    """A file cached flat as ``<cache>/<file name>`` by earlier mmlk versions, reused only if its hash is known
+    and matches (flat names were shared between sources, so nothing else vouches for it)."""
     expected = entry.get('sha256')
     try:
         old = osp.join(cache, cache_file_name(entry))
