@@ -13,6 +13,7 @@ local paths and http(s) URLs with ones that
 * fetch URLs through mmlk's verified, size- and stall-bounded downloader.
 """
 import os.path as osp
+import re
 from typing import Any
 
 import torch
@@ -34,8 +35,9 @@ def load_checkpoint_safely(filename: str, map_location: Any = None) -> Any:
     except Exception as e:  # noqa: BLE001 - every failure becomes one message naming the file
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         if 'GLOBAL' in str(e):  # torch's weights_only refusal names the global the file asks for
-            raise CheckpointError(f'refusing to load {filename}: it needs Python objects that only running code '
-                                  f'from the file can restore ({first}); mmlk loads checkpoints with '
+            wanted = sorted(set(re.findall(r'GLOBAL ([\w.]+)', str(e))))
+            raise CheckpointError(f'refusing to load {filename}: it asks for {", ".join(wanted)}, which only running '
+                                  'code from the file could restore; mmlk loads checkpoints with '
                                   'weights_only=True only. Re-save the weights from a trusted copy.') from e
         raise CheckpointError(f'cannot read {filename}: the file is truncated, corrupted or not a PyTorch '
                               f'checkpoint ({type(e).__name__}: {first}). Delete it and save or download it '
