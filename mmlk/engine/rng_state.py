@@ -2,12 +2,13 @@
 
 mmengine 0.10.7 re-seeds a resumed run but does not restore the generators' states: dropout and
 drop-path then draw other masks than the uninterrupted run would have, and the resumed run ends
-elsewhere. :class:`RNGStateHook` stores the states of torch (CPU and every CUDA device), numpy and
+elsewhere. :class:`RNGStateHook` stores the states of torch (CPU and the rank's CUDA device), numpy and
 Python's ``random`` of every rank in the checkpoint and restores them when the run resumes.
 
 The states are stored as tensors, ints, floats and strings only, so checkpoints stay loadable with
 ``torch.load(weights_only=True)``.
 """
+import logging
 import random
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -29,7 +30,9 @@ def get_rng_state() -> Dict[str, Any]:
     version, internal, gauss = random.getstate()
     return dict(
         torch=torch.get_rng_state(),
-        cuda=[s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        # Only the current device: a rank uses one GPU, and touching the others would create CUDA contexts
+        # (memory) on every GPU of the node for every rank.
+        cuda=[torch.cuda.get_rng_state()] if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
         numpy=dict(kind=str(np_state[0]), key=torch.from_numpy(np_state[1].astype(np.int64)),
                    pos=int(np_state[2]), has_gauss=int(np_state[3]), cached_gaussian=float(np_state[4])),
         python=dict(version=int(version), internal=torch.tensor(internal, dtype=torch.int64),
@@ -41,12 +44,10 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state['torch'].cpu())
     cuda = state.get('cuda') or []
     if cuda and torch.cuda.is_available():
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-        else:
-            print_log(f'mmlk: the checkpoint holds {len(cuda)} CUDA generator states, this machine has '
-                      f'{torch.cuda.device_count()} devices; CUDA generators not restored', logger='current',
-                      level=30)
+        torch.cuda.set_rng_state(cuda[0].cpu())
+    elif cuda:
+        print_log('mmlk: the checkpoint holds a CUDA generator state but this machine has no CUDA; only the CPU '
+                  'generators are restored', logger='current', level=logging.WARNING)
     n = state['numpy']
     np.random.set_state((n['kind'], n['key'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
                          n['cached_gaussian']))
@@ -150,7 +151,7 @@ class RNGStateHook(Hook):
         if len(states) != world:
             print_log(f'mmlk: the checkpoint holds RNG states of {len(states)} ranks, this run has {world}; '
                       'they are not restored, so the resumed run will not repeat the original exactly',
-                      logger='current', level=30)
+                      logger='current', level=logging.WARNING)
             return
         # Restored in before_train: mmengine re-seeds after loading the checkpoint.
         self._pending = states[rank]
