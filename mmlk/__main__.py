@@ -1,7 +1,8 @@
 """``python -m mmlk``: command-line access to the released weights.
 
     python -m mmlk list [--arch replknet|repnext] [--task TASK]
-    python -m mmlk download NAME [NAME ...] [--cache-dir DIR] [--no-progress]
+    python -m mmlk download NAME [NAME ...] [--cache-dir DIR] [--no-progress] [--max-size BYTES]
+                            [--stall-timeout SECONDS]
     python -m mmlk info NAME
 
 ``download`` fetches into the cache used by ``init_cfg=dict(type='Pretrained', checkpoint=NAME)``
@@ -57,13 +58,28 @@ def cmd_download(args: argparse.Namespace) -> int:
     for name in args.names:
         try:
             path, _ = resolve_checkpoint(name, cache_dir=args.cache_dir, download=True,
-                                         progress=not args.no_progress)
+                                         progress=not args.no_progress, max_bytes=args.max_size,
+                                         stall_timeout=args.stall_timeout)
         except CheckpointError as e:
             print(f'{name}: {e}', file=sys.stderr)
             status = 1
             continue
         print(path)
     return status
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f'must be a positive number of bytes, got {text}')
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f'must be a positive number of seconds, got {text}')
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('names', nargs='+', metavar='NAME')
     p.add_argument('--cache-dir', default=None, help='defaults to $MMLK_CACHE_DIR or ~/.cache/mmlk/checkpoints')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.add_argument('--max-size', type=_positive_int, default=None, metavar='BYTES',
+                   help='size limit when neither checkpoints.yaml nor the server states the size '
+                   '(default $MMLK_DOWNLOAD_MAX_BYTES or 4 GiB)')
+    p.add_argument('--stall-timeout', type=_positive_float, default=None, metavar='SECONDS',
+                   help='stop a download that receives less than 64 KiB in this many seconds; a rerun '
+                   'resumes it (default $MMLK_DOWNLOAD_STALL_TIMEOUT or 60)')
     p.set_defaults(func=cmd_download)
     return parser
 

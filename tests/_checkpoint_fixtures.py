@@ -222,6 +222,9 @@ class FileServer:
         self.cut: Dict[str, int] = {}
         self.content_type: Dict[str, str] = {}
         self.slow: Dict[str, float] = {}  # url path -> seconds to spread the body over
+        self.no_length = set()  # url paths answered without Content-Length (body ends when the socket closes)
+        self.endless = set()  # url paths streaming zeros without Content-Length until the client hangs up
+        self.wrong_range = set()  # url paths answering a Range request with the file from byte 0 (206)
         self.requests = []
         server = self
 
@@ -232,6 +235,16 @@ class FileServer:
             def do_GET(self) -> None:
                 rng = self.headers.get('Range')
                 server.requests.append((self.path, rng))
+                if self.path in server.endless:
+                    self.send_response(200)
+                    self.send_header('Content-Type', 'application/octet-stream')
+                    self.end_headers()
+                    self.close_connection = True
+                    try:
+                        while True:
+                            self.wfile.write(bytes(1 << 16))
+                    except OSError:
+                        return
                 data = server.files.get(self.path)
                 if data is None:
                     self.send_error(404)
@@ -246,10 +259,15 @@ class FileServer:
                         return
                     self.send_response(206)
                     self.send_header('Content-Range', f'bytes {start}-{len(data) - 1}/{len(data)}')
+                    if self.path in server.wrong_range:
+                        start = 0  # claims the asked range, sends the file from its start
                 else:
                     self.send_response(200)
                 body = data[start:]
-                self.send_header('Content-Length', str(len(body)))
+                if self.path in server.no_length:
+                    self.close_connection = True
+                else:
+                    self.send_header('Content-Length', str(len(body)))
                 self.send_header('Content-Type', server.content_type.get(self.path, 'application/octet-stream'))
                 self.end_headers()
                 limit = server.cut.pop(self.path, None)

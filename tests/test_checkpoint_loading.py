@@ -352,7 +352,7 @@ def test_corrupted_local_file_has_clear_error(tmp_path):
     data = open(path, 'rb').read()
     cut = tmp_path / 'cut.pth'
     cut.write_bytes(data[:len(data) // 2])
-    with pytest.raises(CheckpointError, match='truncated, corrupted'):
+    with pytest.raises(CheckpointError, match='truncated'):
         load_pretrained(lk(num_classes=10), str(cut))
 
 
@@ -389,8 +389,10 @@ def _registry(tmp_path, monkeypatch, entries):
 
 
 def _cache_files(cache):
-    """Everything in the cache except the inter-process lock directory."""
-    return sorted(f for f in os.listdir(cache) if f != '.locks') if cache.exists() else []
+    """Every file in the cache (relative paths), except the inter-process locks."""
+    if not cache.exists():
+        return []
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob('*') if p.is_file() and '.locks' not in p.parts)
 
 
 def test_download_by_name_verify_and_reuse_cache(tmp_path, monkeypatch, cache, server):
@@ -403,12 +405,12 @@ def test_download_by_name_verify_and_reuse_cache(tmp_path, monkeypatch, cache, s
     model = lk(num_classes=10)
     load_pretrained(model, 'tiny-lk')
     assert_loaded(model, sd)
-    assert _cache_files(cache) == ['tiny.pth', 'tiny.pth.sha256']
+    assert _cache_files(cache) == ['tiny-lk/tiny.pth', 'tiny-lk/tiny.pth.sha256']
     n = len(server.requests)
     resolve_checkpoint('tiny-lk')  # served from the cache, hash re-checked
     assert len(server.requests) == n
     # A cached file that changed afterwards is refused and removed.
-    with open(cache / 'tiny.pth', 'r+b') as f:
+    with open(cache / 'tiny-lk' / 'tiny.pth', 'r+b') as f:
         f.seek(100)
         f.write(b'\x00\x01\x02')
     with pytest.raises(CheckpointError, match='sha256 mismatch'):
@@ -424,12 +426,12 @@ def test_resume_interrupted_download(tmp_path, monkeypatch, cache, server):
                                            download=dict(github_release=server.url + '/tiny.pth'))])
     with pytest.raises(CheckpointError, match='interrupted after 5000 of'):
         resolve_checkpoint('tiny-lk')
-    assert _cache_files(cache) == ['tiny.pth.part'] and os.path.getsize(cache / 'tiny.pth.part') == 5000
+    assert _cache_files(cache) == ['tiny-lk/tiny.pth.part'] and os.path.getsize(cache / 'tiny-lk/tiny.pth.part') == 5000
     path, _ = resolve_checkpoint('tiny-lk')
     assert server.requests[-1] == ('/tiny.pth', 'bytes=5000-')
     assert open(path, 'rb').read() == data
     # Without a registry hash the first download's hash is pinned next to the file.
-    assert (cache / 'tiny.pth.sha256').read_text().strip() == sha256sum(path)
+    assert (cache / 'tiny-lk' / 'tiny.pth.sha256').read_text().strip() == sha256sum(path)
 
 
 def test_hash_mismatch_leaves_nothing(tmp_path, monkeypatch, cache, server):
@@ -467,7 +469,9 @@ def test_url_with_openmmlab_hash_prefix(tmp_path, cache, server):
     server.files[good] = open(path, 'rb').read()
     model = lk(num_classes=10)
     load_pretrained(model, server.url + good)
-    assert osp.isfile(cache / good[1:])
+    assert [f for f in _cache_files(cache) if not f.endswith('.sha256')] == [
+        osp.relpath(resolve_checkpoint(server.url + good)[0], cache)]
+    assert _cache_files(cache)[0].startswith('url-127.0.0.1_') and _cache_files(cache)[0].endswith(good)
     server.files['/replknet-tiny_20221118-00000000.pth'] = server.files[good]
     with pytest.raises(CheckpointError, match='sha256 mismatch'):
         resolve_checkpoint(server.url + '/replknet-tiny_20221118-00000000.pth')
@@ -489,11 +493,12 @@ def test_offline_and_browser_only_messages(tmp_path, monkeypatch, cache, server)
     with pytest.raises(CheckpointError) as exc:
         resolve_checkpoint('drive-only')
     msg = str(exc.value)
-    assert 'need a browser' in msg and 'extraction code lknt' in msg and str(cache / 'drive-only.pth') in msg
+    dest = cache / 'drive-only' / 'drive-only.pth'
+    assert 'need a browser' in msg and 'extraction code lknt' in msg and str(dest) in msg
     assert _cache_files(cache) == []
     # A file put there by hand is used.
-    os.makedirs(cache, exist_ok=True)
-    save(F.replknet_official(), cache / 'drive-only.pth')
+    os.makedirs(dest.parent, exist_ok=True)
+    save(F.replknet_official(), dest)
     model = lk(num_classes=10)
     load_pretrained(model, 'drive-only')
 
@@ -518,7 +523,7 @@ def test_cli_download_and_list(tmp_path, monkeypatch, cache, server, capsys):
     assert main(['info', 'tiny-lk']) == 0
     assert 'github_release: ' + server.url + '/tiny.pth' in capsys.readouterr().out
     assert main(['download', 'tiny-lk', '--no-progress']) == 0
-    assert str(cache / 'tiny.pth') in capsys.readouterr().out
+    assert str(cache / 'tiny-lk' / 'tiny.pth') in capsys.readouterr().out
     assert main(['download', 'no-such-name']) == 1
     assert 'no-such-name' in capsys.readouterr().err
 
@@ -529,14 +534,15 @@ def test_backbones_init_weights_use_names_and_prefix(tmp_path, monkeypatch, cach
         dict(name='lk-cls', file_name='lk.pth', download=dict(google_drive_id='1azQUiCxK9feYVkkrPqwVPBtNsTzDrX7S')),
         dict(name='nx-coco', arch='repnext', format='mmdet2.x', file_name='nx_coco.pth',
              download=dict(google_drive_id='1azQUiCxK9feYVkkrPqwVPBtNsTzDrX7S'))])
-    os.makedirs(cache)
+    os.makedirs(cache / 'lk-cls')
+    os.makedirs(cache / 'nx-coco')
     lk_sd = F.replknet_official(num_classes=10)
-    save(lk_sd, cache / 'lk.pth')  # placed by hand, as the message for Drive-only files says
+    save(lk_sd, cache / 'lk-cls' / 'lk.pth')  # placed by hand, as the message for Drive-only files says
     nx_sd = F.repnext_official(num_classes=0)
     det_sd = {'backbone.' + k: v for k, v in nx_sd.items()}
     det_sd['neck.lateral_convs.0.conv.weight'] = torch.zeros(8, 16, 1, 1)
     det = {'meta': {'CLASSES': ('a', 'b')}, 'state_dict': det_sd}
-    save(det, cache / 'nx_coco.pth')
+    save(det, cache / 'nx-coco' / 'nx_coco.pth')
     model = lk(num_classes=10, init_cfg=dict(type='Pretrained', checkpoint='lk-cls'))
     model.init_weights()
     assert_loaded(model, lk_sd)
@@ -571,9 +577,9 @@ def test_concurrent_processes_download_once(tmp_path, monkeypatch, cache, server
     results = [queue.get(timeout=60) for _ in procs]
     for p in procs:
         p.join(timeout=30)
-    assert results == [str(cache / 'tiny.pth')] * 3, results
+    assert results == [str(cache / 'tiny-lk' / 'tiny.pth')] * 3, results
     assert [r for r in server.requests if r[0] == '/tiny.pth'] == [('/tiny.pth', None)]
-    assert open(cache / 'tiny.pth', 'rb').read() == data
+    assert open(cache / 'tiny-lk' / 'tiny.pth', 'rb').read() == data
 
 
 def test_checkpoint_with_numpy_metadata_loads(tmp_path):

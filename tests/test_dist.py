@@ -104,3 +104,9 @@ def test_dist_train_two_cpu_processes(mini_cityscapes, tmp_path):
     assert re.search(r'Iter\(train\) \[2/2\]', log), log[-3000:]
     assert re.search(r'Iter\(val\) .*mIoU: [0-9.]+', log), log[-3000:]
     assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
+    # Rank 0 writes the checkpoint, but it carries both ranks' RNG states (mmlk.RNGStateHook, issue #11).
+    from mmlk.apis import allow_mmengine_checkpoint_globals
+    from mmlk.apis.safe_load import load_checkpoint_safely
+    allow_mmengine_checkpoint_globals()
+    states = load_checkpoint_safely(osp.join(work_dir, 'iter_2.pth'), 'cpu')['mmlk_rng_state']
+    assert len(states) == 2

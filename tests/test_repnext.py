@@ -733,3 +733,46 @@ def test_timm_create_model_and_features_only():
     assert model.forward_head(torch.randn(1, 320, 2, 2)).shape == (1, 320)
     assert model.pretrained_cfg['first_conv'] == 'stem.stem.0.conv'
 
+
+
+# ------------------------------------------------------------------ validation shared with RepLKNet (issue #11)
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(out_indices=(0, 0)), 'duplicates'),
+    (dict(out_indices=(0, -4)), 'duplicates'),
+    (dict(out_indices=()), 'out_indices is empty'),
+    (dict(out_indices=(1.0, )), 'stage indices in \\[0, 3\\]'),
+    (dict(arch=dict(embed_dims=[16, 32], depths=[1, 1], mlp_ratio=0.01)), 'hidden width of 0'),
+    (dict(arch=dict(embed_dims=[0, 0], depths=[1, 1])), 'positive int divisible by 4'),
+    (dict(arch=dict(embed_dims=[16, 32], depths=[1, 1], mlp_ratio='2')), 'positive number'),
+])
+def test_bad_arguments_named_like_replknet(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RepNeXt(**{'arch': TINY, 'lk_impl': 'torch', **kwargs})
+
+
+def test_out_indices_sorted_so_out_channels_match_the_maps():
+    model = RepNeXt(arch=TINY, out_indices=(-1, 0), lk_impl='torch').eval()
+    assert model.out_indices == (0, 3) and model.out_channels == [16, 128]
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == model.out_channels
+
+
+def test_load_state_dict_names_variant_and_form():
+    small = RepNeXt(arch=TINY, lk_impl='torch')
+    wide = RepNeXt(arch=dict(embed_dims=[32, 64, 128, 256], depths=[1, 1, 2, 1]), lk_impl='torch')
+    with pytest.raises(RuntimeError) as exc:
+        small.load_state_dict(wide.state_dict())
+    msg = str(exc.value)
+    assert 'RepNeXt(custom' in msg and 'channels (32, 64, 128, 256)' in msg and 'shape mismatches' in msg
+    merged = RepNeXt(arch=TINY, deploy=True, lk_impl='torch')
+    with pytest.raises(RuntimeError) as exc:
+        small.load_state_dict(merged.state_dict())
+    msg = str(exc.value)
+    assert 'training form' in msg and 'merged form' in msg and 'deploy=True' in msg
+    with pytest.raises(RuntimeError, match='training form.*\n.*deploy=False'):
+        merged.load_state_dict(small.state_dict())
+    m3 = RepNeXt(arch='m3', lk_impl='torch', out_indices=(3, ))
+    with pytest.raises(RuntimeError, match='RepNeXt-M3 \\(training form\\)'):
+        m3.load_state_dict({'backbone.' + k: v for k, v in small.state_dict().items()})
+    small.load_state_dict(RepNeXt(arch=TINY, lk_impl='torch').state_dict())  # a fitting one still loads

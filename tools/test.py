@@ -62,6 +62,8 @@ def main(argv=None) -> dict:
 
     from mmlk.apis import allow_mmengine_checkpoint_globals
     from mmlk.apis.host import apply_eval, apply_show_dir, init_cpu_distributed, prepare_config
+    from mmlk.apis.safe_load import install_safe_checkpoint_loader
+    from mmlk.checkpoint import CheckpointError
 
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint not found: {args.checkpoint}')
@@ -73,12 +75,17 @@ def main(argv=None) -> dict:
     if isinstance(cfg.model.get('backbone'), dict):
         cfg.model.backbone.pop('init_cfg', None)
     allow_mmengine_checkpoint_globals()
+    # The checkpoint is read with weights_only=True whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says.
+    install_safe_checkpoint_loader()
     init_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     # mmengine loads `load_from` with strict=False: a file for another model, or an unconverted
     # upstream file, would be evaluated with random weights and report a meaningless metric. Check
     # the keys first (the Runner then loads it in its usual order, after hooks such as EMA set up).
-    problem = checkpoint_mismatch(getattr(runner.model, 'module', runner.model), args.checkpoint)
+    try:
+        problem = checkpoint_mismatch(getattr(runner.model, 'module', runner.model), args.checkpoint)
+    except CheckpointError as e:  # empty, truncated, not a checkpoint, or unsafe: one line saying so
+        raise SystemExit(f'error: {e}') from e
     if problem:
         raise SystemExit(
             f'error: {args.checkpoint} does not fit the model of {args.config}:\n{problem}\n'

@@ -45,10 +45,15 @@ def main(argv=None) -> None:
     from mmengine.runner import Runner
 
     from mmlk.apis import allow_mmengine_checkpoint_globals
-    from mmlk.apis.host import apply_amp, apply_resume, init_cpu_distributed, prepare_config
+    from mmlk.apis.host import (apply_amp, apply_resume, apply_rng_state_hook, init_cpu_distributed,
+                                prepare_config)
+    from mmlk.apis.safe_load import install_safe_checkpoint_loader
+    from mmlk.checkpoint import CheckpointError
 
     cfg = prepare_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     apply_resume(cfg, args.resume)
+    # Checkpoints carry every rank's RNG states, so a resumed run repeats the uninterrupted one.
+    apply_rng_state_hook(cfg)
     if args.amp:
         apply_amp(cfg)
     if args.auto_scale_lr:
@@ -57,9 +62,14 @@ def main(argv=None) -> None:
         cfg.auto_scale_lr.enable = True
     # Our own checkpoints (resume, load_from) carry mmengine's training state; allow exactly its classes.
     allow_mmengine_checkpoint_globals()
+    # --resume / load_from are read with weights_only=True whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says.
+    install_safe_checkpoint_loader()
     init_cpu_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+    except CheckpointError as e:  # the message names the file and what to do
+        raise SystemExit(f'error: {e}') from e
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ The helpers here read a config's ``default_scope`` and apply that library's conv
 ``tools/train.py`` and ``tools/test.py`` serve every config, ours and the users'.
 """
 import copy
+import glob
 import logging
 import os.path as osp
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -138,11 +139,77 @@ def apply_resume(cfg: Config, resume: Optional[str]) -> None:
         return
     cfg.resume = True
     if resume == 'auto':
-        cfg.load_from = None
+        work_dir = cfg.get('work_dir', None)
+        cfg.load_from = find_resume_checkpoint(work_dir) if work_dir else None
     else:
         if not osp.isfile(resume):
             raise FileNotFoundError(f'--resume checkpoint not found: {resume}')
         cfg.load_from = resume
+
+
+def _usable_checkpoint(path: str) -> Optional[str]:
+    """None if ``path`` passes mmlk's structure check (CRCs of a zip, sniffing), else why not."""
+    from mmlk.checkpoint.errors import CheckpointError
+    from mmlk.checkpoint.reader import check_zip, sniff_container
+    try:
+        if sniff_container(path) == 'zip':
+            check_zip(path)
+    except CheckpointError as e:
+        return str(e)
+    return None
+
+
+def find_resume_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` continues from: the one ``<work_dir>/last_checkpoint`` names, or else the
+    newest intact ``*.pth`` in the work dir (with a warning), or None when there is none.
+
+    mmengine reads ``last_checkpoint`` as is: an empty or stale file (a run killed at the wrong moment, a
+    work dir copied from elsewhere) makes it fail with ``FileNotFoundError: ' can not be found.'``.
+    """
+    last = osp.join(work_dir, 'last_checkpoint')
+    problem = None
+    if osp.isfile(last):
+        with open(last, encoding='utf-8', errors='replace') as f:
+            named = f.read().strip()
+        if not named:
+            problem = f'{last} is empty'
+        else:
+            # A work dir moved elsewhere still holds the file next to last_checkpoint.
+            for cand in (named, osp.join(work_dir, osp.basename(named))):
+                if osp.isfile(cand):
+                    why = _usable_checkpoint(cand)
+                    if why is None:
+                        return cand
+                    problem = f'{cand}, named by {last}, is unusable ({why})'
+                    break
+            else:
+                problem = f'{last} names {named!r}, which does not exist'
+    elif not osp.isdir(work_dir):
+        return None
+    candidates = sorted((p for p in glob.glob(osp.join(work_dir, '*.pth')) if osp.isfile(p)),
+                        key=lambda p: (osp.getmtime(p), p), reverse=True)
+    skipped = []
+    for cand in candidates:
+        why = _usable_checkpoint(cand)
+        if why is None:
+            reason = problem or f'{work_dir} has no last_checkpoint'
+            extra = f' (skipped damaged {", ".join(map(osp.basename, skipped))})' if skipped else ''
+            print_log(f'mmlk: {reason}; resuming from the newest checkpoint in the work dir, {cand}{extra}',
+                      logger='current', level=logging.WARNING)
+            return cand
+        skipped.append(cand)
+    if problem:
+        print_log(f'mmlk: {problem} and {work_dir} holds no intact checkpoint; training starts from scratch',
+                  logger='current', level=logging.WARNING)
+    return None
+
+
+def apply_rng_state_hook(cfg: Config) -> None:
+    """Add :class:`mmlk.engine.RNGStateHook` to ``custom_hooks`` (once), so checkpoints carry RNG states."""
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(str(h.get('type', '')).split('.')[-1] == 'RNGStateHook' for h in hooks if isinstance(h, dict)):
+        hooks.append(dict(type='mmlk.RNGStateHook'))
+    cfg.custom_hooks = hooks
 
 
 def apply_amp(cfg: Config) -> None:

@@ -10,7 +10,7 @@
   ``ImageClassifier`` checkpoint (``backbone.`` prefix; the classifier where mmlk's configs keep it, or
   mmpretrain's own RepLKNet layout with ``layout='mmpretrain'``).
 
-Outputs are written atomically (temporary file + ``os.replace``) and never over the input.
+Outputs are written atomically (temporary file + ``os.replace``, see :mod:`.atomic`) and never over the input.
 """
 import copy
 import os
@@ -21,27 +21,10 @@ from typing import Any, Optional
 import torch
 
 from . import keys as K
+from .atomic import atomic_save
 from .download import sha256sum
 from .errors import CheckpointError
 from .loading import _log, load_pretrained, read_state_dict, resolve_checkpoint
-
-
-def atomic_save(obj: Any, dst: str, src: Optional[str] = None, overwrite: bool = False) -> str:
-    """``torch.save`` to ``dst`` through a temporary file; refuses to replace ``src`` or, unless asked, ``dst``."""
-    dst = osp.abspath(dst)
-    if src is not None and osp.exists(dst) and osp.samefile(src, dst):
-        raise CheckpointError(f'refusing to write the output over the input {src}')
-    if osp.exists(dst) and not overwrite:
-        raise CheckpointError(f'{dst} exists; choose another output path or pass --overwrite')
-    os.makedirs(osp.dirname(dst), exist_ok=True)
-    tmp = f'{dst}.tmp-{os.getpid()}'
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-    return dst
 
 
 def build_model_from_config(config: str) -> torch.nn.Module:

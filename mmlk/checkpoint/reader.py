@@ -8,12 +8,17 @@
   it asks for; ``weights_only=False`` is never used.
 * TorchScript archives (RepNeXt's ``*_fused.pt``) are read by :func:`read_torchscript_tensors`, a restricted
   unpickler over the archive's ``data.pkl``: module objects become inert records and tensors are rebuilt
-  from the raw ``data/<n>`` entries; the archive's ``code/`` is never compiled or run.
+  from the raw ``data/<n>`` entries; the archive's ``code/`` is never compiled or run. Each member's
+  declared size is compared with the tensors ``data.pkl`` declares before it is read.
+* Before any of that, the container is sniffed (empty files, HTML pages, text and unknown bytes get a
+  message saying what they are) and every zip member's CRC-32 is checked in one streaming pass, so a
+  flipped bit or a truncated archive never loads silently.
 """
 import argparse
 import io
 import os.path as osp
 import pickle
+import struct
 import sys
 import zipfile
 from collections import OrderedDict
@@ -65,15 +70,105 @@ def _sniff_coreml(path: str) -> bool:
     return path.lower().endswith(('.mlmodel', '.mlpackage'))
 
 
+# --------------------------------------------------------------------------- structure checks
+#: A compressed zip member larger than this, inflating more than ``_MAX_INFLATE_RATIO`` times, is refused
+#: before anything reads it: ``torch.save`` / ``torch.jit.save`` store their members uncompressed, so
+#: only a crafted archive (a "zip bomb") has them.
+_MAX_INFLATED_MEMBER = 64 << 20
+_MAX_INFLATE_RATIO = 50
+
+
+def sniff_container(path: str) -> str:
+    """``'zip'`` or ``'pickle'`` from the file's first bytes; anything else raises a one-line error.
+
+    Names what the file is instead (empty, HTML page, text, Git LFS pointer, unknown bytes), so a wrong
+    download is not reported as a checkpoint that "needs code to run" or as a bare ``KeyError``.
+    """
+    name = osp.basename(path)
+    size = osp.getsize(path)
+    with open(path, 'rb') as f:
+        head = f.read(512)
+    if size == 0:
+        raise CheckpointError(f'{name} is empty (0 bytes): a download or save was interrupted. Delete it and '
+                              'download or save it again.')
+    if head[:4] in (b'PK\x03\x04', b'PK\x05\x06'):
+        return 'zip'
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5 (torch uses 2)
+        return 'pickle'
+    text = head.lstrip().lower()
+    if text.startswith((b'<!doctype html', b'<html', b'<head', b'<?xml', b'<body')) or b'<html' in text[:200]:
+        raise CheckpointError(f'{name} is an HTML page ({size} bytes), not a checkpoint: the link led to a web '
+                              'page (Google Drive and Baidu need a browser). Download the file by hand.')
+    if head.startswith(b'version https://git-lfs'):
+        raise CheckpointError(f'{name} is a Git LFS pointer ({size} bytes), not the checkpoint: run '
+                              '`git lfs pull` in its repository or download the file itself.')
+    try:
+        decoded = head.decode('utf-8')
+        is_text = all(c.isprintable() or c in '\r\n\t' for c in decoded)
+    except UnicodeDecodeError:
+        is_text = False
+    if is_text:
+        first = decoded.strip().splitlines()[0][:40] if decoded.strip() else ''
+        raise CheckpointError(f'{name} is a text file ({size} bytes, starting {first!r}), not a PyTorch '
+                              'checkpoint. Check the path, or download the checkpoint again.')
+    raise CheckpointError(f'{name} is not a PyTorch checkpoint (unknown format, first bytes {head[:8].hex()}): '
+                          'check the path, or download the file again.')
+
+
+def check_zip(path: str) -> None:
+    """Refuse zip bombs, then check every member's CRC-32 (one streaming pass, no member held in memory).
+
+    Catches truncation and flipped bits in ``torch.save`` (>= 1.6) and TorchScript files, which torch
+    itself does not check: one flipped bit inside a tensor would otherwise load silently.
+    """
+    name = osp.basename(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if (info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_INFLATED_MEMBER
+                        and info.file_size > _MAX_INFLATE_RATIO * max(info.compress_size, 1)):
+                    raise CheckpointError(
+                        f'{name}: member {info.filename} inflates from {info.compress_size} to {info.file_size} '
+                        'bytes; PyTorch never writes compressed members, so the file was crafted or '
+                        're-packed. It was not read; use the original release.')
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as e:
+        raise CheckpointError(f'{name} is not a complete zip archive ({e}): the file is truncated or '
+                              'corrupted. Delete it and download or save it again.') from e
+    if bad is not None:
+        raise CheckpointError(f'{name}: member {bad} fails its CRC check: the file is corrupted. Delete it and '
+                              'download or save it again.')
+
+
+def check_file(path: str) -> str:
+    """Validate a checkpoint's whole structure without keeping its contents; returns the container kind.
+
+    Zip files get :func:`check_zip`; legacy pickles are read to the end with the restricted reader
+    (they carry no checksum, so only a full read shows truncation). Raises :class:`CheckpointError`.
+    """
+    kind = sniff_container(path)
+    if kind == 'zip':
+        check_zip(path)
+    else:
+        read_checkpoint(path)
+    return kind
+
+
 def read_checkpoint(path: str, map_location: Any = 'cpu') -> Tuple[Any, str]:
-    """Read ``path`` safely. Returns ``(object, container)`` with container ``'torchscript'`` or ``'pickle'``."""
+    """Read ``path`` safely. Returns ``(object, container)`` with container ``'torchscript'`` or ``'pickle'``.
+
+    The file's container is sniffed first and zip members are CRC-checked before anything is unpickled.
+    """
     if not osp.isfile(path):
-        raise CheckpointError(f'checkpoint file {path} does not exist')
+        what = 'is a directory, not a checkpoint file' if osp.isdir(path) else 'does not exist'
+        raise CheckpointError(f'checkpoint file {path} {what}')
     if _sniff_coreml(path):
         raise CheckpointError(f'{osp.basename(path)} is a Core ML model (for on-device inference); it holds no '
                               'PyTorch weights. Use the .pth release of the same model instead.')
-    if is_torchscript(path):
-        return read_torchscript_tensors(path, map_location), 'torchscript'
+    if sniff_container(path) == 'zip':
+        check_zip(path)
+        if is_torchscript(path):
+            return read_torchscript_tensors(path, map_location), 'torchscript'
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             obj = torch.load(path, map_location=map_location, weights_only=True)
@@ -83,17 +178,24 @@ def read_checkpoint(path: str, map_location: Any = 'cpu') -> Tuple[Any, str]:
             needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:  # legacy or damaged files: the torch message below still explains
             pass
+        if not needed and 'GLOBAL' not in str(e):
+            raise _damaged(path, e) from e
         what = f' It needs: {", ".join(needed)}.' if needed else ''
         raise CheckpointError(
             f'refusing to load {osp.basename(path)}: it contains Python objects that can only be restored by '
             f'running code from the file (torch.load(weights_only=False)), which mmlk never does for '
             f'pretrained weights.{what} If you trust the file, extract its state dict yourself in a separate '
             f'process and save it with torch.save(state_dict, ...). (torch: {str(e).splitlines()[0]})') from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
-        raise CheckpointError(f'cannot read {osp.basename(path)}: the file is truncated, corrupted or not a '
-                              f'PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}). '
-                              'Delete it and download it again.') from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError, struct.error) as e:
+        raise _damaged(path, e) from e
     return obj, 'pickle'
+
+
+def _damaged(path: str, e: BaseException) -> CheckpointError:
+    detail = str(e).splitlines()[0] if str(e) else ''
+    return CheckpointError(f'cannot read {osp.basename(path)}: the file is truncated, corrupted or not a '
+                           f'PyTorch checkpoint ({type(e).__name__}{": " + detail if detail else ""}). '
+                           'Delete it and download or save it again.')
 
 
 # --------------------------------------------------------------------------- TorchScript archives
@@ -161,7 +263,18 @@ class _ScriptUnpickler(pickle.Unpickler):
         if not isinstance(stype, _StorageType):
             raise pickle.UnpicklingError(f'unsupported storage type {stype!r} in TorchScript archive')
         if key not in self._storages:
-            raw = self._zf.read(f'{self._root}data/{key}')
+            member = f'{self._root}data/{key}'
+            # Compare the member's declared size with what the pickle declares before reading it, so a
+            # small archive cannot make the reader inflate gigabytes into memory.
+            expected = int(numel) * torch.empty((), dtype=stype.dtype).element_size()
+            try:
+                declared = self._zf.getinfo(member).file_size
+            except KeyError:
+                raise pickle.UnpicklingError(f'storage {key}: member {member} is missing') from None
+            if declared != expected:
+                raise pickle.UnpicklingError(f'storage {key}: member {member} declares {declared} bytes, but its '
+                                             f'tensors need {expected}')
+            raw = self._zf.read(member)
             flat = torch.frombuffer(bytearray(raw), dtype=stype.dtype) if raw else torch.empty(0, dtype=stype.dtype)
             if flat.numel() != numel:
                 raise pickle.UnpicklingError(f'storage {key}: expected {numel} elements, found {flat.numel()}')
@@ -194,6 +307,9 @@ def read_torchscript_tensors(path: str, map_location: Any = 'cpu') -> 'OrderedDi
             if order != sys.byteorder:
                 raise CheckpointError(f'{osp.basename(path)} was written on a {order}-endian machine; '
                                       f'this one is {sys.byteorder}-endian')
+        if zf.getinfo(pkl[0]).file_size > _MAX_INFLATED_MEMBER:
+            raise CheckpointError(f'{osp.basename(path)}: {pkl[0]} declares {zf.getinfo(pkl[0]).file_size} bytes; '
+                                  'a module record is a few MB at most, so the archive was not read')
         try:
             top = _ScriptUnpickler(zf.read(pkl[0]), zf, root, map_location).load()
         except (pickle.UnpicklingError, KeyError, zipfile.BadZipFile, EOFError, ValueError) as e:

@@ -6,8 +6,10 @@ can be used wherever a checkpoint is expected (``init_cfg=dict(type='Pretrained'
 """
 import difflib
 import functools
+import hashlib
 import os
 import os.path as osp
+import re
 from typing import Dict, List, Optional
 from urllib.parse import urlparse
 
@@ -123,10 +125,44 @@ def manual_locations(entry: dict) -> List[str]:
     return out
 
 
+def safe_name(name: str, what: str) -> str:
+    """``name`` if it is a plain file name (no separators, no ``.`` / ``..``, no NUL), else raise.
+
+    Names from checkpoints.yaml and URLs become paths inside the cache; this keeps every write there.
+    """
+    bad = (not isinstance(name, str) or name in ('', '.', '..') or '\0' in name
+           or any(sep in name for sep in ('/', '\\', os.sep, os.altsep or '/')))
+    if bad:
+        raise CheckpointError(f'{what} {name!r} is not a plain file name (no path separators or "..") '
+                              'and cannot be used inside the cache; fix the entry in checkpoints.yaml')
+    return name
+
+
 def cache_file_name(entry: dict) -> str:
     """File name of the entry inside the cache: the upstream name where known, else ``NAME.pth``."""
     if entry.get('file_name'):
-        return entry['file_name']
+        return safe_name(str(entry['file_name']), f'file_name of {entry.get("name")!r}')
     for url in direct_urls(entry):
-        return osp.basename(urlparse(url).path)
-    return f'{entry["name"]}.pth'
+        base = osp.basename(urlparse(url).path)
+        if base not in ('', '.', '..'):
+            return safe_name(base, f'URL file name of {entry.get("name")!r}')
+    return safe_name(f'{entry["name"]}.pth', 'checkpoint name')
+
+
+def cache_path(entry: dict, cache_dir: str) -> str:
+    """``<cache>/<entry name>/<file name>``: keyed by the entry, so two entries that share an upstream
+    file name (or a renamed entry) never hand out each other's file."""
+    folder = safe_name(str(entry['name']).lower(), 'checkpoint name')
+    return osp.join(cache_dir, folder, cache_file_name(entry))
+
+
+def url_cache_path(url: str, cache_dir: str) -> str:
+    """``<cache>/url-<host>-<digest of the URL>/<file name>``: keyed by the whole URL, so
+    ``http://a/x/good.pth`` and ``http://b/y/good.pth`` are cached apart."""
+    parsed = urlparse(url)
+    base = osp.basename(parsed.path)
+    if base in ('', '.', '..') or '\\' in base or '\0' in base:
+        base = 'checkpoint.pth'
+    host = re.sub(r'[^A-Za-z0-9._-]', '_', parsed.netloc)[:64] or 'local'
+    digest = hashlib.sha256(url.encode('utf-8')).hexdigest()[:12]
+    return osp.join(cache_dir, f'url-{host}-{digest}', base)

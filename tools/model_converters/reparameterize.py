@@ -23,10 +23,8 @@ import argparse
 import copy
 import inspect
 import json
-import os
 import os.path as osp
 import sys
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -38,7 +36,7 @@ if _REPO not in sys.path:
 
 _WRAPPERS = ('state_dict', 'model')
 # Run-state entries that make no sense for merged weights (they describe the training-form params).
-_DROP = ('optimizer', 'message_hub', 'param_schedulers', 'ema_state_dict')
+_DROP = ('optimizer', 'message_hub', 'param_schedulers', 'ema_state_dict', 'mmlk_rng_state')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -61,14 +59,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='skip the eval-mode output comparison on a random input')
     parser.add_argument('--verify-size', type=int, default=64,
                         help='side of the random verification image')
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='torch.load with weights_only=False (only for files you trust, e.g. '
-                        'mmengine run checkpoints holding Python objects)')
     args = parser.parse_args(argv)
     same = osp.realpath(args.src) == osp.realpath(args.dst) or (
         osp.exists(args.dst) and osp.exists(args.src) and osp.samefile(args.src, args.dst))
     if same:
         parser.error('DST is the input file; write the merged checkpoint somewhere else')
+    if osp.isdir(args.dst):
+        parser.error(f'DST {args.dst} is a directory; give a file path such as {osp.join(args.dst, "deploy.pth")}')
     if osp.exists(args.dst) and not args.force:
         parser.error(f'{args.dst} exists; pass --force to overwrite it')
     if not osp.isfile(args.src):
@@ -216,29 +213,20 @@ def _convert_with_config(args: argparse.Namespace,
 
 
 def atomic_save(obj: Any, path: str) -> None:
-    """torch.save to a temporary file in the target folder, then rename it into place."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(path) + '.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    """torch.save through a temporary beside ``path`` that a rerun removes if this process is killed."""
+    from mmlk.checkpoint.atomic import atomic_save as _save
+    _save(obj, path, overwrite=True)  # parse_args already refused an existing DST without --force
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    ckpt = torch.load(args.src, map_location='cpu', weights_only=not args.unsafe_load)
+    from mmlk.checkpoint import CheckpointError
+    from mmlk.checkpoint.reader import read_checkpoint
+    # The restricted reader: weights_only=True with the zip CRCs checked first; never runs code.
+    try:
+        ckpt, _ = read_checkpoint(args.src)
+    except CheckpointError as e:
+        raise ValueError(str(e)) from e
     sd, wrapper = _unwrap(ckpt)
     if args.config:
         merged, err = _convert_with_config(args, sd)

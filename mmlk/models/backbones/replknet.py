@@ -24,6 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmlk.ops import LargeKernelDWConv2d
 from mmlk.registry import MODELS, register_plain_alias
 from ..utils.reparam import fold_bn_into_next, fuse_conv_bn, pad_kernel
+from ..utils.validation import compare_state_dict, format_state_dict_mismatch, normalize_out_indices, state_prefix
 
 __all__ = ['RepLKNet', 'RepLKBlock', 'ConvFFN', 'ReparamLargeKernelConv', 'ConvBN',
            'check_state_dict_fits', 'describe_replknet_state_dict']
@@ -481,19 +482,9 @@ class RepLKNet(BaseModule):
 
         if isinstance(out_indices, int):
             out_indices = (out_indices, )
-        norm_idx = []
-        for i in out_indices:
-            if not isinstance(i, int) or not -self.num_stages <= i < self.num_stages:
-                raise ValueError(f'out_indices must be stage indices in [0, 3] (or -4..-1), '
-                                 f'got {tuple(out_indices)}')
-            norm_idx.append(i % self.num_stages)
-        if len(set(norm_idx)) != len(norm_idx):
-            raise ValueError(f'out_indices has duplicates: {tuple(out_indices)}')
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f'num_classes must be an int >= 0, got {num_classes!r}')
-        if not norm_idx and num_classes == 0:
-            raise ValueError('out_indices is empty and there is no classifier (num_classes=0): '
-                             'the backbone would return nothing')
+        norm_idx = normalize_out_indices(out_indices, self.num_stages, has_classifier=num_classes > 0)
         if not -1 <= frozen_stages <= self.num_stages:
             raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], '
                              f'got {frozen_stages}')
@@ -696,12 +687,7 @@ def describe_replknet_state_dict(state_dict: Dict[str, torch.Tensor]) -> dict:
     'unknown'), ``num_classes`` (0 without head), ``norm_intermediate_features`` and ``prefix`` (a
     leading ``backbone.``/``module.`` shared by every key, or '').
     """
-    keys = list(state_dict)
-    prefix = ''
-    for p in _STRIP_PREFIXES:
-        if keys and all(k.startswith(p) for k in keys):
-            prefix = p
-            break
+    prefix = state_prefix(list(state_dict), _STRIP_PREFIXES)
     sd = {k[len(prefix):]: v for k, v in state_dict.items()}
     info: dict = dict(arch=None, arch_name=None, form='unknown', num_classes=0,
                       norm_intermediate_features=False, prefix=prefix)
@@ -789,34 +775,22 @@ def check_state_dict_fits(model: RepLKNet, state_dict: Dict[str, torch.Tensor],
         ValueError: If keys or shapes differ and ``raise_error``; the message names the model's and
             the checkpoint's variant/form and lists a few offending keys.
     """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [(k, tuple(state_dict[k].shape), tuple(own[k].shape)) for k in own
-                  if k in state_dict and hasattr(state_dict[k], 'shape')
-                  and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    missing, unexpected, mismatched = compare_state_dict(model.state_dict(), state_dict)
     info = describe_replknet_state_dict(state_dict)
     message = ''
     if missing or unexpected or mismatched:
-        lines = [f'state dict does not fit {_describe_model(model)}; the checkpoint looks like '
-                 f'{_describe_info(info)}.']
+        hints = []
         if info['prefix']:
-            lines.append(f'Every key starts with {info["prefix"]!r}: strip it (prefix=...).')
+            hints.append(f'Every key starts with {info["prefix"]!r}: strip it (prefix=...).')
         elif info['form'] == 'training' and model.deploy:
-            lines.append('Load it into a training-form model (deploy=False) and call '
+            hints.append('Load it into a training-form model (deploy=False) and call '
                          'switch_to_deploy(), or convert it with '
                          'tools/model_converters/reparameterize.py.')
         elif info['form'] in ('merged', 'fused') and not model.deploy:
-            lines.append('It holds merged weights: build the model with deploy=True'
+            hints.append('It holds merged weights: build the model with deploy=True'
                          + (', fuse_bn=True' if info['form'] == 'fused' else '') + '.')
-        if missing:
-            lines.append(f'{len(missing)} missing keys, e.g. {missing[:max_listed]}')
-        if unexpected:
-            lines.append(f'{len(unexpected)} unexpected keys, e.g. {unexpected[:max_listed]}')
-        if mismatched:
-            shown = [f'{k}: checkpoint {a} vs model {b}' for k, a, b in mismatched[:max_listed]]
-            lines.append(f'{len(mismatched)} shape mismatches, e.g. {shown}')
-        message = '\n'.join(lines)
+        message = format_state_dict_mismatch(_describe_model(model), _describe_info(info), hints, missing,
+                                             unexpected, mismatched, max_listed)
         if raise_error:
             raise ValueError(message)
     return dict(missing=missing, unexpected=unexpected, mismatched=mismatched, checkpoint=info,

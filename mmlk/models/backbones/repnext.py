@@ -27,6 +27,7 @@ branch parameter equal the branch-by-branch computation up to float rounding; se
 ``tools/analysis/benchmark_repnext.py`` for the measured speed-up.
 """
 import copy
+import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -43,6 +44,7 @@ from mmlk.registry import MODELS, register_plain_alias
 from ..heads.repnext_head import RepNeXtClsHead
 from ..utils.reparam import (bn_scale_shift, dilate_kernel, fold_bn_into_next, fuse_conv_bn, pad_kernel,
                              serial_kernel)
+from ..utils.validation import compare_state_dict, format_state_dict_mismatch, normalize_out_indices, state_prefix
 
 #: Token mixers an arch can use: re-parameterised branch groups (M0-M5), one single-branch conv ("E"
 #: variants), or plain convs per chunk (the ChunkConv of upstream's README).
@@ -632,14 +634,8 @@ class RepNeXt(BaseModule):
         norm_cfg = norm_cfg or dict(type='BN')
         act_cfg = act_cfg or dict(type='GELU')
 
-        if isinstance(out_indices, int):
-            out_indices = (out_indices, )
-        indices = []
-        for i in out_indices:
-            if not -num_stages <= i < num_stages:
-                raise ValueError(f'out_indices entry {i} is out of range for {num_stages} stages')
-            indices.append(i % num_stages)
-        self.out_indices = tuple(indices)
+        # Sorted: forward returns the maps in stage order, and out_channels must list them the same way.
+        self.out_indices = normalize_out_indices(out_indices, num_stages)
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'frozen_stages must be in [-1, {num_stages}], got {frozen_stages}')
         if drop_path_rate < 0 or drop_path_rate >= 1:
@@ -689,13 +685,18 @@ class RepNeXt(BaseModule):
             raise ValueError(f'embed_dims {dims} and depths {depths} must be non-empty and equally long')
         if any(int(d) != d or d < 1 for d in depths):
             raise ValueError(f'depths must be positive integers, got {depths}')
-        if any(d % 4 for d in dims):
-            raise ValueError(f'every embed dim must be divisible by 4 (ChunkConv splits four ways), got {dims}')
+        if any(isinstance(d, bool) or not isinstance(d, int) or d < 4 or d % 4 for d in dims):
+            raise ValueError(f'every embed dim must be a positive int divisible by 4 (ChunkConv splits four ways), '
+                             f'got {dims}')
         if any(b != 2 * a for a, b in zip(dims, dims[1:])):
             raise ValueError(f'each embed dim must be twice the previous one (the downsample concatenates two '
                              f'depthwise groups), got {dims}')
-        if not mlp_ratio > 0:
-            raise ValueError(f'mlp_ratio must be positive, got {mlp_ratio}')
+        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not mlp_ratio > 0:
+            raise ValueError(f'mlp_ratio must be a positive number, got {mlp_ratio!r}')
+        if int(dims[0] * mlp_ratio) < 1:
+            # The narrowest channel mixer would get a zero-width hidden layer.
+            raise ValueError(f'mlp_ratio {mlp_ratio} gives embed dim {dims[0]} a hidden width of '
+                             f'{int(dims[0] * mlp_ratio)}; use mlp_ratio >= {1 / dims[0]:.3g}')
         mixer = arch.get('token_mixer', 'rep')
         if mixer not in TOKEN_MIXERS:
             raise ValueError(f'arch token_mixer must be one of {TOKEN_MIXERS} (re-parameterised branches, one '
@@ -729,6 +730,15 @@ class RepNeXt(BaseModule):
                     m.eval()
         return self
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; a strict load that does not fit raises a RuntimeError
+        naming the model's and the file's variant/form and a few offending keys."""
+        if strict:
+            message = repnext_state_dict_mismatch(self, state_dict)
+            if message:
+                raise RuntimeError(message)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def switch_to_deploy(self, single_branch: Optional[bool] = None) -> None:
         """Merge the whole backbone in place for inference; idempotent. Uses running BN statistics.
 
@@ -759,6 +769,54 @@ class RepNeXt(BaseModule):
             self._is_init = True
             return
         super().init_weights()
+
+
+def _describe_repnext_model(model: RepNeXt) -> str:
+    arch = model._build_kwargs['arch']
+    name = f'RepNeXt-{arch.upper()}' if isinstance(arch, str) else f'RepNeXt(custom {model.arch})'
+    if not model.deploy:
+        form = 'training form'
+    else:
+        form = 'merged form' + ('' if model._build_kwargs.get('fold_block_norm', True) else ', block norms kept')
+    return f'{name} ({form})'
+
+
+def _describe_repnext_state(state_dict: Dict[str, torch.Tensor]) -> Tuple[str, Optional[str], str, bool]:
+    """``(text, form, prefix, block norms kept)`` of a state dict, from its keys and shapes."""
+    from mmlk.checkpoint import keys as K  # lazy: mmlk.checkpoint imports the backbones' modules
+    prefix = state_prefix(list(state_dict))
+    sd = {k[len(prefix):]: v for k, v in state_dict.items()}
+    form = K.detect_form(sd)
+    arch = K.describe_arch(sd)
+    norms_kept = any(re.search(r'stages\.\d+\.blocks\.\d+\.norm\.', k) for k in sd)
+    if arch is None or arch['family'] != 'repnext':
+        family = f'a {arch["family"]} state dict' if arch else 'no recognisable RepNeXt state dict'
+        return family, form, prefix, norms_kept
+    shown = {'train': 'training form', 'merged': 'merged form' + (', block norms kept' if norms_kept else '')}
+    extras = [shown.get(form, 'unknown form')] + ([f'keys prefixed {prefix!r}'] if prefix else [])
+    return f'{arch["text"]} ({", ".join(extras)})', form, prefix, norms_kept
+
+
+def repnext_state_dict_mismatch(model: RepNeXt, state_dict: Dict[str, torch.Tensor], max_listed: int = 5) -> str:
+    """'' when ``state_dict`` has exactly the model's keys and shapes, else a message naming both sides
+    (variant and form), what to do, and a few missing / unexpected / mismatched keys."""
+    missing, unexpected, mismatched = compare_state_dict(model.state_dict(), state_dict)
+    if not (missing or unexpected or mismatched):
+        return ''
+    text, form, prefix, norms_kept = _describe_repnext_state(state_dict)
+    hints = []
+    if prefix:
+        hints.append(f'Every key starts with {prefix!r}: strip it (prefix=...).')
+    elif form == 'train' and model.deploy:
+        hints.append('Load it into a training-form model (deploy=False) and call switch_to_deploy(), or load it '
+                     'with mmlk.checkpoint.load_pretrained, which merges on the fly.')
+    elif form == 'merged' and not model.deploy:
+        hints.append('It holds merged weights: build the model with deploy=True'
+                     + (', fold_block_norm=False' if norms_kept else '') + '.')
+    elif form == 'merged' and norms_kept and model._build_kwargs.get('fold_block_norm', True):
+        hints.append('Its block norms are kept: build the model with deploy=True, fold_block_norm=False.')
+    return format_state_dict_mismatch(_describe_repnext_model(model), text, hints, missing, unexpected,
+                                      mismatched, max_listed)
 
 
 class RepNeXtTimm(RepNeXt):
