@@ -61,9 +61,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='skip the eval-mode output comparison on a random input')
     parser.add_argument('--verify-size', type=int, default=64,
                         help='side of the random verification image')
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='torch.load with weights_only=False (only for files you trust, e.g. '
-                        'mmengine run checkpoints holding Python objects)')
     args = parser.parse_args(argv)
     same = osp.realpath(args.src) == osp.realpath(args.dst) or (
         osp.exists(args.dst) and osp.exists(args.src) and osp.samefile(args.src, args.dst))
@@ -238,7 +235,9 @@ def atomic_save(obj: Any, path: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    ckpt = torch.load(args.src, map_location='cpu', weights_only=not args.unsafe_load)
+    import mmlk  # noqa: F401  (allows exactly mmengine's logging state in Runner checkpoints)
+    # Explicit weights_only=True: refused even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set.
+    ckpt = torch.load(args.src, map_location='cpu', weights_only=True)
     sd, wrapper = _unwrap(ckpt)
     if args.config:
         merged, err = _convert_with_config(args, sd)
