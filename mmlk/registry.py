@@ -12,6 +12,7 @@ which fall back to their parent (the root) for names they do not know. mmpretrai
 """
 from typing import Type
 
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
@@ -25,6 +26,7 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     locations=['mmlk.engine'])
 OPTIM_WRAPPERS = Registry(
     'optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='mmlk', locations=['mmlk.apis'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmlk', locations=['mmlk.engine'])
 
 
 def register_plain_alias(cls: Type) -> Type:

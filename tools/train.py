@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """Train any mmlk or host-library config (mmpretrain, mmsegmentation, mmdetection) with mmengine.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp] [--auto-scale-lr]
                           [--cfg-options key=value ...] [--launcher {none,pytorch,slurm}]
 
 The config's ``default_scope`` decides which host library's conventions apply. On a machine without
-CUDA, SyncBN is replaced by BN (logged), so published configs run on a CPU unchanged.
+CUDA, SyncBN is replaced by BN (logged), so published configs run on a CPU unchanged. As in the host
+libraries, the learning rate is scaled to the run's global batch only with ``--auto-scale-lr``; a run whose
+global batch differs from the config's ``auto_scale_lr.base_batch_size`` is told so at WARNING.
 """
 import argparse
+import logging
 import os
 import os.path as osp
 import sys
@@ -44,8 +47,10 @@ def main(argv=None) -> None:
     import mmlk  # noqa: F401  (registers mmlk's classes before the config is built)
     from mmengine.runner import Runner
 
-    from mmlk.apis import allow_mmengine_checkpoint_globals
-    from mmlk.apis.host import apply_amp, apply_resume, init_cpu_distributed, prepare_config
+    from mmengine.logging import print_log
+
+    from mmlk.apis.host import (apply_amp, apply_resume, global_batch_warning, init_cpu_distributed,
+                                launcher_world_size, prepare_config)
 
     cfg = prepare_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     apply_resume(cfg, args.resume)
@@ -55,8 +60,11 @@ def main(argv=None) -> None:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the config')
         cfg.auto_scale_lr.enable = True
-    # Our own checkpoints (resume, load_from) carry mmengine's training state; allow exactly its classes.
-    allow_mmengine_checkpoint_globals()
+    warning = global_batch_warning(cfg, launcher_world_size(args.launcher))
+    if warning:
+        print_log(f'mmlk: {warning}', logger='current', level=logging.WARNING)
+    # (checkpoints for resume / load_from load with weights_only=True: `import mmlk` allows exactly
+    # mmengine's logging state, see mmlk/apis/checkpoint_compat.py)
     init_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()

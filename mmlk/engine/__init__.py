@@ -1,6 +1,7 @@
 """Training-engine components: importing this package registers them in the ``mmlk`` scope."""
+from .batch_check import GlobalBatchCheckHook
 from .layer_decay import (LAYER_ID_FUNCTIONS, LearningRateDecayOptimWrapperConstructor, replknet_layer_ids,
                           repnext_layer_ids)
 
-__all__ = ['LearningRateDecayOptimWrapperConstructor', 'LAYER_ID_FUNCTIONS', 'replknet_layer_ids',
+__all__ = ['GlobalBatchCheckHook', 'LearningRateDecayOptimWrapperConstructor', 'LAYER_ID_FUNCTIONS', 'replknet_layer_ids',
            'repnext_layer_ids']
