@@ -11,14 +11,18 @@ import os.path as osp
 import sys
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, REPO)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--check', action='store_true', help='only report files that are out of date')
     args = parser.parse_args(argv)
-    from mmlk.utils.metafile import generated_files
+    # Loaded by path: the generator needs only PyYAML, not the whole package (torch, mmengine, mmcv).
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('mmlk_metafile', osp.join(REPO, 'mmlk', 'utils', 'metafile.py'))
+    metafile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(metafile)
+    generated_files = metafile.generated_files
     stale = []
     for rel, text in generated_files(REPO).items():
         path = osp.join(REPO, rel)
