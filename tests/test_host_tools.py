@@ -228,6 +228,7 @@ def an_image(size=(64, 64)) -> np.ndarray:
 SEG_USER = f"""_base_ = ['mmseg::upernet/upernet_r50_4xb4-80k_ade20k-512x512.py']
 custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)
 model = dict(
+    pretrained=None,  # the base's ResNet weights (EncoderDecoder hands `pretrained` to the backbone)
     backbone=dict(_delete_=True, type='mmlk.RepLKNet', arch={TINY_REPLKNET!r}, out_indices=(0, 1, 2, 3)),
     decode_head=dict(in_channels={TINY_REPLKNET['channels']!r}),
     auxiliary_head=dict(in_channels={TINY_REPLKNET['channels'][2]}))
