@@ -1,6 +1,7 @@
 """Entry-point support shared by ``tools/train.py`` and ``tools/test.py``."""
 from .amp import BF16AutocastOptimWrapper
 from . import checkpoint_compat
-from .checkpoint_compat import allow_mmengine_checkpoint_globals, load_weights_only
+from .checkpoint_compat import allow_mmengine_checkpoint_globals, load_from_local_weights_only
 
-__all__ = ['BF16AutocastOptimWrapper', 'allow_mmengine_checkpoint_globals', 'checkpoint_compat', 'load_weights_only']
+__all__ = ['BF16AutocastOptimWrapper', 'allow_mmengine_checkpoint_globals', 'checkpoint_compat',
+           'load_from_local_weights_only']

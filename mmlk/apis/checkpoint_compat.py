@@ -91,8 +91,12 @@ def safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
     return [_history_buffer_class(), (history_buffer_statistic, 'builtins.getattr')] + numpy_globals()
 
 
-def load_weights_only(filename: str, map_location: Any = None) -> Any:
-    """``torch.load`` of a local file with ``weights_only=True`` passed explicitly (see the module docstring)."""
+def load_from_local_weights_only(filename: str, map_location: Any = None) -> Any:
+    """``torch.load`` of a local file with ``weights_only=True`` passed explicitly (see the module docstring).
+
+    Named like mmengine's ``load_from_local``: its log line prints the name from the 11th character on
+    ("Loads checkpoint by local_weights_only backend").
+    """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
@@ -102,7 +106,7 @@ def load_weights_only(filename: str, map_location: Any = None) -> Any:
 def _register_mmengine_local_loader() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
     # '' is the prefix mmengine's own load_from_local is registered under (local paths).
-    CheckpointLoader.register_scheme(prefixes='', loader=load_weights_only, force=True)
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_weights_only, force=True)
 
 
 def install() -> None:
