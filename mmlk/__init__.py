@@ -1,7 +1,9 @@
 """mmlk: large-kernel and re-parameterised CNN backbones for OpenMMLab.
 
 ``import mmlk`` registers every mmlk class in the ``mmlk`` registry scope (and timm model names when
-timm is installed). It deliberately imports none of mmdet, mmseg or mmpretrain.
+timm is installed). It deliberately imports none of mmdet, mmseg or mmpretrain. It also lets mmengine
+checkpoints load under torch's ``weights_only=True`` (an exact allow-list, see
+:mod:`mmlk.apis.checkpoint_compat`), so every host tool reads checkpoints written by a Runner.
 """
 from mmengine.config.utils import MODULE2PACKAGE
 
@@ -14,5 +16,9 @@ from . import registry  # noqa: F401  (creates the scope before any class regist
 from . import models  # noqa: F401
 from . import engine  # noqa: F401
 from . import apis  # noqa: F401
+
+# Here rather than in mmlk's tools: `custom_imports=['mmlk']` then covers the host libraries' own
+# train/test scripts, init_model and inferencers too.
+apis.checkpoint_compat.install()
 
 __all__ = ['__version__']

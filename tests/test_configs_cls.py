@@ -79,7 +79,7 @@ def test_config_loads_with_its_conventions(path):
     # The real global batch is in the name, and auto_scale_lr refers to it.
     gpus, per_gpu = map(int, re.search(r'_(\d+)xb(\d+)_', osp.basename(path)).groups())
     assert cfg.train_dataloader.batch_size == per_gpu
-    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=gpus * per_gpu)
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=gpus * per_gpu)
     # Evaluation preprocessing of the released weights.
     test_pipeline = [t['type'] for t in cfg.test_dataloader.dataset.pipeline]
     size = int(re.search(r'-(\d+)\.py$', path).group(1)) if re.search(r'-(\d+)\.py$', path) else 224
@@ -250,6 +250,9 @@ def test_train_then_test_a_finetune_config_on_mini_imagenet(mini_imagenet, tmp_p
     # The backbone's init_cfg went through mmlk's loader (the config dump alone would not say 'matched').
     assert re.search(r'pretrained_22k\.pth.*\d+ matched', log), log[-3000:]
     assert 'layer-wise lr decay 0.7' in log and '4 backbone layers' in log
+    # 1 process x 4 images against the recipe's 1024: said at WARNING, not silently rescaled
+    assert 'the global batch is 4 (1 process(es) x 4)' in log and '--auto-scale-lr' in log, log[-3000:]
+    assert 'LR is set based on batch size' not in log
     assert re.search(r'Epoch\(train\)\s+\[1\]\[4/4\]', log), log[-2000:]
     ckpt = osp.join(work_dir, 'epoch_1.pth')
     assert osp.isfile(ckpt)

@@ -83,7 +83,7 @@ def test_config_states_its_recipe(path):
     # nothing of the ResNet base survives the `_delete_` (e.g. depth, frozen_stages, style)
     assert not {'depth', 'style', 'num_stages'} & set(backbone)
     assert cfg.train_dataloader.batch_size == per_gpu
-    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=gpus * per_gpu)
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=gpus * per_gpu)
     assert cfg.train_cfg.max_epochs == 12 * times
     assert cfg.param_scheduler[-1].end == 12 * times
     opt = cfg.optim_wrapper

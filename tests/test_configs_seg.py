@@ -89,7 +89,7 @@ def test_config_states_its_recipe(path):
     assert backbone.type in ('mmlk.RepLKNet', 'mmlk.RepNeXt')
     # the name's batch and schedule are what the config runs
     assert cfg.train_dataloader.batch_size == per_gpu
-    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=gpus * per_gpu)
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=gpus * per_gpu)
     assert cfg.train_cfg.max_iters == kiters * 1000
     assert cfg.param_scheduler[-1].end == kiters * 1000
     # the name's crop is what the training pipeline cuts and the preprocessor pads to

@@ -3,7 +3,7 @@
 The published UperNet Cityscapes config runs unchanged apart from data location, tiny sizes, a small
 backbone and 2 iterations. What is checked is the multi-process path itself: torchrun starts two
 ranks, mmengine's runner initialises the process group (NCCL switched to gloo without CUDA), the
-data is sharded, the global batch counts both ranks (``auto_scale_lr`` rescales by it), rank 0 saves
+data is sharded, the global batch counts both ranks (``--auto-scale-lr`` rescales by it), rank 0 saves
 the checkpoint and the distributed validation gathers a metric.
 """
 import glob
@@ -93,13 +93,13 @@ def test_dist_train_two_cpu_processes(mini_cityscapes, tmp_path):
     work_dir = str(tmp_path / 'work')
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()), OMP_NUM_THREADS='1',
                PYTHONPATH=REPO)
-    out = subprocess.run(['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', work_dir,
+    out = subprocess.run(['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', work_dir, '--auto-scale-lr',
                           '--cfg-options', *_options(mini_cityscapes)],
                          capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]
     assert 'Distributed training: True' in log and 'GPU number: 2' in log, log[-3000:]
-    # the global batch is 2 ranks x 2 images, rescaled against the published 32 x 2
+    # the global batch is 2 ranks x 2 images, rescaled (--auto-scale-lr) against the published 32 x 2
     assert 'LR is set based on batch size of 64 and the current batch size is 4' in log, log[-3000:]
     assert re.search(r'Iter\(train\) \[2/2\]', log), log[-3000:]
     assert re.search(r'Iter\(val\) .*mIoU: [0-9.]+', log), log[-3000:]

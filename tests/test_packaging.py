@@ -1,6 +1,7 @@
 """`pip install .` (not editable) gives a working plugin: data files packaged, `mmlk::` configs resolve."""
 import os
 import os.path as osp
+import re
 import shutil
 import subprocess
 import sys
@@ -80,3 +81,27 @@ print(len(paths))
                                          text=True, check=True).stdout.split()
                if p.endswith('.py') and '_base_' not in p]
     assert int(out.stdout.split()[-1]) == len(shipped) > 40
+
+
+def test_mim_search_lists_every_model_of_checkpoints_yaml(installed_copy, tmp_path):
+    """`mim search mmlk` on the installed copy: every checkpoints.yaml entry with config, metric and weights."""
+    pytest.importorskip('mim')
+    import yaml
+    with open(osp.join(REPO, 'checkpoints.yaml')) as f:
+        entries = yaml.safe_load(f)['checkpoints']
+    env = dict(os.environ, PYTHONPATH=installed_copy)
+    code = 'import sys; from mim.cli import cli; sys.exit(cli())'
+    for args, expected in ((['search', 'mmlk'], entries),
+                           (['search', 'mmlk', '--model', 'replknet'], [e for e in entries if e['arch'] == 'replknet'])):
+        out = subprocess.run([sys.executable, '-c', code, *args, '--display-width', '400'], capture_output=True,
+                             text=True, cwd=str(tmp_path), env=env, timeout=300)
+        assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-2000:])
+        listed = set(re.findall(r'config id: (\S+)', out.stdout))
+        assert listed == {e['name'] for e in expected}, out.stdout[-2000:]
+    assert 'replknet-31b_32xb64_in1k-224.py' in out.stdout and 'top_1_accuracy' in out.stdout.lower()
+
+
+def test_metafiles_are_generated_from_checkpoints_yaml():
+    out = subprocess.run([sys.executable, 'tools/misc/generate_metafiles.py', '--check'], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr + ' (run python tools/misc/generate_metafiles.py)'

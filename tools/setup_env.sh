@@ -125,6 +125,9 @@ else
 
     log "installing mmengine, mmdet, mmsegmentation, mmpretrain, timm and test tools"
     pip_install -r requirements/runtime.txt -r requirements/tests.txt
+    # openmim without its dependencies (`mim search` needs only model-index/pandas/tabulate, in tests.txt):
+    # its opendatalab -> openxlab chain pins setuptools 60, requests 2.28 and tqdm 4.65 over the environment.
+    pip_install --no-deps "openmim==$(pin openmim)"
     log "installing mmlk (editable)"
     pip_install --no-build-isolation --no-deps -e .
     echo "$stamp" > "$stamp_file"

@@ -42,6 +42,11 @@ def checkpoint_mismatch(model, path: str, max_listed: int = 8) -> str:
     checkpoint = _load_checkpoint(path, map_location='cpu')
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    # The model's load-time key conversions (e.g. a training-form RepNeXt head loading into the merged one,
+    # as mmpretrain's reparameterize_model.py leaves it) apply before the keys are compared.
+    for prefix, module in model.named_modules():
+        for hook in module._load_state_dict_pre_hooks.values():
+            hook(state, f'{prefix}.' if prefix else '', {}, True, [], [], [])
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -60,9 +65,7 @@ def main(argv=None) -> dict:
     import mmlk  # noqa: F401
     from mmengine.runner import Runner
 
-    from mmlk.apis import allow_mmengine_checkpoint_globals
     from mmlk.apis.host import apply_eval, apply_show_dir, init_cpu_distributed, prepare_config
-    from mmlk.apis.safe_load import install_safe_checkpoint_loader
     from mmlk.checkpoint import CheckpointError
 
     if not osp.isfile(args.checkpoint):
@@ -74,9 +77,6 @@ def main(argv=None) -> dict:
     # The backbone must not fetch its ImageNet weights: the checkpoint under test replaces them.
     if isinstance(cfg.model.get('backbone'), dict):
         cfg.model.backbone.pop('init_cfg', None)
-    allow_mmengine_checkpoint_globals()
-    # The checkpoint is read with weights_only=True whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says.
-    install_safe_checkpoint_loader()
     init_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     # mmengine loads `load_from` with strict=False: a file for another model, or an unconverted

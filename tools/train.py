@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """Train any mmlk or host-library config (mmpretrain, mmsegmentation, mmdetection) with mmengine.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp] [--auto-scale-lr]
                           [--cfg-options key=value ...] [--launcher {none,pytorch,slurm}]
 
 The config's ``default_scope`` decides which host library's conventions apply. On a machine without
-CUDA, SyncBN is replaced by BN (logged), so published configs run on a CPU unchanged.
+CUDA, SyncBN is replaced by BN (logged), so published configs run on a CPU unchanged. As in the host
+libraries, the learning rate is scaled to the run's global batch only with ``--auto-scale-lr``; a run whose
+global batch differs from the config's ``auto_scale_lr.base_batch_size`` is told so at WARNING.
 """
 import argparse
+import logging
 import os
 import os.path as osp
 import sys
@@ -42,12 +45,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     import mmlk  # noqa: F401  (registers mmlk's classes before the config is built)
+    from mmengine.logging import print_log
     from mmengine.runner import Runner
 
-    from mmlk.apis import allow_mmengine_checkpoint_globals
-    from mmlk.apis.host import (apply_amp, apply_resume, apply_rng_state_hook, init_cpu_distributed,
-                                prepare_config)
-    from mmlk.apis.safe_load import install_safe_checkpoint_loader
+    from mmlk.apis.host import (apply_amp, apply_resume, apply_rng_state_hook, global_batch_warning,
+                                init_cpu_distributed, launcher_world_size, prepare_config)
     from mmlk.checkpoint import CheckpointError
 
     cfg = prepare_config(args.config, args.cfg_options, args.launcher, args.work_dir)
@@ -60,10 +62,11 @@ def main(argv=None) -> None:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the config')
         cfg.auto_scale_lr.enable = True
-    # Our own checkpoints (resume, load_from) carry mmengine's training state; allow exactly its classes.
-    allow_mmengine_checkpoint_globals()
-    # --resume / load_from are read with weights_only=True whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says.
-    install_safe_checkpoint_loader()
+    warning = global_batch_warning(cfg, launcher_world_size(args.launcher))
+    if warning:
+        print_log(f'mmlk: {warning}', logger='current', level=logging.WARNING)
+    # (--resume / load_from are read with weights_only=True whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says:
+    # `import mmlk` installs mmlk's checking loaders, see mmlk/apis/checkpoint_compat.py)
     init_cpu_distributed(cfg, args.launcher)
     try:
         runner = Runner.from_cfg(cfg)

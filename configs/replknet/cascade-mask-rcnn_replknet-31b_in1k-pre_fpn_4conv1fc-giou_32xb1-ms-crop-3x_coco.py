@@ -10,7 +10,7 @@
 # Global batch: upstream set 1 image per GPU but did not state the GPU count
 # of its detection runs. 32 is assumed here (32 GPUs x 1; it matches the
 # XL config's 4 images per GPU on one 8-GPU node and is the ConvNeXt
-# batch-16 / lr-2e-4 recipe scaled linearly to lr 4e-4). `auto_scale_lr`
+# batch-16 / lr-2e-4 recipe scaled linearly to lr 4e-4). `--auto-scale-lr`
 # rescales the learning rate linearly for any other global batch.
 _base_ = [
     'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
@@ -122,4 +122,6 @@ optim_wrapper = dict(
     optimizer=dict(
         type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0))
-auto_scale_lr = dict(enable=True, base_batch_size=32)
+auto_scale_lr = dict(enable=False, base_batch_size=32)
+# WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+custom_hooks = [dict(type='mmlk.GlobalBatchCheckHook')]

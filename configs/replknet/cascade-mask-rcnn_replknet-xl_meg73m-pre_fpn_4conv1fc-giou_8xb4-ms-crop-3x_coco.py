@@ -21,4 +21,6 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint='replknet-xl_meg73m')),
     neck=dict(in_channels=[256, 512, 1024, 2048]))
 train_dataloader = dict(batch_size=4, num_workers=4)
-auto_scale_lr = dict(enable=True, base_batch_size=32)
+auto_scale_lr = dict(enable=False, base_batch_size=32)
+# WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+custom_hooks = [dict(type='mmlk.GlobalBatchCheckHook')]

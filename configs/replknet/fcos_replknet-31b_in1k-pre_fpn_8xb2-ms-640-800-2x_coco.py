@@ -10,7 +10,7 @@
 # into the base SGD dict, so SGD's momentum leaked into it.
 #
 # Global batch: 2 images per GPU as upstream; the GPU count is not stated
-# upstream, 8 GPUs (global 16, mmdet's default) is assumed. `auto_scale_lr`
+# upstream, 8 GPUs (global 16, mmdet's default) is assumed. `--auto-scale-lr`
 # rescales the learning rate for other global batch sizes.
 _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
@@ -112,4 +112,6 @@ optim_wrapper = dict(
         type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0),
     clip_grad=dict(max_norm=35, norm_type=2))
-auto_scale_lr = dict(enable=True, base_batch_size=16)
+auto_scale_lr = dict(enable=False, base_batch_size=16)
+# WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+custom_hooks = [dict(type='mmlk.GlobalBatchCheckHook')]

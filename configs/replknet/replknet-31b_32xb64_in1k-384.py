@@ -20,6 +20,10 @@ model = dict(
 
 optim_wrapper = dict(optimizer=dict(lr=4e-4 * 2048 / 1024))
 
-custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]
+custom_hooks = [
+    dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
+    # WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+    dict(type='mmlk.GlobalBatchCheckHook'),
+]
 
-auto_scale_lr = dict(enable=True, base_batch_size=2048)
+auto_scale_lr = dict(enable=False, base_batch_size=2048)

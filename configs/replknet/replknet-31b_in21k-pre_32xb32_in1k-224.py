@@ -24,6 +24,10 @@ test_dataloader = dict(batch_size=32)
 
 optim_wrapper = dict(optimizer=dict(lr=4e-4 * 1024 / 512))
 
-custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]
+custom_hooks = [
+    dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
+    # WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+    dict(type='mmlk.GlobalBatchCheckHook'),
+]
 
-auto_scale_lr = dict(enable=True, base_batch_size=1024)
+auto_scale_lr = dict(enable=False, base_batch_size=1024)

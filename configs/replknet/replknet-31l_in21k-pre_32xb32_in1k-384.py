@@ -29,6 +29,10 @@ param_scheduler = [
          convert_to_iter_based=True),
 ]
 
-custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]
+custom_hooks = [
+    dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
+    # WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+    dict(type='mmlk.GlobalBatchCheckHook'),
+]
 
-auto_scale_lr = dict(enable=True, base_batch_size=1024)
+auto_scale_lr = dict(enable=False, base_batch_size=1024)

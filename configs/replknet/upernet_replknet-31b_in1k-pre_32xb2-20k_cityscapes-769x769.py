@@ -7,10 +7,11 @@
 # align_corners=True (odd sizes), and, as upstream, whole-image testing.
 _base_ = [
     '../_base_/models/upernet_replknet.py',
-    '../_base_/datasets/cityscapes_769x769.py',
-    '../_base_/seg_runtime.py',
-    '../_base_/schedules/schedule_20k.py',
+    'mmseg::_base_/datasets/cityscapes_769x769.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_20k.py',
 ]
+custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)
 crop_size = (769, 769)
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -47,4 +48,6 @@ param_scheduler = [
 train_cfg = dict(max_iters=20000, val_interval=2000)
 default_hooks = dict(
     checkpoint=dict(interval=2000), logger=dict(interval=10))
-auto_scale_lr = dict(enable=True, base_batch_size=64)
+auto_scale_lr = dict(enable=False, base_batch_size=64)
+# WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+custom_hooks = [dict(type='mmlk.GlobalBatchCheckHook')]

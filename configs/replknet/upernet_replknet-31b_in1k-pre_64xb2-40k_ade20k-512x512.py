@@ -4,15 +4,16 @@
 #
 # Upstream trained on 8 nodes x 8 GPUs x 2 images = a global batch of 128 for
 # 40k iterations (the "160k" in the upstream name refers to mmseg's default
-# 8x4 schedule; 128 x 40k = 5.1M samples). `auto_scale_lr` rescales the
+# 8x4 schedule; 128 x 40k = 5.1M samples). `--auto-scale-lr` rescales the
 # learning rate linearly when you run with fewer GPUs; to see the same number
 # of samples also raise `train_cfg.max_iters` by 128 / (your global batch).
 _base_ = [
     '../_base_/models/upernet_replknet.py',
-    '../_base_/datasets/ade20k.py',
-    '../_base_/seg_runtime.py',
-    '../_base_/schedules/schedule_40k.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_40k.py',
 ]
+custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)
 crop_size = (512, 512)
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -50,4 +51,6 @@ train_cfg = dict(max_iters=40000, val_interval=2000)
 default_hooks = dict(
     checkpoint=dict(interval=2000), logger=dict(interval=10))
 # the published global batch: 64 GPUs x 2 images
-auto_scale_lr = dict(enable=True, base_batch_size=128)
+auto_scale_lr = dict(enable=False, base_batch_size=128)
+# WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+custom_hooks = [dict(type='mmlk.GlobalBatchCheckHook')]

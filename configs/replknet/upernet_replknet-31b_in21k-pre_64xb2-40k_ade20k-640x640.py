@@ -3,15 +3,16 @@
 # scale / 52.3 multi-scale).
 #
 # Global batch 128 (8 nodes x 8 GPUs x 2 images) for 40k iterations, as
-# upstream; `auto_scale_lr` rescales the learning rate for other batch sizes.
+# upstream; `--auto-scale-lr` rescales the learning rate for other batch sizes.
 # Upstream kept the 512-based resize scale (2048, 512) and only enlarged the
 # crop to 640; testing slides 640x640 windows with stride 426.
 _base_ = [
     '../_base_/models/upernet_replknet.py',
-    '../_base_/datasets/ade20k.py',
-    '../_base_/seg_runtime.py',
-    '../_base_/schedules/schedule_40k.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_40k.py',
 ]
+custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)
 crop_size = (640, 640)
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -59,4 +60,6 @@ param_scheduler = [
 train_cfg = dict(max_iters=40000, val_interval=2000)
 default_hooks = dict(
     checkpoint=dict(interval=2000), logger=dict(interval=10))
-auto_scale_lr = dict(enable=True, base_batch_size=128)
+auto_scale_lr = dict(enable=False, base_batch_size=128)
+# WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+custom_hooks = [dict(type='mmlk.GlobalBatchCheckHook')]

@@ -28,4 +28,6 @@ param_scheduler = [
         end=80000),
 ]
 train_cfg = dict(max_iters=80000, val_interval=2000)
-auto_scale_lr = dict(enable=True, base_batch_size=64)
+auto_scale_lr = dict(enable=False, base_batch_size=64)
+# WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+custom_hooks = [dict(type='mmlk.GlobalBatchCheckHook')]

@@ -6,10 +6,11 @@
 # lr 1e-4, weight decay 0.05 on all parameters, poly (power 0.9) to 1e-6.
 _base_ = [
     '../_base_/models/fpn_repnext.py',
-    '../_base_/datasets/ade20k.py',
-    '../_base_/seg_runtime.py',
-    '../_base_/schedules/schedule_80k.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_80k.py',
 ]
+custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)
 crop_size = (512, 512)
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -36,4 +37,6 @@ param_scheduler = [
 ]
 train_cfg = dict(max_iters=80000, val_interval=8000)
 default_hooks = dict(checkpoint=dict(interval=8000))
-auto_scale_lr = dict(enable=True, base_batch_size=32)
+auto_scale_lr = dict(enable=False, base_batch_size=32)
+# WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+custom_hooks = [dict(type='mmlk.GlobalBatchCheckHook')]

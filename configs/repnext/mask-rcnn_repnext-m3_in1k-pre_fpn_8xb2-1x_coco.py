@@ -28,4 +28,6 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-4, weight_decay=0.05))
-auto_scale_lr = dict(enable=True, base_batch_size=16)
+auto_scale_lr = dict(enable=False, base_batch_size=16)
+# WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+custom_hooks = [dict(type='mmlk.GlobalBatchCheckHook')]

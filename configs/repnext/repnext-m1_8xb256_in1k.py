@@ -21,6 +21,10 @@ model = dict(
     train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]))
 
 # timm's ModelEma(decay=0.99996) -> mmengine momentum 1 - 0.99996.
-custom_hooks = [dict(type='EMAHook', momentum=4e-5, priority='ABOVE_NORMAL')]
+custom_hooks = [
+    dict(type='EMAHook', momentum=4e-5, priority='ABOVE_NORMAL'),
+    # WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+    dict(type='mmlk.GlobalBatchCheckHook'),
+]
 
-auto_scale_lr = dict(enable=True, base_batch_size=2048)
+auto_scale_lr = dict(enable=False, base_batch_size=2048)

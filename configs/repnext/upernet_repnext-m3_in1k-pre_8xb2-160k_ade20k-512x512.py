@@ -6,10 +6,11 @@
 # none on normalisation layers, 1500 warm-up iterations, poly (power 1).
 _base_ = [
     '../_base_/models/upernet_repnext.py',
-    '../_base_/datasets/ade20k.py',
-    '../_base_/seg_runtime.py',
-    '../_base_/schedules/schedule_160k.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_160k.py',
 ]
+custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)
 crop_size = (512, 512)
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -40,4 +41,6 @@ param_scheduler = [
         end=160000),
 ]
 train_cfg = dict(max_iters=160000, val_interval=16000)
-auto_scale_lr = dict(enable=True, base_batch_size=16)
+auto_scale_lr = dict(enable=False, base_batch_size=16)
+# WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+custom_hooks = [dict(type='mmlk.GlobalBatchCheckHook')]

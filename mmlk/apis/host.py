@@ -8,6 +8,7 @@ The helpers here read a config's ``default_scope`` and apply that library's conv
 import copy
 import glob
 import logging
+import os
 import os.path as osp
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -210,6 +211,40 @@ def apply_rng_state_hook(cfg: Config) -> None:
     if not any(str(h.get('type', '')).split('.')[-1] == 'RNGStateHook' for h in hooks if isinstance(h, dict)):
         hooks.append(dict(type='mmlk.RNGStateHook'))
     cfg.custom_hooks = hooks
+
+
+def global_batch_warning(cfg: Config, world_size: int) -> Optional[str]:
+    """A warning when the run's global batch differs from the one ``auto_scale_lr`` names (else None).
+
+    mmlk's configs, like the host libraries', set ``auto_scale_lr=dict(enable=False, base_batch_size=B)``
+    with ``B`` the global batch the learning rate was tuned for, and leave scaling to ``--auto-scale-lr``.
+    A run on another number of processes would otherwise silently train with an untuned learning rate.
+    """
+    scale = cfg.get('auto_scale_lr', None)
+    loader = cfg.get('train_dataloader', None)
+    if not scale or 'base_batch_size' not in scale or not loader or loader.get('batch_size') is None:
+        return None
+    per_process = int(loader['batch_size'])
+    actual, base = per_process * world_size, int(scale['base_batch_size'])
+    if actual == base:
+        return None
+    what = (f'the global batch is {actual} ({world_size} process(es) x {per_process}), but this config\'s '
+            f'learning rate is tuned for {base} (auto_scale_lr.base_batch_size)')
+    if scale.get('enable', False):
+        return f'{what}; auto_scale_lr is enabled, so the learning rate is scaled by {actual / base:.4g}.'
+    return (f'{what}; the learning rate is NOT scaled. To scale it linearly (x{actual / base:.4g}), rerun with '
+            '--auto-scale-lr (mmlk\'s and the host library\'s tools/train.py) or '
+            '--cfg-options auto_scale_lr.enable=True.')
+
+
+def launcher_world_size(launcher: str) -> int:
+    """Processes of this run as its launcher sets them up (read before the process group exists)."""
+    if launcher == 'none':
+        return 1
+    for var in ('WORLD_SIZE', 'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE'):
+        if os.environ.get(var, '').isdigit():
+            return int(os.environ[var])
+    return 1
 
 
 def apply_amp(cfg: Config) -> None:

@@ -36,24 +36,11 @@ def _safe_globals() -> list:
     """SAFE_GLOBALS plus the data containers of mmengine's own checkpoints (``message_hub``).
 
     Checkpoints written by mmengine's Runner (e.g. an mmlk ImageNet run used to initialise a downstream
-    model) keep logging state: numpy arrays, scalars and dtypes, and ``HistoryBuffer``. Unpickling those
-    only rebuilds arrays and sets attributes, so they are allowed; nothing else is.
+    model) keep logging state: numpy arrays, scalars and dtypes, ``HistoryBuffer`` and its statistics
+    methods. :func:`mmlk.apis.checkpoint_compat.safe_globals` is the one list of what that allows.
     """
-    extra = list(SAFE_GLOBALS)
-    try:
-        import numpy as np
-        core = getattr(np, '_core', None) or np.core
-        extra += [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype]
-        extra += sorted({type(np.dtype(t)) for t in ('f2', 'f4', 'f8', 'i1', 'i2', 'i4', 'i8', 'u1', 'u2', 'u4',
-                                                     'u8', '?')}, key=str)
-    except (ImportError, AttributeError):
-        pass
-    try:
-        from mmengine.logging.history_buffer import HistoryBuffer
-        extra.append(HistoryBuffer)
-    except ImportError:
-        pass
-    return extra
+    from mmlk.apis.checkpoint_compat import safe_globals
+    return list(SAFE_GLOBALS) + safe_globals()
 
 
 def is_torchscript(path: str) -> bool:

@@ -33,6 +33,7 @@ import math
 from typing import Dict, Optional, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -385,6 +386,10 @@ def _check_arguments(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
                            f'the {x.shape[1]} channels / {x.dtype} of the input')
 
 
+# torch.fx symbolic tracing (timm's FX feature extraction, torchvision's create_feature_extractor) records
+# the op as one call instead of tracing into its shape-dependent dispatch; the graph runs it eagerly.
+torch.fx.wrap('dwconv2d')
+
 _DECISIONS: Dict[tuple, Optional[Tuple[str, str, str]]] = {}
 
 
@@ -474,6 +479,14 @@ class LargeKernelDWConv2d(nn.Conv2d):
         self.impl = impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            # TorchScript cannot compile the dispatching op; a scripted model runs the plain conv.
+            return self._conv_forward(x, self.weight, self.bias)
+        else:
+            return self._forward_dispatch(x)
+
+    @torch.jit.unused
+    def _forward_dispatch(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride != (1, 1) or self.dilation != (1, 1) or self.padding != (
                 self.kernel_size[0] // 2, self.kernel_size[1] // 2) or self.padding_mode != 'zeros':
             # someone changed the conv after construction: stay exactly nn.Conv2d

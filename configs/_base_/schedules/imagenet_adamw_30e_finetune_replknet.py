@@ -23,4 +23,4 @@ train_cfg = dict(by_epoch=True, max_epochs=30, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 
-auto_scale_lr = dict(enable=True, base_batch_size=512)
+auto_scale_lr = dict(enable=False, base_batch_size=512)

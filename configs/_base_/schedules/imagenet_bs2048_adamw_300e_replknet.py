@@ -18,4 +18,4 @@ val_cfg = dict()
 test_cfg = dict()
 
 # lr 4e-3 belongs to a global batch of 2048; `tools/train.py --auto-scale-lr` rescales it linearly.
-auto_scale_lr = dict(enable=True, base_batch_size=2048)
+auto_scale_lr = dict(enable=False, base_batch_size=2048)

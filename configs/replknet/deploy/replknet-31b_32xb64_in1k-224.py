@@ -6,3 +6,7 @@
 _base_ = ['../replknet-31b_32xb64_in1k-224.py']
 
 model = dict(backbone=dict(deploy=True, init_cfg=None))
+
+# No training-only hooks: the EMA hook would swap in a checkpoint's `ema_state_dict`, which holds
+# training-form keys the merged model does not have (KeyError in the host's tools/test.py).
+custom_hooks = []

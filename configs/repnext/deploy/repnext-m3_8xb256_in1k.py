@@ -4,3 +4,7 @@
 _base_ = ['../repnext-m3_8xb256_in1k.py']
 
 model = dict(backbone=dict(deploy=True), head=dict(deploy=True))
+
+# No training-only hooks: the EMA hook would swap in a checkpoint's `ema_state_dict`, which holds
+# training-form keys the merged model does not have (KeyError in the host's tools/test.py).
+custom_hooks = []

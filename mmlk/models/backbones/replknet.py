@@ -167,11 +167,14 @@ class ReparamLargeKernelConv(nn.Module):
         return hasattr(self, 'lkb_reparam')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.is_merged:
-            return self.lkb_reparam(x)
-        out = self.lkb_origin(x)
-        if hasattr(self, 'small_conv'):
-            out = out + self.small_conv(x)
+        # hasattr (not the is_merged property) in an if/else: TorchScript resolves it statically and
+        # never compiles the branch naming the absent modules.
+        if hasattr(self, 'lkb_reparam'):
+            out = self.lkb_reparam(x)
+        else:
+            out = self.lkb_origin(x)
+            if hasattr(self, 'small_conv'):
+                out = out + self.small_conv(x)
         return out
 
     def get_equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -343,7 +346,8 @@ class RepLKNetStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.blocks:
-            if self.with_cp and torch.is_grad_enabled():
+            # (checkpointing is eager-only; TorchScript drops this branch at compile time)
+            if not torch.jit.is_scripting() and self.with_cp and torch.is_grad_enabled():
                 x = _checkpointed(blk, x)
             else:
                 x = blk(x)
@@ -564,9 +568,9 @@ class RepLKNet(BaseModule):
 
     # ------------------------------------------------------------------ forward
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem[0](x)
-        for layer in self.stem[1:]:
-            if self.with_cp and torch.is_grad_enabled():
+        for i, layer in enumerate(self.stem):
+            # the first layer is never checkpointed (its input usually needs no gradient)
+            if not torch.jit.is_scripting() and i > 0 and self.with_cp and torch.is_grad_enabled():
                 x = _checkpointed(layer, x)
             else:
                 x = layer(x)
@@ -812,17 +816,36 @@ if build_model_with_cfg is not None:
 
         Built by ``timm.create_model('replknet_31b' | 'replknet_31l' | 'replknet_xl')``;
         ``features_only=True`` wraps it in timm's feature getter (4 stage maps, strides 4-32).
-        ``num_classes=0`` keeps the final ``norm`` and makes ``head`` an identity (pooled features).
+        Follows timm's model contract: ``forward_features`` is the raw last-stage map,
+        ``forward_head(x, pre_logits)`` applies the final ``norm``, the pooling and the ``head``;
+        ``num_classes=0`` makes ``head`` an identity and ``global_pool=''`` keeps the map unpooled, at
+        creation or through ``reset_classifier``. Scriptable with ``torch.jit.script`` and traceable with
+        timm's FX helpers.
+
+        Args:
+            arch: As for :class:`RepLKNet`.
+            num_classes: Classes of the Linear head; 0 for none (features). Defaults to 1000.
+            in_chans: Input channels. Defaults to 3.
+            global_pool: ``'avg'`` or ``''`` (no pooling). Defaults to ``'avg'``.
+            drop_path_rate: Stochastic depth. Defaults to 0.
+            **kwargs: Further :class:`RepLKNet` arguments (``deploy``, ``fuse_bn``, ``lk_impl``, ...).
         """
 
+        # TorchScript compiles every property, and mmengine's BaseModule.is_init setter assigns values it cannot
+        # type; the property is bookkeeping of init_weights, never used by forward.
+        __jit_unused_properties__ = ['is_init']
+
         def __init__(self, arch: Union[str, dict] = '31B', num_classes: int = 1000,
-                     in_chans: int = 3, drop_path_rate: float = 0.0, **kwargs) -> None:
+                     in_chans: int = 3, global_pool: str = 'avg', drop_path_rate: float = 0.0,
+                     **kwargs) -> None:
+            _check_global_pool(global_pool, num_classes)
             kwargs.setdefault('out_indices', ())
             super().__init__(arch=arch, in_channels=in_chans, num_classes=max(num_classes, 1),
                              drop_path_rate=drop_path_rate, **kwargs)
-            self._build_kwargs.update(num_classes=num_classes,
+            self._build_kwargs.update(num_classes=num_classes, global_pool=global_pool,
                                       in_chans=self._build_kwargs.pop('in_channels'))
             self.num_classes = num_classes
+            self.global_pool = global_pool
             if num_classes == 0:
                 self.head = nn.Identity()
                 if self.deploy and self.fuse_bn:
@@ -841,7 +864,11 @@ if build_model_with_cfg is not None:
             return self.head
 
         def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+            """New Linear head (or none for ``num_classes=0``); ``global_pool`` ``'avg'`` or ``''``."""
+            pool = self.global_pool if global_pool is None else global_pool
+            _check_global_pool(pool, num_classes)
             self.num_classes = num_classes
+            self.global_pool = pool
             self.head = (nn.Linear(self.num_features, num_classes) if num_classes > 0
                          else nn.Identity())
 
@@ -863,7 +890,7 @@ if build_model_with_cfg is not None:
                     x = self.transitions[i](x)
             if intermediates_only:
                 return feats
-            return self.norm(x), feats
+            return x, feats
 
         def prune_intermediate_layers(self, indices=1, prune_norm: bool = False,
                                       prune_head: bool = True) -> List[int]:
@@ -875,11 +902,34 @@ if build_model_with_cfg is not None:
             return take
 
         def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-            """The raw last-stage map (timm convention)."""
-            return self.forward_trunk(x)[1]
+            """The raw last-stage map (timm convention; the final ``norm`` belongs to the head)."""
+            x = self.forward_stem(x)
+            for i, stage in enumerate(self.stages):
+                x = stage(x)
+                # transitions[i] follows stage i; a ModuleList cannot be indexed by a loop variable
+                # under TorchScript, so the (three-entry) list is walked instead.
+                for j, transition in enumerate(self.transitions):
+                    if j == i:
+                        x = transition(x)
+            return x
+
+        def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+            """``head(pool(norm(x)))`` on the raw last-stage map; ``pre_logits`` stops before ``head``."""
+            x = self.norm(x)
+            if self.global_pool == 'avg':
+                x = x.mean(dim=(2, 3))
+            return x if pre_logits else self.head(x)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
             return self.forward_head(self.forward_features(x))
+
+    def _check_global_pool(global_pool: str, num_classes: int) -> None:
+        if global_pool not in ('avg', ''):
+            raise ValueError(f"RepLKNet supports global_pool='avg' or '' (no pooling), got {global_pool!r}")
+        if global_pool == '' and num_classes > 0:
+            raise ValueError("global_pool='' returns unpooled feature maps, which a Linear head cannot take: "
+                             'pass num_classes=0 with it (timm.create_model(..., num_classes=0, '
+                             "global_pool='') or model.reset_classifier(0, ''))")
 
     def _timm_cfg(**kwargs) -> dict:
         return {

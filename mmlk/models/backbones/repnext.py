@@ -80,8 +80,9 @@ def _dw_apply(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
               lk_impl: str) -> torch.Tensor:
     """Depthwise conv with an odd square kernel, 'same' padding, through the large-kernel op if big."""
     k = weight.shape[-1]
-    if stride == 1 and k >= LK_MIN_KERNEL:
+    if not torch.jit.is_scripting() and stride == 1 and k >= LK_MIN_KERNEL:
         return dwconv2d(x, weight, bias, impl=lk_impl)
+    # (TorchScript cannot compile the large-kernel op's dispatch: a scripted model uses F.conv2d.)
     return F.conv2d(x, weight, bias, stride, k // 2, 1, x.shape[1])
 
 
@@ -155,7 +156,9 @@ class _RepDWBranches(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merge_branches:
+        # (a scripted model runs the branches themselves: same sum, and TorchScript never compiles the
+        # kernel arithmetic with its optional biases)
+        if not torch.jit.is_scripting() and self.merge_branches:
             weight, bias = self.equivalent_kernel_bias()
             return _dw_apply(x, weight, bias, self.stride, self.lk_impl)
         return self.forward_branches(x)
@@ -426,7 +429,7 @@ class _RepNeXtUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Non-reentrant checkpointing also works when ``x`` needs no gradient (e.g. after a frozen stem).
-        if self.with_cp and torch.is_grad_enabled():
+        if not torch.jit.is_scripting() and self.with_cp and torch.is_grad_enabled():
             return cp.checkpoint(self._forward, x, use_reentrant=False)
         return self._forward(x)
 
@@ -837,6 +840,10 @@ class RepNeXtTimm(RepNeXt):
             ``drop_path_rate``, ``with_cp``, ``lk_impl``, ...).
     """
 
+    # TorchScript compiles every property, and mmengine's BaseModule.is_init setter assigns values it cannot
+    # type; the property is bookkeeping of init_weights, never used by forward.
+    __jit_unused_properties__ = ['is_init']
+
     def __init__(self, arch: Union[str, Dict] = 'm3', num_classes: int = 1000, in_chans: int = 3,
                  global_pool: str = 'avg', drop_rate: float = 0., distillation: bool = False,
                  **kwargs) -> None:
@@ -912,8 +919,16 @@ try:  # timm is optional: register timm model names only when it is installed
     from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
     from timm.models._builder import pretrained_cfg_for_features
     from timm.models._features import FeatureListNet
+    from timm.layers import register_notrace_module
 except ImportError:  # pragma: no cover - exercised only without timm
     register_model = None
+
+if register_model is not None:
+    # timm's FX helpers (feature extraction, its FX tests) keep the branch groups as leaf calls: their
+    # forward builds the merged kernel and picks the conv route from its shape, which symbolic tracing
+    # cannot follow. The leaves still run eagerly inside the graph, so gradients reach every branch.
+    register_notrace_module(RepDWConvS)
+    register_notrace_module(RepDWConvM)
 
 if register_model is not None:
     # timm's register_model reads the module attribute ``default_cfgs`` for pretrained configs. timm

@@ -18,6 +18,8 @@ from mmlk.registry import MODELS
 from ..utils.reparam import fold_bn_into_next
 
 _Feats = Union[torch.Tensor, Sequence[torch.Tensor]]
+#: eps of both heads' BatchNorm1d (upstream's default), also used when merging a training-form file on load.
+BN_EPS = 1e-5
 
 
 class NormLinear(nn.Sequential):
@@ -25,7 +27,7 @@ class NormLinear(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, std: float = 0.02) -> None:
         super().__init__()
-        self.add_module('norm', nn.BatchNorm1d(in_channels))
+        self.add_module('norm', nn.BatchNorm1d(in_channels, eps=BN_EPS))
         self.add_module('linear', nn.Linear(in_channels, out_channels))
         trunc_normal_(self.linear.weight, std=std)
         nn.init.zeros_(self.linear.bias)
@@ -56,6 +58,10 @@ class RepNeXtClsHead(BaseModule):
         init_cfg: mmengine init config. Defaults to None (upstream initialisation).
     """
 
+    # TorchScript compiles every property, and mmengine's BaseModule.is_init setter assigns values it cannot
+    # type; the property is bookkeeping of init_weights, never used by forward.
+    __jit_unused_properties__ = ['is_init']
+
     def __init__(self, num_classes: int, in_channels: int, distillation: bool = False,
                  loss: Optional[Dict] = None, topk: Union[int, Sequence[int]] = (1, ), cal_acc: bool = False,
                  deploy: bool = False, init_cfg: Optional[Dict] = None) -> None:
@@ -77,19 +83,65 @@ class RepNeXtClsHead(BaseModule):
         else:
             self.head = NormLinear(in_channels, num_classes)
             self.head_dist = NormLinear(in_channels, num_classes)
+        self._register_load_state_dict_pre_hook(self._merge_training_form_keys)
+
+    def _merge_training_form_keys(self, state_dict: Dict[str, torch.Tensor], prefix: str, *args) -> None:
+        """Load a training-form head (``head.*``, ``head_dist.*``) into the merged form by merging it.
+
+        Host tools that re-parameterise only the backbone (mmpretrain's ``reparameterize_model.py``)
+        leave the two heads unmerged; mmengine's non-strict load would otherwise keep this head's random
+        initialisation and only warn. Merging on load gives exactly :meth:`switch_to_deploy`'s result.
+        """
+        if not self.deploy or prefix + 'weight' in state_dict:
+            return
+        fields = ('norm.weight', 'norm.bias', 'norm.running_mean', 'norm.running_var', 'linear.weight',
+                  'linear.bias')
+        keys = [f'{prefix}{head}.{field}' for head in ('head', 'head_dist') for field in fields]
+        present = [k for k in keys if k in state_dict]
+        if not present:
+            return  # nothing of this head in the file: the loader reports the missing keys as usual
+        if len(present) != len(keys):
+            missing = sorted(set(keys) - set(present))
+            raise KeyError(f'the checkpoint holds part of a training-form RepNeXt head ({prefix}head*) but '
+                           f'lacks {missing}; it cannot be merged into the deploy head. Convert the complete '
+                           'training checkpoint with tools/model_converters/reparameterize.py --config.')
+        merged = []
+        for head in ('head', 'head_dist'):
+            get = lambda field: state_dict[f'{prefix}{head}.{field}']  # noqa: E731
+            scale = get('norm.weight') / torch.sqrt(get('norm.running_var') + BN_EPS)
+            shift = get('norm.bias') - get('norm.running_mean') * scale
+            weight = get('linear.weight') * scale[None, :]
+            merged.append((weight, get('linear.bias') + get('linear.weight') @ shift))
+        state_dict[prefix + 'weight'] = (merged[0][0] + merged[1][0]) / 2
+        state_dict[prefix + 'bias'] = (merged[0][1] + merged[1][1]) / 2
+        for key in list(state_dict):
+            if key.startswith((prefix + 'head.', prefix + 'head_dist.')):
+                del state_dict[key]
 
     def pre_logits(self, feats: _Feats) -> torch.Tensor:
         """The last pooled feature (necks hand over a tuple, timm a tensor)."""
         return feats[-1] if isinstance(feats, (tuple, list)) else feats
 
-    def forward(self, feats: _Feats) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-        x = self.pre_logits(feats)
-        if self.deploy:
+    # ``feats`` is deliberately not annotated: TorchScript reads annotations even of branches it drops,
+    # and cannot express "a tensor or a sequence of tensors". It assumes a Tensor, the timm case.
+    def forward(self, feats):  # -> Tensor, or (head, head_dist) logits in distillation training
+        """Mean logits of both heads (or the merged Linear); ``feats`` is pooled ``(N, C)`` or a tuple of them."""
+        if torch.jit.is_scripting():
+            # One return type for TorchScript: scripted models are for inference, where both forms
+            # return the mean of the two heads.
+            return self._mean_logits(feats)
+        else:
+            x = self.pre_logits(feats)
+            if self.training and self.distillation and not self.deploy:
+                return self.head(x), self.head_dist(x)
+            return self._mean_logits(x)
+
+    def _mean_logits(self, x: torch.Tensor) -> torch.Tensor:
+        # hasattr in an if/else: TorchScript resolves it statically and compiles only the existing form.
+        if hasattr(self, 'weight'):
             return F.linear(x, self.weight, self.bias)
-        logits, logits_dist = self.head(x), self.head_dist(x)
-        if self.training and self.distillation:
-            return logits, logits_dist
-        return (logits + logits_dist) / 2
+        else:
+            return (self.head(x) + self.head_dist(x)) / 2
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:

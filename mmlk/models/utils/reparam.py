@@ -26,9 +26,10 @@ def fuse_conv_bn(weight: torch.Tensor, bias: Optional[torch.Tensor],
 
 def pad_kernel(kernel: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """Zero-pad a ``(..., kh, kw)`` kernel symmetrically to ``size`` (both odd, centres aligned)."""
-    kh, kw = kernel.shape[-2:]
+    # Indexed one by one (not unpacked from a slice): TorchScript needs a statically sized unpacking.
+    kh, kw = kernel.shape[-2], kernel.shape[-1]
     th, tw = size
-    if (th - kh) % 2 or (tw - kw) % 2 or th < kh or tw < kw:
+    if (th - kh) % 2 != 0 or (tw - kw) % 2 != 0 or th < kh or tw < kw:
         raise ValueError(f'cannot centre a {kh}x{kw} kernel inside {th}x{tw}')
     ph, pw = (th - kh) // 2, (tw - kw) // 2
     return F.pad(kernel, [pw, pw, ph, ph])
@@ -76,8 +77,10 @@ def dilate_kernel(kernel: torch.Tensor, dilation: int) -> torch.Tensor:
     """
     if dilation == 1:
         return kernel
-    kh, kw = kernel.shape[-2:]
-    out = kernel.new_zeros(*kernel.shape[:-2], (kh - 1) * dilation + 1, (kw - 1) * dilation + 1)
+    # Shape arithmetic written so TorchScript compiles it (RepNeXt computes this in its forward).
+    kh, kw = kernel.shape[-2], kernel.shape[-1]
+    shape = list(kernel.shape[:-2]) + [(kh - 1) * dilation + 1, (kw - 1) * dilation + 1]
+    out = kernel.new_zeros(shape)
     out[..., ::dilation, ::dilation] = kernel
     return out
 
@@ -91,6 +94,6 @@ def serial_kernel(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
     """
     if row.shape[-2] != 1 or col.shape[-1] != 1:
         raise ValueError(f'expected a (C, 1, 1, k) row and a (C, 1, k, 1) column kernel, '
-                         f'got {tuple(row.shape)} and {tuple(col.shape)}')
+                         f'got {row.shape} and {col.shape}')
     return col * row
 
