@@ -76,19 +76,25 @@ def _replknet_erf(kernel: int) -> dict:
     torch.manual_seed(0)
     model = RepLKNet(arch=dict(large_kernel_sizes=[kernel] * 4, layers=[1, 1, 1, 1], channels=[8, 16, 32, 64],
                                small_kernel=None, dw_ratio=1, ffn_ratio=2), out_indices=(3, )).eval()
+    # At random initialisation the identity shortcuts dominate the residual branches, and the ERF is then
+    # the stem's and transitions' whatever the kernel (measured: identical area ratios for K = 3, 9, 21).
+    # A larger last-BN scale in every block, as training produces, lets the kernels show.
+    for name, module in model.named_modules():
+        if name.endswith('pw2.bn'):
+            module.weight.data.fill_(4.0)
     for p in model.parameters():
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(1)
-    batches = [torch.randn(2, 3, 96, 96, generator=gen) for _ in range(2)]
+    batches = [torch.randn(2, 3, 224, 224, generator=gen) for _ in range(2)]
     matrix, _ = erf_lib.compute_erf(lambda x: model.forward_trunk(x)[1], batches, progress=False)
     return erf_lib.analyze(matrix)
 
 
 def test_larger_kernels_give_larger_erf_area_ratios():
     # Same architecture, seed and images; only the depthwise kernel size changes.
-    ratios = {k: _replknet_erf(k) for k in (3, 9, 21)}
-    for t in (0.2, 0.3, 0.5):
-        assert ratios[3][t][1] < ratios[9][t][1] < ratios[21][t][1], (t, ratios)
+    ratios = {k: _replknet_erf(k) for k in (3, 7, 13)}
+    for t in erf_lib.THRESHOLDS:
+        assert ratios[3][t][1] < ratios[7][t][1] < ratios[13][t][1], (t, ratios)
 
 
 def test_erf_cli_compute_and_analyze(tmp_path, image_dir, capsys):
@@ -118,12 +124,13 @@ def test_erf_cli_on_a_host_backbone_and_timm_name(tmp_path, image_dir):
 
 
 # --------------------------------------------------------------------------------------------- FLOPs
-def test_flops_of_the_large_kernel_op_on_meta_and_cpu():
+def test_flops_of_the_large_kernel_op():
     from mmlk.analysis.flops import count_model
     from mmlk.ops import LargeKernelDWConv2d
     conv = LargeKernelDWConv2d(8, 31, bias=False)
-    for device in ('meta', 'cpu'):
-        res = count_model(conv, (1, 8, 40, 40), device)
+    for impl in ('auto', 'fft'):
+        conv.impl = impl
+        res = count_model(conv, (1, 8, 40, 40))
         assert res['flops'] == 8 * 40 * 40 * 31 * 31 and res['params'] == 8 * 31 * 31
 
 

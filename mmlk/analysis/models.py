@@ -61,6 +61,20 @@ def _quiet_mmengine() -> None:
     logger.setLevel(logging.WARNING)
 
 
+def _literal(node: ast.AST) -> Any:
+    """``ast.literal_eval`` that also accepts ``dict(key=value, ...)`` calls, nested anywhere."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict':
+        if node.args or any(kw.arg is None for kw in node.keywords):
+            raise ValueError('dict(...) takes keyword arguments only')
+        return {kw.arg: _literal(kw.value) for kw in node.keywords}
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_literal(v) for v in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.Dict):
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    return ast.literal_eval(node)
+
+
 def parse_type_dict(text: str) -> Dict[str, Any]:
     """Parse ``"dict(type='X', a=1)"`` or ``"{'type': 'X', 'a': 1}"`` without evaluating code.
 
@@ -68,13 +82,7 @@ def parse_type_dict(text: str) -> Dict[str, Any]:
         ValueError: if the text is not a dict of literals with a ``type`` key.
     """
     try:
-        node = ast.parse(text.strip(), mode='eval').body
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict':
-            if node.args:
-                raise ValueError('positional arguments')
-            value = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
-        else:
-            value = ast.literal_eval(node)
+        value = _literal(ast.parse(text.strip(), mode='eval').body)
     except (SyntaxError, ValueError) as exc:
         raise ValueError(f'cannot read {text!r} as a model dict ({exc}); write it as '
                          '"dict(type=\'mmlk.RepLKNet\', arch=\'31B\')" with literal values only') from None
@@ -195,20 +203,27 @@ def _build_config(path: str, checkpoint: Optional[str], backbone_only: bool,
 
 
 def _build_dict(model_cfg: Dict[str, Any], checkpoint: Optional[str]) -> BuiltModel:
-    from mmengine.registry import MODELS, init_default_scope
+    import importlib
+
+    from mmengine.registry import init_default_scope
     type_name = str(model_cfg['type'])
-    # A scoped name ('mmseg.ResNet') needs that library's registry populated first.
+    # A scoped name ('mmseg.ResNet') is built through that library's registry, which imports its models.
     scope = type_name.split('.')[0] if '.' in type_name else 'mmlk'
-    if scope in ('mmseg', 'mmdet', 'mmpretrain'):
-        init_default_scope(scope)
-    else:
-        init_default_scope('mmlk')
-    model = MODELS.build(dict(model_cfg))
+    if scope not in ('mmlk', 'mmseg', 'mmdet', 'mmpretrain'):
+        raise ValueError(f'type {type_name!r}: use an mmlk name or a scoped host name such as '
+                         "'mmpretrain.ResNet', 'mmseg.ResNetV1c' or 'mmdet.ResNet'")
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    init_default_scope(scope)
+    try:
+        model = registry.build(dict(model_cfg))
+    except KeyError as exc:
+        raise ValueError(f'cannot build {type_name!r}: {exc}. Unscoped names are looked up in mmlk; write '
+                         "host classes with their library's prefix, e.g. 'mmpretrain.ResNet'") from None
     if checkpoint:
         load_weights(model, checkpoint, strip_prefixes=('backbone.', ))
     elif hasattr(model, 'init_weights'):
         model.init_weights()
-    return BuiltModel(model.eval(), 'dict', scope=scope)
+    return BuiltModel(model.eval(), 'dict', scope=scope if scope != 'mmlk' else '')
 
 
 # --------------------------------------------------------------------------- feature extraction

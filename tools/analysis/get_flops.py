@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """FLOPs and parameters of any config (segmentation, detection, classification), a type dict or a timm model.
 
-    python tools/analysis/get_flops.py MODEL [--shape H [W]] [--form train|merged|both] [--device meta|cpu]
+    python tools/analysis/get_flops.py MODEL [--shape H [W]] [--form train|merged|both] [--device cpu|cuda]
                                        [--by-module] [--cfg-options k=v ...]
 
 One FLOP = one multiply-add, as in the RepLKNet and RepNeXt papers (and mmcv's counter behind their
@@ -30,8 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='input H [W] (default: the config\'s crop size, else 224)')
     parser.add_argument('--form', choices=['train', 'merged', 'both'], default='both',
                         help='count the training form, the merged (switch_to_deploy) form, or both')
-    parser.add_argument('--device', default='meta',
-                        help='meta (no computation, default) or cpu/cuda for models meta cannot trace')
+    parser.add_argument('--device', default='cpu', help='where the traced forward runs (cpu or cuda)')
     parser.add_argument('--by-module', action='store_true', help='also print FLOPs per top-level module')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     return parser.parse_args(argv)
