@@ -225,7 +225,7 @@ def test_demo_console_is_short_and_writes_pictures(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     lines = (out.stdout + out.stderr).splitlines()
     assert len(lines) < 80, '\n'.join(lines)
-    assert 'per class results' not in out.stdout and '| Class' in out.stdout
+    assert 'per class results' not in out.stdout and 'Class' in out.stdout and 'IoU' in out.stdout
     pngs = [line.strip() for line in out.stdout.splitlines() if line.strip().endswith('.png')]
     assert len(pngs) == 5 and any('erf' in p for p in pngs)
     from PIL import Image

@@ -18,6 +18,9 @@ import platform
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+# Spinning OpenMP threads made multi-threaded CPU timings 10-50x slower whenever another process shared
+# the cores (measured by tools/analysis/benchmark_dwconv.py); passive waiting costs nothing when idle.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 from mmengine.config import DictAction  # noqa: E402
 
