@@ -53,8 +53,10 @@ def main(argv=None) -> dict:
         result = export_and_check(tensor_model(built), (args.batch_size, 3, h, w), out, args.tolerance)
     except RuntimeError as exc:
         raise SystemExit(f'error: {exc}')
+    # The dynamo exporter keeps large weights in a side file next to the graph.
+    size = sum(osp.getsize(p) for p in (out, out + '.data') if osp.isfile(p))
     print(f'exported with the {result["exporter"]} exporter in {result["export_s"]:.1f} s: {out} '
-          f'({osp.getsize(out) / 1e6:.1f} MB)')
+          f'({size / 1e6:.1f} MB{", weights in " + osp.basename(out) + ".data" if osp.isfile(out + ".data") else ""})')
     for i, row in enumerate(result['outputs']):
         print(f'  output {i} {row["shape"]}: max |diff| {row["max_abs"]:.2e}, relative {row["rel"]:.2e}')
     print(f'check: {result["runtime"]} vs PyTorch, max relative error {result["worst_rel"]:.2e} '
