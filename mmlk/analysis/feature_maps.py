@@ -6,7 +6,7 @@ four channel chunks: identity, ``conv_s`` (3x3 group), ``conv_m`` (7x7 group) an
 scale responds to. Each panel is the mean absolute activation over the chunk's channels, normalised
 to [0, 1] per panel (the branches' scales differ, and only where each looks is of interest here).
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -97,7 +97,7 @@ def save_grid(images_rgb: Sequence[np.ndarray], maps: Dict[str, torch.Tensor], p
     return path
 
 
-def read_rgb(path: str, size: int) -> Tuple[np.ndarray, None]:
+def read_rgb(path: str, size: int) -> np.ndarray:
     """An RGB uint8 image resized (short side) and centre-cropped to ``size`` for display."""
     from PIL import Image
     with Image.open(path) as img:
