@@ -1,0 +1,102 @@
+"""ONNX export of a merged model and a numerical check of the exported graph against PyTorch.
+
+The check runs the ``.onnx`` file with onnxruntime when it is installed (fast, what deployments use),
+otherwise with onnx's pure-Python reference evaluator (slow on large inputs, but needs nothing more).
+"""
+import time
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def flatten_outputs(out) -> List[torch.Tensor]:
+    """Tensors of a (nested) tuple/list/dict output, in order (the order ONNX gives them)."""
+    if torch.is_tensor(out):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        flat = []
+        for item in out:
+            flat += flatten_outputs(item)
+        return flat
+    return []
+
+
+def export(module: nn.Module, x: torch.Tensor, path: str, opset: int = 18) -> str:
+    """Export ``module(x)`` to ``path``; returns the exporter used (``'dynamo'`` or ``'torchscript'``).
+
+    torch's dynamo exporter is tried first; models it cannot capture (data-dependent Python in a host
+    library's head) fall back to the TorchScript exporter. mmlk's large-kernel op becomes a plain
+    ``Conv`` node either way.
+    """
+    module = module.eval()
+    errors = []
+    for dynamo in (True, False):
+        try:
+            with torch.no_grad():
+                torch.onnx.export(module, (x, ), path, dynamo=dynamo, input_names=['input'], opset_version=opset)
+            return 'dynamo' if dynamo else 'torchscript'
+        except Exception as exc:  # noqa: BLE001 - every exporter failure is reported together below
+            errors.append(f'{"dynamo" if dynamo else "torchscript"} exporter: {type(exc).__name__}: '
+                          f'{str(exc).splitlines()[0] if str(exc) else ""}')
+    raise RuntimeError('ONNX export failed:\n  ' + '\n  '.join(errors))
+
+
+def run_onnx(path: str, x: np.ndarray) -> Tuple[List[np.ndarray], str]:
+    """Run the exported graph on ``x``; returns (outputs, runtime name)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+    if ort is not None:
+        sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+        name = sess.get_inputs()[0].name
+        return [np.asarray(o) for o in sess.run(None, {name: x})], f'onnxruntime {ort.__version__}'
+    from onnx.reference import ReferenceEvaluator
+    ref = ReferenceEvaluator(path)
+    return [np.asarray(o) for o in ref.run(None, {'input': x})], 'onnx.reference'
+
+
+def compare(expected: Sequence[torch.Tensor], got: Sequence[np.ndarray]) -> List[Dict]:
+    """Per output: shape, max |diff| and max |diff| relative to max |expected|."""
+    if len(expected) != len(got):
+        raise RuntimeError(f'the ONNX graph returns {len(got)} outputs, PyTorch {len(expected)}')
+    rows = []
+    for e, g in zip(expected, got):
+        e = e.detach().float().cpu().numpy()
+        if e.shape != g.shape:
+            raise RuntimeError(f'output shape differs: PyTorch {e.shape}, ONNX {g.shape}')
+        diff = float(np.abs(e - g).max()) if e.size else 0.
+        scale = float(np.abs(e).max()) if e.size else 0.
+        rows.append(dict(shape=tuple(e.shape), max_abs=diff, rel=diff / scale if scale else diff))
+    return rows
+
+
+def export_and_check(module: nn.Module, input_shape: Sequence[int], path: str, tolerance: float = 1e-4,
+                     seed: int = 0) -> Dict:
+    """Export ``module`` and check it on a random input of ``input_shape``.
+
+    Raises:
+        RuntimeError: when any output differs by more than ``tolerance`` relative to its largest value.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(*input_shape, generator=gen)
+    start = time.perf_counter()
+    exporter = export(module, x, path)
+    export_s = time.perf_counter() - start
+    with torch.no_grad():
+        expected = flatten_outputs(module(x))
+    start = time.perf_counter()
+    got, runtime = run_onnx(path, x.numpy())
+    run_s = time.perf_counter() - start
+    rows = compare(expected, got)
+    worst = max(r['rel'] for r in rows)
+    result = dict(path=path, exporter=exporter, runtime=runtime, outputs=rows, worst_rel=worst,
+                  export_s=export_s, run_s=run_s)
+    if worst > tolerance:
+        raise RuntimeError(f'the exported graph differs from PyTorch: max relative error {worst:.2e} > '
+                           f'{tolerance:.0e} ({rows})')
+    return result
