@@ -66,9 +66,12 @@ pip_install() { "$py" -m pip install --disable-pip-version-check -q -c "$constra
 
 build_mmcv_wheel() {  # build_mmcv_wheel CACHE_DIR
     local cache_dir=$1 work
-    work=$(mktemp -d)
+    # A global, not a local: the EXIT trap runs after `set -e` has unwound the function, where a
+    # local would be unset (and `set -u` would fail the trap itself, leaving the directory behind).
+    mmcv_build_dir=$(mktemp -d)
+    work=$mmcv_build_dir
     # Leave nothing half-built behind: the cache only ever receives a finished, checked wheel.
-    trap 'rm -rf "$work"' EXIT
+    trap 'rm -rf "${mmcv_build_dir:-}"' EXIT
     log "building mmcv $mmcv_version with ops from source (about 15 min on 2 cores, once per machine)"
     "$py" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
         "mmcv==$mmcv_version" -d "$work/sdist"
