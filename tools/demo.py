@@ -157,6 +157,9 @@ def main() -> None:
         train_opts += [f'train_cfg.max_iters={args.max_iters}', f'train_cfg.val_interval={args.max_iters}',
                        f'default_hooks.checkpoint.interval={args.max_iters}',
                        f'param_scheduler.1.end={args.max_iters}']
+        # keep the warm-up (50 of 300 iterations) a sixth of the run, so a short run has a valid schedule
+        warmup = max(1, min(50, args.max_iters // 6))
+        train_opts += [f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}']
 
     print('=' * 72)
     print('mmlk demo: UperNet + a CPU-sized RepLKNet, trained and evaluated on mini ADE20K')

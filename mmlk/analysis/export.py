@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .models import eval_mode
+
 
 def flatten_outputs(out) -> List[torch.Tensor]:
     """Tensors of a (nested) tuple/list/dict output, in order (the order ONNX gives them)."""
@@ -32,7 +34,7 @@ def export(module: nn.Module, x: torch.Tensor, path: str, opset: int = 18) -> st
     library's head) fall back to the TorchScript exporter. mmlk's large-kernel op becomes a plain
     ``Conv`` node either way.
     """
-    module = module.eval()
+    module = eval_mode(module)
     errors = []
     for dynamo in (True, False):
         try:

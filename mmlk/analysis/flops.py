@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from .models import eval_mode
+
 
 def _shape(value) -> Optional[List[int]]:
     from mmengine.analysis.jit_handles import get_shape
@@ -64,7 +66,7 @@ def count(module: nn.Module, inputs: Tuple[torch.Tensor, ...]) -> Dict[str, Any]
 
 def count_model(tensor_module: nn.Module, input_shape: Tuple[int, ...], device: str = 'cpu') -> Dict[str, Any]:
     """Count a model that takes one image tensor of ``input_shape`` (N, C, H, W) on ``device``."""
-    module = tensor_module.to(device).eval()
+    module = eval_mode(tensor_module.to(device))
     x = torch.zeros(input_shape, device=device)
     if len(input_shape) == 4:
         # Same counts in either layout; channels_last only makes the traced forward faster.

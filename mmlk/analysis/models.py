@@ -51,7 +51,9 @@ class BuiltModel:
     @property
     def backbone(self) -> nn.Module:
         """The feature extractor: ``model.backbone`` for mm models, the model itself otherwise."""
-        return getattr(self.model, 'backbone', self.model)
+        # (a host backbone may carry a `backbone` attribute of its own that is not a module, e.g. None)
+        inner = getattr(self.model, 'backbone', None)
+        return inner if isinstance(inner, nn.Module) else self.model
 
 
 def _quiet_mmengine() -> None:
@@ -174,7 +176,7 @@ def build_from_spec(spec: str, checkpoint: Optional[str] = None, backbone_only: 
     mean = tuple(255. * v for v in cfg.get('mean', (0.485, 0.456, 0.406)))
     std = tuple(255. * v for v in cfg.get('std', (0.229, 0.224, 0.225)))
     size = tuple(cfg.get('input_size', (3, 224, 224))[1:])
-    return BuiltModel(model.eval(), 'timm', mean=mean, std=std, input_size=size)
+    return BuiltModel(eval_mode(model), 'timm', mean=mean, std=std, input_size=size)
 
 
 def _build_config(path: str, checkpoint: Optional[str], backbone_only: bool,
@@ -198,7 +200,7 @@ def _build_config(path: str, checkpoint: Optional[str], backbone_only: bool,
     if checkpoint:
         load_weights(model, checkpoint, strip_prefixes=('backbone.', ) if backbone_only else ())
     mean, std = _config_norm(cfg)
-    return BuiltModel(model.eval(), 'config', scope=host_scope(cfg), cfg=cfg, mean=mean, std=std,
+    return BuiltModel(eval_mode(model), 'config', scope=host_scope(cfg), cfg=cfg, mean=mean, std=std,
                       input_size=_config_input_size(cfg))
 
 
@@ -223,7 +225,14 @@ def _build_dict(model_cfg: Dict[str, Any], checkpoint: Optional[str]) -> BuiltMo
         load_weights(model, checkpoint, strip_prefixes=('backbone.', ))
     elif hasattr(model, 'init_weights'):
         model.init_weights()
-    return BuiltModel(model.eval(), 'dict', scope=scope if scope != 'mmlk' else '')
+    return BuiltModel(eval_mode(model), 'dict', scope=scope if scope != 'mmlk' else '')
+
+
+def eval_mode(model: nn.Module) -> nn.Module:
+    """``model.eval()``, returning the model: some host backbones (mmpretrain's ResNet) override ``train()``
+    without returning ``self``, so ``model.eval()`` cannot be chained."""
+    model.eval()
+    return model
 
 
 # --------------------------------------------------------------------------- feature extraction

@@ -10,6 +10,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from .models import eval_mode
+
 IGNORE_COLOUR = (0, 0, 0)
 
 
@@ -66,7 +68,7 @@ def save_predictions(built, out_dir: str, num_images: int = 4, prefix: str = 'va
     classes = dataset.metainfo['classes']
     palette = dataset.metainfo['palette']
     paths = []
-    model = built.model.eval()
+    model = eval_mode(built.model)
     for i in range(min(num_images, len(dataset))):
         data = pseudo_collate([dataset[i]])
         sample = model.test_step(data)[0]

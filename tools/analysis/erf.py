@@ -93,7 +93,7 @@ def run_compute(args: argparse.Namespace) -> str:
     import torch
 
     from mmlk.analysis.erf import compute_erf, list_images
-    from mmlk.analysis.models import build_from_spec, last_stage_fn
+    from mmlk.analysis.models import build_from_spec, eval_mode, last_stage_fn
 
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if args.num_images < 1 or args.size < 32 or args.batch_size < 1:
@@ -107,7 +107,7 @@ def run_compute(args: argparse.Namespace) -> str:
         raise SystemExit('error: --images DIR is needed when MODEL is not a config file')
     if len(paths) < args.num_images:
         print(f'note: only {len(paths)} images available (asked for {args.num_images})')
-    model = built.model.to(device).eval()
+    model = eval_mode(built.model.to(device))
     for p in model.parameters():
         p.requires_grad_(False)  # only the input gradient is needed: skip every weight gradient
     matrix, used = compute_erf(last_stage_fn(built),
