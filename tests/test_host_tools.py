@@ -430,3 +430,16 @@ def test_global_batch_warning_names_the_factor_and_the_flag():
     assert global_batch_warning(cfg, world_size=8) is None
     cfg.auto_scale_lr.enable = True
     assert 'scaled by 0.25' in global_batch_warning(cfg, world_size=2)
+
+
+def test_reading_through_mmlk_keeps_the_process_wide_allow_list(tmp_path):
+    # Leaving torch's safe_globals context removes its entries process-wide: mmlk's readers must not pass
+    # what `import mmlk` installed, or every later torch.load (the host tools') refuses Runner checkpoints.
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    from mmlk.checkpoint.reader import read_checkpoint
+    path = str(tmp_path / 'runner.pth')
+    torch.save(_runner_style_checkpoint('reader'), path)
+    read_checkpoint(path)
+    assert HistoryBuffer in torch.serialization.get_safe_globals()
+    assert isinstance(torch.load(path, weights_only=True)['message_hub'], dict)
