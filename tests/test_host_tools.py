@@ -395,9 +395,14 @@ def test_mmpretrain_reparameterized_checkpoint_equals_the_trained_model(cls_run)
         expected = trained.head(trained.extract_feat(x))
         got = merged.head(merged.extract_feat(x))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-    inferencer = ImageClassificationInferencer(model=cls_run['deploy_cfg'], pretrained=cls_run['deploy'],
-                                               device='cpu')
-    assert 0 <= inferencer(an_image())[0]['pred_label'] < 5
+    # mmengine's current default scope is process-wide: an mmdet test earlier in this process leaves it at
+    # 'mmdet', where mmpretrain's inferencer would look its transforms up (as it would for any user who mixes
+    # host libraries in one process), so this one runs in mmpretrain's own scope.
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        inferencer = ImageClassificationInferencer(model=cls_run['deploy_cfg'], pretrained=cls_run['deploy'],
+                                                   device='cpu')
+        assert 0 <= inferencer(an_image())[0]['pred_label'] < 5
 
 
 def test_mmpretrain_test_script_on_the_deploy_config_matches_the_training_form(cls_run, tmp_path):
