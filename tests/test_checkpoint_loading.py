@@ -15,7 +15,7 @@ import yaml
 
 import _checkpoint_fixtures as F
 from mmlk.checkpoint import CheckpointError, load_pretrained, read_state_dict, resolve_checkpoint, sha256sum
-from mmlk.checkpoint.keys import describe_arch
+from mmlk.checkpoint.state_dict import describe_arch
 from mmlk.checkpoint.loading import _mismatch_message
 from mmlk.checkpoint.reader import read_torchscript_tensors
 from mmlk.models.backbones.replknet import RepLKNet

@@ -16,8 +16,10 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 
 import mmlk  # noqa: F401  (registers the constructor)
-from mmlk.engine import LearningRateDecayOptimWrapperConstructor, replknet_layer_ids, repnext_layer_ids
+from mmlk.engine import LearningRateDecayOptimWrapperConstructor
 from mmlk.models.backbones import RepLKNet, RepNeXt
+
+replknet_layer_ids, repnext_layer_ids = RepLKNet.layer_ids, RepNeXt.layer_ids
 
 RATE, LR, WD = 0.7, 1e-3, 0.05
 # Published depths with tiny widths and kernels: the layer ids only depend on the depths.

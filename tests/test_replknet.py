@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmlk  # noqa: F401  (registers mmlk classes and timm names)
-from mmlk.models.backbones.replknet import (ConvFFN, RepLKBlock, RepLKNet, check_state_dict_fits,
-                                            describe_replknet_state_dict)
+from mmlk.checkpoint.state_dict import check_state_dict_fits, describe_arch
+from mmlk.models.backbones.replknet import ConvFFN, RepLKBlock, RepLKNet
 from mmlk.ops import LargeKernelDWConv2d
 
 from _helpers_replknet import (TINY, TINY_31, TINY_SMALLK, TINY_XL, keys_of_arch, max_rel_err,
@@ -149,8 +149,8 @@ def test_check_state_dict_fits_names_variant_and_keys():
 
 @pytest.mark.parametrize('arch', [TINY, TINY_XL, TINY_SMALLK])
 def test_describe_recovers_custom_arch(arch):
-    info = describe_replknet_state_dict(RepLKNet(arch=arch, num_classes=5).state_dict())
-    assert info['arch'] == arch and info['form'] == 'training' and info['num_classes'] == 5
+    info = describe_arch(RepLKNet(arch=arch, num_classes=5).state_dict())
+    assert info['arch'] == arch and info['form'] == 'train' and info['num_classes'] == 5
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -265,8 +265,8 @@ def test_switch_to_deploy_idempotent_and_keeps_real_padding():
     # fuse_bn after a plain merge is also idempotent, and the backbone remembers its form.
     model.switch_to_deploy(fuse_bn=True)
     model.switch_to_deploy(fuse_bn=True)
-    assert model._build_kwargs['deploy'] and model._build_kwargs['fuse_bn']
-    twin = type(model)(**{**model._build_kwargs})
+    assert model.build_kwargs['deploy'] and model.build_kwargs['fuse_bn']
+    twin = type(model)(**{**model.build_kwargs})
     twin.load_state_dict(model.state_dict())
 
 

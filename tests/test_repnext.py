@@ -13,7 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmlk  # noqa: F401  (registers the classes and the timm names)
 from mmlk.models.backbones.repnext import (Downsample, MetaNeXtBlock, RepDWConvM, RepDWConvS, RepNeXt,
-                                           RepNeXtTimm)
+                                           TimmRepNeXt)
 from mmlk.models.heads import RepNeXtClsHead
 from mmlk.ops import LargeKernelDWConv2d
 
@@ -64,13 +64,13 @@ def rounded(n: int, shown: str) -> str:
 def test_param_counts_train_and_fused(arch):
     train_shown, fused_shown = PARAMS[arch]
     with torch.device('meta'):  # counting needs no data: fast even for M5
-        model = RepNeXtTimm(arch, num_classes=1000, fold_block_norm=False)
+        model = TimmRepNeXt(arch, num_classes=1000, fold_block_norm=False)
         n_train = count(model)
         model.switch_to_deploy()
         n_fused = count(model)
         # default merged form (also folds the block norms); its layout equals switch_to_deploy()'s,
         # see test_deploy_layout_is_upstream_fused_layout_and_loads
-        n_full = count(RepNeXtTimm(arch, num_classes=1000, deploy=True))
+        n_full = count(TimmRepNeXt(arch, num_classes=1000, deploy=True))
     assert rounded(n_train, train_shown) == train_shown
     assert rounded(n_fused, fused_shown) == fused_shown
     # The extra fold removes exactly the affine parameters of one norm per block (C) and per
@@ -85,7 +85,7 @@ def test_backbone_has_no_num_classes_and_counts_match_classifier():
     assert not hasattr(backbone, 'num_classes')
     head = RepNeXtClsHead(1000, 320)
     with torch.device('meta'):
-        timm_like = RepNeXtTimm('m0', num_classes=1000)
+        timm_like = TimmRepNeXt('m0', num_classes=1000)
     assert count(backbone) + count(head) == count(timm_like)
 
 
@@ -153,7 +153,7 @@ def test_key_layout_matches_documented_checkpoint_layout():
 
 
 def test_key_spot_checks_from_reference():
-    keys = set(RepNeXtTimm('m0', num_classes=1000).state_dict())
+    keys = set(TimmRepNeXt('m0', num_classes=1000).state_dict())
     for k in ['stem.stem.0.conv.weight', 'stem.stem.0.norm.running_var', 'stem.stem.2.conv.weight',
               'stages.0.blocks.0.token_mixer.conv_s.conv_3_3.weight',
               'stages.0.blocks.0.token_mixer.conv_s.conv_3_3.bias',
@@ -182,7 +182,7 @@ def test_key_spot_checks_from_reference():
 
 
 def test_deploy_layout_is_upstream_fused_layout_and_loads():
-    model = RepNeXtTimm(TINY, num_classes=7, fold_block_norm=False)
+    model = TimmRepNeXt(TINY, num_classes=7, fold_block_norm=False)
     randomise_bn(model)
     model.eval().switch_to_deploy()
     sd = model.state_dict()
@@ -193,9 +193,9 @@ def test_deploy_layout_is_upstream_fused_layout_and_loads():
         assert k in sd, k
     assert sd['stages.1.downsample.token_mixer.conv_s.weight'].shape == (16, 1, 3, 3)
     for fold in (False, True):
-        src = RepNeXtTimm(TINY, num_classes=7, fold_block_norm=fold).eval()
+        src = TimmRepNeXt(TINY, num_classes=7, fold_block_norm=fold).eval()
         src.switch_to_deploy()
-        direct = RepNeXtTimm(TINY, num_classes=7, fold_block_norm=fold, deploy=True)
+        direct = TimmRepNeXt(TINY, num_classes=7, fold_block_norm=fold, deploy=True)
         direct.load_state_dict(src.state_dict(), strict=True)
         block_norm_keys = [k for k in src.state_dict() if '.norm.' in k and 'stages.' in k]
         assert bool(block_norm_keys) != fold
@@ -212,7 +212,7 @@ def test_branch_groups_merge_exactly(cls, stride):
     x = torch.randn(2, 8, 15, 12)
     with torch.no_grad():
         ref = group(x)
-        merged = group.merge()
+        merged = group.switch_to_deploy()
         assert isinstance(merged, nn.Conv2d) and merged.kernel_size == (group.kernel_size, ) * 2
         assert merged.stride == (stride, stride)
         assert rel_err(merged(x), ref) <= 1e-5
@@ -240,7 +240,7 @@ def test_unit_merge_with_random_bn(kind, fold):
 @pytest.mark.parametrize('fold', [False, True])
 def test_whole_model_merge_equivalence(arch, fold):
     torch.manual_seed(2)
-    model = RepNeXtTimm(arch, num_classes=10, fold_block_norm=fold)
+    model = TimmRepNeXt(arch, num_classes=10, fold_block_norm=fold)
     randomise_bn(model)
     model.eval()
     x = torch.randn(2, 3, 40, 36)
@@ -253,7 +253,7 @@ def test_whole_model_merge_equivalence(arch, fold):
 
 
 def test_switch_to_deploy_idempotent():
-    model = RepNeXtTimm(TINY, num_classes=5)
+    model = TimmRepNeXt(TINY, num_classes=5)
     randomise_bn(model)
     model.eval().switch_to_deploy()
     first = {k: v.clone() for k, v in model.state_dict().items()}
@@ -265,8 +265,8 @@ def test_switch_to_deploy_idempotent():
     assert list(model.modules()) == modules
     assert first.keys() == model.state_dict().keys()
     assert all(torch.equal(first[k], v) for k, v in model.state_dict().items())
-    assert model._build_kwargs['deploy'] is True
-    twin = type(model)(**{**model._build_kwargs, 'deploy': False})  # the loader's training-form twin
+    assert model.build_kwargs['deploy'] is True
+    twin = type(model)(**{**model.build_kwargs, 'deploy': False})  # the loader's training-form twin
     assert isinstance(twin.head.head, nn.Module) and twin.num_classes == 5
 
 
@@ -489,7 +489,7 @@ def test_sync_bn_config_builds_and_gn_refuses_to_merge():
     model = RepNeXt(TINY, norm_cfg=dict(type='SyncBN'))
     assert any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
     gn = RepNeXt(TINY, norm_cfg=dict(type='GN', num_groups=4))
-    with pytest.raises(TypeError, match='BatchNorm'):
+    with pytest.raises(ValueError, match='GroupNorm.*BatchNorm'):  # the same error as RepLKNet's
         gn.switch_to_deploy()
 
 
@@ -501,7 +501,7 @@ def test_init_cfg_pretrained_loads_strictly(tmp_path):
     dst = RepNeXt(TINY, init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix='backbone.'))
     dst.init_weights()
     assert all(torch.equal(a, b) for a, b in zip(dst.state_dict().values(), src.state_dict().values()))
-    twin = type(dst)(**{**dst._build_kwargs, 'deploy': False, 'init_cfg': None})
+    twin = type(dst)(**{**dst.build_kwargs, 'deploy': False, 'init_cfg': None})
     assert twin.state_dict().keys() == dst.state_dict().keys()
 
 
@@ -510,7 +510,7 @@ def test_released_layouts_load_through_mmlk_loader(tmp_path):
     merged models; upstream's fused layout (block norms kept) into the default merged form."""
     from mmlk.checkpoint import load_pretrained
     torch.manual_seed(6)
-    src = RepNeXtTimm(TINY, num_classes=10)
+    src = TimmRepNeXt(TINY, num_classes=10)
     randomise_bn(src)
     src.eval()
     released = tmp_path / 'repnext_tiny_distill_300e.pth'
@@ -525,15 +525,15 @@ def test_released_layouts_load_through_mmlk_loader(tmp_path):
     assert not report['missing'] and not report['unexpected'] and report['dropped_head']
     merged = RepNeXt(TINY, out_indices=(-1, ), deploy=True)
     load_pretrained(merged, str(released))  # merged on the fly through a training-form twin
-    merged_cls = RepNeXtTimm(TINY, num_classes=10, deploy=True)
+    merged_cls = TimmRepNeXt(TINY, num_classes=10, deploy=True)
     load_pretrained(merged_cls, str(released))
 
-    upstream_fused = RepNeXtTimm(TINY, num_classes=10, fold_block_norm=False)
+    upstream_fused = TimmRepNeXt(TINY, num_classes=10, fold_block_norm=False)
     upstream_fused.load_state_dict(src.state_dict())
     upstream_fused.eval().switch_to_deploy()
     fused_file = tmp_path / 'fused.pth'
     torch.save(upstream_fused.state_dict(), fused_file)
-    refolded = RepNeXtTimm(TINY, num_classes=10, deploy=True)
+    refolded = TimmRepNeXt(TINY, num_classes=10, deploy=True)
     load_pretrained(refolded, str(fused_file))
     with torch.no_grad():
         assert torch.equal(backbone.eval()(x)[0], ref_feats[0])
@@ -712,7 +712,7 @@ def test_timm_create_model_and_features_only():
     timm = pytest.importorskip('timm')
     assert {f'repnext_m{i}' for i in range(6)} <= set(timm.list_models('repnext*'))
     model = timm.create_model('repnext_m0', num_classes=10).eval()
-    assert isinstance(model, RepNeXtTimm)
+    assert isinstance(model, TimmRepNeXt)
     backbone_keys = set(RepNeXt('m0').state_dict())
     keys = set(model.state_dict())
     assert backbone_keys <= keys and all(k.startswith('head.head') for k in keys - backbone_keys)

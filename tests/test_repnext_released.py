@@ -15,7 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
 import mmlk  # noqa: F401  (registers the classes and the timm names)
-from mmlk.models.backbones.repnext import (ChunkConv, RepNeXt, RepNeXtTimm, SingleBranchChunkConv,
+from mmlk.models.backbones.repnext import (ChunkConv, RepNeXt, TimmRepNeXt, SingleBranchChunkConv,
                                            SingleBranchCopyConv)
 from mmlk.ops import LargeKernelDWConv2d
 
@@ -51,19 +51,19 @@ def count(model: nn.Module) -> int:
 def test_e_variants_parameter_counts_match_published():
     with torch.device('meta'):
         # training form: upstream's CIFAR-100 logs (n_parameters, 100 classes)
-        assert count(RepNeXtTimm('m0', num_classes=100)) == 2_138_680
-        assert count(RepNeXtTimm('m0e', num_classes=100)) == 2_298_620
+        assert count(TimmRepNeXt('m0', num_classes=100)) == 2_138_680
+        assert count(TimmRepNeXt('m0e', num_classes=100)) == 2_298_620
         # tools/compact.py: merged, with the block norms gone (utils.replace_batchnorm) = mmlk's default merge
         for (arch, classes), millions in {('m0', 1000): 2.328, ('m0e', 1000): 2.541, ('m0', 100): 2.039,
                                           ('m0e', 100): 2.252}.items():
-            assert round(count(RepNeXtTimm(arch, num_classes=classes, deploy=True)) / 1e6, 3) == millions
+            assert round(count(TimmRepNeXt(arch, num_classes=classes, deploy=True)) / 1e6, 3) == millions
         # README StarNet-recipe table (upstream's fused layout, block norms kept), 0.1M precision
         for arch, millions in (('m0', 2.3), ('m0e', 2.5), ('m1', 4.8), ('m1e', 5.3), ('m2', 6.5), ('m2e', 7.0)):
-            model = RepNeXtTimm(arch, num_classes=1000, deploy=True, fold_block_norm=False)
+            model = TimmRepNeXt(arch, num_classes=1000, deploy=True, fold_block_norm=False)
             assert round(count(model) / 1e6, 1) == millions, arch
         # the single-branch deploy form of a multi-branch model has exactly the E variant's structure
-        assert count(RepNeXtTimm('m1', num_classes=1000, deploy=True, single_branch=True)) == count(
-            RepNeXtTimm('m1e', num_classes=1000, deploy=True))
+        assert count(TimmRepNeXt('m1', num_classes=1000, deploy=True, single_branch=True)) == count(
+            TimmRepNeXt('m1e', num_classes=1000, deploy=True))
 
 
 
@@ -77,7 +77,7 @@ def _macs(model: nn.Module) -> float:
 @pytest.mark.parametrize('arch,published', [('m0e', 0.5), ('m1e', 1.0), ('m2e', 1.3)])
 def test_e_variants_macs_match_published(arch, published):
     """GMACs at 224 px of the single-branch deploy form (plain torch convs, so every MAC is counted)."""
-    model = RepNeXtTimm(arch, num_classes=1000, deploy=True, single_branch=True, lk_impl='torch').eval()
+    model = TimmRepNeXt(arch, num_classes=1000, deploy=True, single_branch=True, lk_impl='torch').eval()
     assert round(_macs(model), 1) == published
 
 
@@ -103,7 +103,7 @@ def test_e_variant_layout_and_merge():
 @pytest.mark.parametrize('arch', [TINY_E, TINY_CHUNK])
 def test_e_and_chunk_forms_merge_exactly(arch):
     torch.manual_seed(2)
-    model = RepNeXtTimm(arch, num_classes=7)
+    model = TimmRepNeXt(arch, num_classes=7)
     randomise(model)
     model.eval()
     x = torch.randn(2, 3, 40, 36)
@@ -112,7 +112,7 @@ def test_e_and_chunk_forms_merge_exactly(arch):
         model.switch_to_deploy()
         assert rel_err(model(x), ref) <= 1e-5
     assert not any(isinstance(m, _BatchNorm) for m in model.modules())
-    deployed = RepNeXtTimm(arch, num_classes=7, deploy=True)
+    deployed = TimmRepNeXt(arch, num_classes=7, deploy=True)
     deployed.load_state_dict(model.state_dict(), strict=True)
 
 
@@ -120,7 +120,7 @@ def test_e_and_chunk_forms_merge_exactly(arch):
 @pytest.mark.parametrize('fold', [False, True])
 def test_single_branch_deploy_equals_training_form(arch, fold):
     torch.manual_seed(3)
-    model = RepNeXtTimm(arch, num_classes=7, fold_block_norm=fold)
+    model = TimmRepNeXt(arch, num_classes=7, fold_block_norm=fold)
     randomise(model)
     model.eval()
     # 40 x 36 has interior rows; at 12 x 12 the last stages are all border (conv_l's inner bias matters)
@@ -138,13 +138,13 @@ def test_single_branch_deploy_equals_training_form(arch, fold):
         if isinstance(m, SingleBranchChunkConv):
             assert isinstance(m.conv, LargeKernelDWConv2d) and m.conv.kernel_size == (11, 11)
             assert (m.edge_taps is None) == (arch.get('token_mixer') == 'chunk')
-    assert model._build_kwargs['single_branch'] is True
+    assert model.build_kwargs['single_branch'] is True
 
 
 def test_single_branch_after_plain_merge_and_direct_build_and_loader(tmp_path):
     from mmlk.checkpoint import load_pretrained
     torch.manual_seed(4)
-    model = RepNeXtTimm(TINY, num_classes=5)
+    model = TimmRepNeXt(TINY, num_classes=5)
     randomise(model)
     model.eval()
     released = tmp_path / 'tiny.pth'
@@ -158,11 +158,11 @@ def test_single_branch_after_plain_merge_and_direct_build_and_loader(tmp_path):
         model.switch_to_deploy(single_branch=False)  # no way back: a no-op
         assert isinstance(model.stages[0].blocks[0].token_mixer, SingleBranchChunkConv)
         # deploy=True, single_branch=True builds the same structure (e.g. to load converted files)
-        direct = RepNeXtTimm(TINY, num_classes=5, deploy=True, single_branch=True).eval()
+        direct = TimmRepNeXt(TINY, num_classes=5, deploy=True, single_branch=True).eval()
         direct.load_state_dict(model.state_dict(), strict=True)
         assert torch.equal(direct(x), model(x))
         # the training-form release merges on the fly into a single-branch deploy model
-        loaded = RepNeXtTimm(TINY, num_classes=5, deploy=True, single_branch=True).eval()
+        loaded = TimmRepNeXt(TINY, num_classes=5, deploy=True, single_branch=True).eval()
         load_pretrained(loaded, str(released))
         assert rel_err(loaded(x), ref) <= 1e-5
 
@@ -175,7 +175,7 @@ def test_e_variants_in_timm():
         for tag in ('starnet_in1k', 'starnet_dist_in1k'):
             assert get_pretrained_cfg(f'repnext_m{i}.{tag}').crop_pct == 0.9
     model = timm.create_model('repnext_m0e', num_classes=3)
-    assert model.arch['token_mixer'] == 'single' and count(model) == count(RepNeXtTimm('m0e', num_classes=3))
+    assert model.arch['token_mixer'] == 'single' and count(model) == count(TimmRepNeXt('m0e', num_classes=3))
     assert timm.create_model('repnext_m1.starnet_in1k').pretrained_cfg['crop_pct'] == 0.9
     with pytest.raises(ValueError, match='no weights'):
         timm.create_model('repnext_m0e', pretrained=True)
@@ -195,10 +195,10 @@ def _timm_train_file(path, state, ema_state=None) -> None:
 
 def test_timm_train_script_checkpoint_loads_model_or_ema_weights(tmp_path):
     from mmlk.checkpoint import CheckpointError, load_pretrained
-    from mmlk.checkpoint.keys import is_timm_train_checkpoint
+    from mmlk.checkpoint.state_dict import is_timm_train_checkpoint
     from mmlk.checkpoint.reader import read_checkpoint
     torch.manual_seed(5)
-    src, src_ema = RepNeXtTimm(TINY, num_classes=10), RepNeXtTimm(TINY, num_classes=10)
+    src, src_ema = TimmRepNeXt(TINY, num_classes=10), TimmRepNeXt(TINY, num_classes=10)
     randomise(src, 1)
     randomise(src_ema, 2)
     only_model = tmp_path / 'repnext_tiny_sz224_4xbs512_ep300.pth.tar'
@@ -207,7 +207,7 @@ def test_timm_train_script_checkpoint_loads_model_or_ema_weights(tmp_path):
     _timm_train_file(both, src.state_dict(), {f'module.{k}': v for k, v in src_ema.state_dict().items()})
     assert is_timm_train_checkpoint(read_checkpoint(str(both))[0])  # weights_only read (args Namespace allowed)
 
-    dst = RepNeXtTimm(TINY, num_classes=10)
+    dst = TimmRepNeXt(TINY, num_classes=10)
     report = load_pretrained(dst, str(only_model))
     assert report['format'] == 'timm-train' and report['weights'] == 'state_dict'
     assert not report['missing'] and not report['unexpected']
@@ -220,7 +220,7 @@ def test_timm_train_script_checkpoint_loads_model_or_ema_weights(tmp_path):
     # a backbone takes the backbone part, a single-branch deploy model merges on the fly
     backbone = RepNeXt(TINY, out_indices=(-1, ))
     assert load_pretrained(backbone, str(only_model))['dropped_head']
-    merged = RepNeXtTimm(TINY, num_classes=10, deploy=True, single_branch=True).eval()
+    merged = TimmRepNeXt(TINY, num_classes=10, deploy=True, single_branch=True).eval()
     load_pretrained(merged, str(only_model))
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():

@@ -47,11 +47,9 @@ def checkpoint_mismatch(model, path: str, max_listed: int = 8) -> str:
     for prefix, module in model.named_modules():
         for hook in module._load_state_dict_pre_hooks.values():
             hook(state, f'{prefix}.' if prefix else '', {}, True, [], [], [])
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(state)
-                    if hasattr(state[k], 'shape') and tuple(state[k].shape) != tuple(expected[k].shape))
+    from mmlk.checkpoint.state_dict import compare_state_dict
+    missing, unexpected, mismatched = compare_state_dict(model.state_dict(), state)
+    missing, unexpected, shapes = sorted(missing), sorted(unexpected), sorted(k for k, _, _ in mismatched)
     lines = []
     for title, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', shapes)):
         if keys:

@@ -261,23 +261,10 @@ def last_stage_fn(built: BuiltModel) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def switch_to_deploy(model: nn.Module) -> int:
-    """Call ``switch_to_deploy()`` on every outermost module that has it; returns how many were merged."""
-    merged = 0
-
-    def visit(module: nn.Module) -> None:
-        nonlocal merged
-        if module is not model and hasattr(module, 'switch_to_deploy'):
-            module.switch_to_deploy()
-            merged += 1
-            return
-        for child in module.children():
-            visit(child)
-
-    if hasattr(model, 'switch_to_deploy'):
-        model.switch_to_deploy()
-        return 1
-    visit(model)
-    return merged
+    """Merge every re-parameterisable part of ``model`` (:func:`mmlk.models.utils.reparameterize`);
+    returns how many outermost modules were switched."""
+    from mmlk.models.utils import reparameterize
+    return len(reparameterize(model))
 
 
 # --------------------------------------------------------------------------- tensor-in forward

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import keys as K
+from . import state_dict as SD
 from .atomic import atomic_save
 from .download import sha256sum
 from .errors import CheckpointError
@@ -107,7 +107,7 @@ def convert_classification(src: str, dst: str, config: Optional[str] = None, lay
     """
     path, _ = resolve_checkpoint(src)
     state, meta, fmt = read_state_dict(path)
-    family = K.detect_family(state)
+    family = SD.detect_family(state)
     if any(k.startswith('backbone.') for k in state) and fmt != 'mmpretrain':
         raise CheckpointError(f'{src} is a downstream checkpoint ({fmt}); use convert_downstream.py')
     if config:

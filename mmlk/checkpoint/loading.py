@@ -9,7 +9,7 @@ silently ignored missing keys, loading inside ``__init__``):
 * every released format is recognised (official RepLKNet / RepNeXt, RepNeXt's fused TorchScript,
   mmpretrain classifiers, mmseg 0.x / mmdet 2.x downstream checkpoints);
 * a training-form file loads into a merged (``deploy=True``) model: a training-form twin is built from
-  the model's ``_build_kwargs``, loaded strictly, merged with ``switch_to_deploy()`` and copied over;
+  the model's ``build_kwargs``, loaded strictly, merged with ``reparameterize()`` and copied over;
 * key checking is strict. Only these differences are accepted, each reported in the log: a classifier
   the model does not have (dropped), a head whose class count differs (left initialised), the
   non-backbone parts of a downstream file loaded into a backbone (dropped), model parts the file has
@@ -17,7 +17,6 @@ silently ignored missing keys, loading inside ``__init__``):
   per-stage norms absent from classification files, and BN ``num_batches_tracked`` counters.
   Anything else fails, naming the variant the file holds when shapes reveal it.
 """
-import inspect
 import logging
 import os
 import os.path as osp
@@ -30,10 +29,11 @@ from urllib.request import url2pathname
 import torch
 import torch.nn as nn
 
-from . import keys as K
+from . import state_dict as SD
 from .download import check_sha256, download_file, download_lock, verify_cached
 from .errors import CheckpointError
 from .reader import read_checkpoint
+from ..models.utils.reparam import reparameterize
 from .registry import (cache_file_name, cache_path, default_cache_dir, direct_alternatives, direct_urls, get_entry,
                        manual_locations, suggest_names, url_cache_path)
 
@@ -179,24 +179,24 @@ def read_state_dict(path: str, map_location: Any = 'cpu', ema: Optional[bool] = 
     """Read any supported file into ``(state dict in official names, meta, format)``.
 
     ``ema`` chooses between the model and EMA weights of timm train-script files (see
-    :func:`mmlk.checkpoint.keys.select_timm_train_weights`); ``meta['weights']`` then names the one used.
+    :func:`mmlk.checkpoint.state_dict.select_timm_train_weights`); ``meta['weights']`` then names the one used.
     Other formats hold one set of weights; asking them for EMA weights is an error.
     """
     obj, kind = read_checkpoint(path, map_location)
     if kind == 'torchscript':
         state, meta, fmt = OrderedDict(obj), {}, 'repnext-torchscript'
-    elif K.is_timm_train_checkpoint(obj):
-        inner, which = K.select_timm_train_weights(obj, ema)
-        state, meta, _ = K.unwrap_state_dict(inner)
+    elif SD.is_timm_train_checkpoint(obj):
+        inner, which = SD.select_timm_train_weights(obj, ema)
+        state, meta, _ = SD.unwrap_state_dict(inner)
         meta = dict(meta, weights=which, epoch=obj.get('epoch'), arch=obj.get('arch'))
-        fmt = K.TIMM_TRAIN_FORMAT
+        fmt = SD.TIMM_TRAIN_FORMAT
     else:
-        state, meta, container = K.unwrap_state_dict(obj)
-        fmt = K.detect_format(state, container)
-    if ema and fmt != K.TIMM_TRAIN_FORMAT:
+        state, meta, container = SD.unwrap_state_dict(obj)
+        fmt = SD.detect_format(state, container)
+    if ema and fmt != SD.TIMM_TRAIN_FORMAT:
         raise CheckpointError(f'{osp.basename(path)} ({fmt}) holds a single set of weights; EMA weights can only be '
                               'chosen from timm train-script checkpoints (state_dict_ema). Drop ema=True.')
-    return K.canonicalize(state, fmt), meta, fmt
+    return SD.canonicalize(state, fmt), meta, fmt
 
 
 # ------------------------------------------------------------------------------------------ matching
@@ -211,7 +211,7 @@ def _fmt_keys(keys: List[str]) -> str:
 
 
 def _mismatch_message(src: Dict[str, torch.Tensor], tgt: Dict[str, torch.Size], what: str) -> str:
-    s, t = K.describe_arch(src), K.describe_arch(tgt)
+    s, t = SD.describe_arch(src), SD.describe_arch(tgt)
     lines = []
     if s and t and s['text'] != t['text']:
         lines.append(f'The checkpoint holds {s["text"]}, but the model is {t["text"]}.')
@@ -224,7 +224,7 @@ def _mismatch_message(src: Dict[str, torch.Tensor], tgt: Dict[str, torch.Size], 
         else:
             lines.append('Build the model with an arch dict matching these numbers, or pick the checkpoint of '
                          'the model\'s variant.')
-    st, tt = K.task_of(src), K.task_of(tgt)
+    st, tt = SD.task_of(src), SD.task_of(tgt)
     generic = ('classification', 'backbone')  # any backbone fits these; only two downstream tasks can clash
     if st != tt and not st.startswith(generic) and not tt.startswith(generic):
         lines.append(f'The checkpoint is a {st} model, the model a {tt} model.')
@@ -235,14 +235,14 @@ def _match(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', label: st
            ) -> Tuple[Dict[str, torch.Tensor], dict]:
     """Match ``source`` to ``model`` under the strict policy; return (state to load, report)."""
     target = OrderedDict((k, v.shape) for k, v in model.state_dict().items())
-    mapping, unmatched, mismatched = K.match_keys(source, target)
+    mapping, unmatched, mismatched = SD.match_keys(source, target)
     target_tops = {_top(k) for k in target}
     source_tops = {_top(mapping.get(k, k)) for k in source}
     src_has_backbone_prefix = any(k.startswith('backbone.') for k in source)
 
     dropped_head, dropped_other, unexpected = [], [], []
     for k in unmatched:
-        if K.is_classifier_key(k):
+        if SD.is_classifier_key(k):
             dropped_head.append(k)  # the model has no such classifier (a missing one is caught below)
         elif src_has_backbone_prefix and not k.startswith('backbone.') and _top(k) not in target_tops:
             dropped_other.append(k)  # neck / heads of a downstream file loaded into a backbone
@@ -250,7 +250,7 @@ def _match(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', label: st
             unexpected.append(k)
     reinit_head, bad_shapes = [], []
     for k, t in mismatched:
-        (reinit_head if K.is_classifier_key(k) or K.is_classifier_key(t) else bad_shapes).append((k, t))
+        (reinit_head if SD.is_classifier_key(k) or SD.is_classifier_key(t) else bad_shapes).append((k, t))
 
     filled = set(mapping.values()) | {t for _, t in bad_shapes}  # shape clashes are reported on their own
     reinit_targets = {t for _, t in reinit_head}
@@ -263,9 +263,9 @@ def _match(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', label: st
             fresh.append(k)
         elif re.search(r'(^|\.)stages\.\d+\.norm\.', k) and not src_has_stage_norm:
             fresh.append(k)  # per-stage output norms exist only in downstream models
-        elif (K.is_downstream_key(k) or K.is_classifier_key(k)) and _top(k) not in source_tops and mapping:
+        elif (SD.is_downstream_key(k) or SD.is_classifier_key(k)) and _top(k) not in source_tops and mapping:
             fresh.append(k)  # a whole component (detector head, classifier) the file does not have
-        elif K.is_classifier_key(k) and not any(K.is_classifier_key(s) for s in source):
+        elif SD.is_classifier_key(k) and not any(SD.is_classifier_key(s) for s in source):
             fresh.append(k)
         else:
             missing.append(k)
@@ -296,39 +296,21 @@ def _match(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', label: st
 
 
 def _deployable(model: nn.Module) -> List[Tuple[str, nn.Module]]:
-    """Outermost sub-modules (or the model itself) with a ``deploy`` flag and ``switch_to_deploy``."""
+    """Outermost sub-modules (or the model itself) that can build a twin: a ``deploy`` flag,
+    ``switch_to_deploy`` and ``build_kwargs`` (their constructor arguments as they are now)."""
     found: List[Tuple[str, nn.Module]] = []
     for name, m in model.named_modules():
         if any(p == '' or name.startswith(p + '.') for p, _ in found):
             continue
-        if hasattr(m, 'deploy') and callable(getattr(m, 'switch_to_deploy', None)):
+        if (hasattr(m, 'deploy') and callable(getattr(m, 'switch_to_deploy', None))
+                and isinstance(getattr(m, 'build_kwargs', None), dict)):
             found.append((name, m))
     return found
 
 
-def _twin_kwargs(m: nn.Module) -> Optional[dict]:
-    """Constructor kwargs of ``m``: its ``_build_kwargs`` (the mmlk backbone convention) or, for small
-    modules such as heads, the constructor arguments it keeps as same-named attributes."""
-    if isinstance(getattr(m, '_build_kwargs', None), dict):
-        return {**m._build_kwargs, 'init_cfg': None}  # a twin must not load pretrained weights itself
-    try:
-        params = inspect.signature(type(m).__init__).parameters
-    except (TypeError, ValueError):
-        return None
-    if 'deploy' not in params:
-        return None
-    kwargs = {}
-    for name, p in params.items():
-        if name in ('self', 'init_cfg') or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        value = getattr(m, name, None)
-        if isinstance(value, (bool, int, float, str, tuple, list, dict)):  # plain settings, not methods
-            kwargs[name] = value
-        elif p.default is p.empty:
-            return None  # a required argument we cannot recover
-    if 'init_cfg' in params:
-        kwargs['init_cfg'] = None
-    return kwargs
+def _twin(m: nn.Module, **overrides: Any) -> nn.Module:
+    """A fresh module of ``m``'s class and settings (never loading pretrained weights itself)."""
+    return type(m)(**{**m.build_kwargs, 'init_cfg': None, **overrides})
 
 
 def _merge_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', logger: Any
@@ -341,18 +323,15 @@ def _merge_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', 
     """
     merged_names: List[str] = []
     fresh: List[str] = []
-    if K.detect_form(source) != 'train':
+    if SD.detect_form(source) != 'train':
         return source, merged_names, fresh
     for name, m in _deployable(model):
         if not getattr(m, 'deploy', False):
             continue
-        kwargs = _twin_kwargs(m)
-        if kwargs is None:
-            continue
         pre = f'{name}.' if name else ''
-        twin = type(m)(**{**kwargs, 'deploy': False})
+        twin = _twin(m, deploy=False)
         twin_keys = OrderedDict((pre + k, v.shape) for k, v in twin.state_dict().items())
-        mapping, _, _ = K.match_keys(source, twin_keys)
+        mapping, _, _ = SD.match_keys(source, twin_keys)
         if not mapping:
             continue
         sub = OrderedDict((mapping[k][len(pre):], v) for k, v in source.items() if k in mapping)
@@ -361,7 +340,7 @@ def _merge_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', 
         state, rep = _match(twin, sub, f'training-form twin of {type(m).__name__}')
         twin.load_state_dict(state, strict=False)
         twin.eval()
-        twin.switch_to_deploy()
+        reparameterize(twin)
         fresh += [pre + k for k in rep['missing'] if not k.endswith('num_batches_tracked')]
         source = OrderedDict(list(rest.items()) + [(pre + k, v) for k, v in twin.state_dict().items()])
         merged_names.append(name or type(m).__name__)
@@ -381,27 +360,21 @@ def _refold_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]'
     done: List[str] = []
     for name, m in _deployable(model):
         pre = f'{name}.' if name else ''
-        kw = _twin_kwargs(m) or {}
-        if not (getattr(m, 'deploy', False) and kw.get('fold_block_norm')):
+        if not (getattr(m, 'deploy', False) and m.build_kwargs.get('fold_block_norm')):
             continue
         own = {k[len(pre):] for k in model.state_dict() if k.startswith(pre)}
         norm_keys = [k for k in source if re.search(r'stages\.\d+\.(blocks\.\d+|downsample)\.norm\.', k)]
         if not norm_keys or any(k[len(pre):] in own for k in norm_keys if k.startswith(pre)):
             continue
-        twin = type(m)(**{**kw, 'deploy': True, 'fold_block_norm': False})
+        twin = _twin(m, deploy=True, fold_block_norm=False)
         twin_keys = OrderedDict((pre + k, v.shape) for k, v in twin.state_dict().items())
-        mapping, _, _ = K.match_keys(source, twin_keys)
+        mapping, _, _ = SD.match_keys(source, twin_keys)
         sub = OrderedDict((mapping[k][len(pre):], v) for k, v in source.items() if k in mapping)
         rest = OrderedDict((k, v) for k, v in source.items() if k not in mapping)
         state, _ = _match(twin, sub, f'fused-layout twin of {type(m).__name__}')
         twin.load_state_dict(state, strict=False)
         twin.eval()
-        units = [u for u in twin.modules() if hasattr(u, 'fold_block_norm') and hasattr(u, '_fold_norm')]
-        for unit in units:
-            # Units in deploy form skip switch_to_deploy; re-opening them only folds the norm, since
-            # their token / channel mixers are already plain convs.
-            unit.deploy, unit.fold_block_norm = False, True
-            unit.switch_to_deploy()
+        twin.fold_block_norms()
         source = OrderedDict(list(rest.items()) + [(pre + k, v) for k, v in twin.state_dict().items()])
         done.append(name or type(m).__name__)
     return source, done
@@ -446,8 +419,8 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
         outside = n_total - len(selected)
         source = selected
 
-    src_form = K.detect_form(source)
-    tgt_form = K.detect_form(model.state_dict().keys())
+    src_form = SD.detect_form(source)
+    tgt_form = SD.detect_form(model.state_dict().keys())
     if src_form == 'merged' and tgt_form == 'train':
         raise CheckpointError(f'{label} holds merged (deploy-form) weights, which cannot be split back into '
                               'training branches: build the model with deploy=True (the configs under '
@@ -459,7 +432,7 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
     try:
         state, report = _match(model, source, label)
     except CheckpointError as e:
-        if (fmt == 'repnext-torchscript' and K.detect_family(source) == 'repnext'
+        if (fmt == 'repnext-torchscript' and SD.detect_family(source) == 'repnext'
                 and any('blocks.0.norm.' in k for k in source)):
             raise CheckpointError(f'{e} Note: upstream\'s fused files keep the block norms; build RepNeXt with '
                                   'deploy=True, fold_block_norm=False to load them, or load the training-form '

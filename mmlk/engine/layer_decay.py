@@ -30,8 +30,6 @@ Layer ids (``decay_type='layer_wise'``, the default):
 
 ``decay_type='stage_wise'`` gives the stem id 0 and stage ``s`` (with what belongs to it) id ``s + 1``.
 """
-import math
-import re
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch.nn as nn
@@ -41,135 +39,30 @@ from torch.nn import GroupNorm, LayerNorm
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from ..models.backbones import FAMILIES, RepBackbone, RepLKNet
 from ..registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 _NORM_TYPES = (_BatchNorm, _InstanceNorm, GroupNorm, LayerNorm)
-_STAGE_RE = re.compile(r'^stages\.(\d+)\.(.*)$')
-_BLOCK_RE = re.compile(r'^blocks\.(\d+)\.')
 DECAY_TYPES = ('layer_wise', 'stage_wise')
 
 
-def _stage_depths(names: List[str]) -> Dict[int, int]:
-    """Number of entries in ``stages.i.blocks`` per stage, read from the parameter names."""
-    depths: Dict[int, int] = {}
-    for name in names:
-        m = _STAGE_RE.match(name)
-        if m is None:
-            continue
-        stage = int(m.group(1))
-        depths.setdefault(stage, 0)
-        b = _BLOCK_RE.match(m.group(2))
-        if b is not None:
-            depths[stage] = max(depths[stage], int(b.group(1)) + 1)
-    return depths
-
-
-def _check_four_stages(depths: Dict[int, int], arch: str) -> None:
-    if sorted(depths) != [0, 1, 2, 3]:
-        raise ValueError(f'layer-wise lr decay for {arch} expects 4 stages (stages.0 .. stages.3 in the '
-                         f'parameter names), found stages {sorted(depths)}')
-
-
-def replknet_layer_ids(names: List[str], decay_type: str = 'layer_wise') -> Tuple[Dict[str, int], int]:
-    """Layer id of every RepLKNet backbone parameter name (without the ``backbone.`` prefix).
-
-    Args:
-        names: Backbone parameter names, e.g. ``stages.2.blocks.7.pw1.conv.weight``.
-        decay_type: ``'layer_wise'`` or ``'stage_wise'`` (see the module docstring).
-
-    Returns:
-        ``(ids, num_layers)``: a dict name -> id in ``[0, num_layers + 1]``, and ``num_layers``.
-        Names outside stem/stages/transitions (the classifier's final ``norm``) get ``num_layers + 1``.
-    """
-    depths = _stage_depths(names)
-    _check_four_stages(depths, 'RepLKNet')
-    if decay_type == 'stage_wise':
-        num_layers = 4
-        groups = 1
-    else:
-        # Upstream: groups of 4 consecutive blocks entries (2 RepLKBlock + 2 ConvFFN) in stage 2.
-        groups = max(1, math.ceil(depths[2] / 4))
-        num_layers = 3 + groups
-    ids: Dict[str, int] = {}
-    for name in names:
-        parts = name.split('.')
-        if parts[0] == 'stem':
-            layer = 0
-        elif parts[0] == 'stages':
-            stage = int(parts[1])
-            block = _BLOCK_RE.match('.'.join(parts[2:]) + '.')
-            if decay_type == 'stage_wise':
-                layer = stage + 1
-            elif stage < 2:
-                layer = stage + 1
-            elif stage == 2:
-                # The optional intermediate norm (stages.2.norm) goes with the last group of the stage.
-                layer = 3 + (int(block.group(1)) // 4 if block else groups - 1)
-            else:
-                layer = num_layers
-        elif parts[0] == 'transitions':
-            idx = int(parts[1])
-            if decay_type == 'stage_wise' or idx < 2:
-                layer = idx + 1
-            else:
-                layer = 2 + groups  # the last group of stage 2
-        else:
-            layer = num_layers + 1
-        ids[name] = layer
-    return ids, num_layers
-
-
-def repnext_layer_ids(names: List[str], decay_type: str = 'layer_wise') -> Tuple[Dict[str, int], int]:
-    """Layer id of every RepNeXt backbone parameter name (without the ``backbone.`` prefix).
-
-    Args:
-        names: Backbone parameter names, e.g. ``stages.2.blocks.7.token_mixer.conv_m.conv_7_7.weight``
-            or ``stages.1.downsample.norm.weight``.
-        decay_type: ``'layer_wise'`` or ``'stage_wise'`` (see the module docstring).
-
-    Returns:
-        ``(ids, num_layers)`` as for :func:`replknet_layer_ids`.
-    """
-    depths = _stage_depths(names)
-    _check_four_stages(depths, 'RepNeXt')
-    groups = 1 if decay_type == 'stage_wise' else max(1, min(9, depths[2]))
-    num_layers = 4 if decay_type == 'stage_wise' else 3 + groups
-    ids: Dict[str, int] = {}
-    for name in names:
-        parts = name.split('.')
-        if parts[0] == 'stem':
-            layer = 0
-        elif parts[0] == 'stages':
-            stage = int(parts[1])
-            block = _BLOCK_RE.match('.'.join(parts[2:]) + '.')
-            if decay_type == 'stage_wise' or stage < 2:
-                layer = stage + 1
-            elif stage == 2:
-                if block is None:  # the stage's downsample goes with its first group
-                    layer = 3
-                else:
-                    layer = 3 + int(block.group(1)) * groups // depths[2]
-            else:
-                layer = num_layers
-        else:
-            layer = num_layers + 1
-        ids[name] = layer
-    return ids, num_layers
-
-
-# Backbone class name -> layer-id function. mmpretrain's own ``RepLKNet`` uses the same parameter
-# names as mmlk's, so the class-name lookup serves both (its final BN is ``stages.3.norm`` and so
-# counts as part of the last stage, where mmlk's classifier ``norm`` is outside the layers).
-LAYER_ID_FUNCTIONS: Dict[str, Callable[..., Tuple[Dict[str, int], int]]] = {
-    'RepLKNet': replknet_layer_ids,
-    'RepNeXt': repnext_layer_ids,
-}
+def layer_id_function(backbone: nn.Module) -> Callable[..., Tuple[Dict[str, int], int]]:
+    """The ``layer_ids(names, decay_type)`` of a backbone: an mmlk backbone's own classmethod, or for
+    mmpretrain's ``RepLKNet`` (the same parameter names; its final BN ``stages.3.norm`` counts as part of
+    the last stage, where mmlk's classifier ``norm`` is outside the layers) mmlk's RepLKNet rule."""
+    if isinstance(backbone, RepBackbone):
+        return type(backbone).layer_ids
+    if type(backbone).__name__ == 'RepLKNet':
+        return RepLKNet.layer_ids
+    raise TypeError(f'layer-wise lr decay supports mmlk backbones ({", ".join(f.__name__ for f in FAMILIES)}) and '
+                    f'mmpretrain\'s RepLKNet, got {type(backbone).__name__}; use the host library\'s own '
+                    'constructor for other backbones')
 
 
 def _find_backbone(model: nn.Module, prefix: Optional[str]) -> Tuple[nn.Module, str]:
     """The backbone module and its parameter-name prefix inside ``model``."""
     if prefix is None:
-        if type(model).__name__ in LAYER_ID_FUNCTIONS:
+        if isinstance(model, RepBackbone) or type(model).__name__ == 'RepLKNet':
             return model, ''
         if isinstance(getattr(model, 'backbone', None), nn.Module):
             return model.backbone, 'backbone.'
@@ -223,12 +116,8 @@ class LearningRateDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     def layer_ids(self, model: nn.Module) -> Tuple[Dict[str, int], int]:
         """Layer id of every parameter of ``model`` (full names) and the backbone's ``num_layers``."""
         backbone, prefix = _find_backbone(model, self.paramwise_cfg.get('backbone_prefix'))
-        kind = type(backbone).__name__
-        if kind not in LAYER_ID_FUNCTIONS:
-            raise TypeError(f'layer-wise lr decay supports backbones {sorted(LAYER_ID_FUNCTIONS)}, '
-                            f'got {kind}; use the host library\'s own constructor for other backbones')
         names = [n for n, _ in backbone.named_parameters()]
-        ids, num_layers = LAYER_ID_FUNCTIONS[kind](names, self.paramwise_cfg.get('decay_type', 'layer_wise'))
+        ids, num_layers = layer_id_function(backbone)(names, self.paramwise_cfg.get('decay_type', 'layer_wise'))
         full = {prefix + n: i for n, i in ids.items()}
         for name, _ in model.named_parameters():
             full.setdefault(name, num_layers + 1)  # neck, heads: no decay

@@ -21,7 +21,6 @@ merged model is checked against the training-form one on a random input (eval mo
 """
 import argparse
 import copy
-import inspect
 import json
 import os.path as osp
 import sys
@@ -91,25 +90,10 @@ def _parse_arch(text: Optional[str]) -> Any:
     return json.loads(text) if text.startswith('{') else text
 
 
-def _call_switch(module: nn.Module, fuse_bn: bool) -> None:
-    params = inspect.signature(module.switch_to_deploy).parameters
-    if 'fuse_bn' in params:
-        module.switch_to_deploy(fuse_bn=fuse_bn)
-    elif fuse_bn:
-        raise ValueError(f'{type(module).__name__}.switch_to_deploy() has no fuse_bn option')
-    else:
-        module.switch_to_deploy()
-
-
 def switch_all(model: nn.Module, fuse_bn: bool) -> List[str]:
-    """Call ``switch_to_deploy`` on the outermost modules that have it; returns their names."""
-    done: List[str] = []
-    for name, module in model.named_modules():
-        if any(name.startswith(d + '.') or d == '' for d in done):
-            continue
-        if callable(getattr(module, 'switch_to_deploy', None)):
-            _call_switch(module, fuse_bn)
-            done.append(name)
+    """Switch every re-parameterisable part of ``model`` to deploy form; returns their names."""
+    from mmlk.models.utils import reparameterize
+    done = reparameterize(model, fuse_bn=fuse_bn or None)
     if not done:
         raise ValueError(f'{type(model).__name__} has no module with switch_to_deploy()')
     return done
@@ -136,8 +120,8 @@ def verify(train_model: nn.Module, merged: nn.Module, size: int, in_channels: in
 
 def _build_backbone(args: argparse.Namespace, sd: Dict[str, torch.Tensor]) -> nn.Module:
     import mmlk  # noqa: F401  (registers the backbones)
-    from mmlk.models.backbones.replknet import (RepLKNet, check_state_dict_fits,
-                                                describe_replknet_state_dict)
+    from mmlk.checkpoint.state_dict import check_state_dict_fits, shapes_of
+    from mmlk.models.backbones import RepLKNet
     from mmlk.registry import MODELS
     kwargs = json.loads(args.kwargs)
     family = args.model
@@ -148,8 +132,8 @@ def _build_backbone(args: argparse.Namespace, sd: Dict[str, torch.Tensor]) -> nn
                              'repnext --arch ... (or --config)')
     arch = _parse_arch(args.arch)
     if family == 'replknet':
-        info = describe_replknet_state_dict(sd)
-        if info['form'] != 'training':
+        info = RepLKNet.describe_shapes(shapes_of(sd))
+        if info['form'] != 'train':
             raise ValueError(f'the checkpoint is already in {info["form"]} form; nothing to merge')
         if arch is None:
             if info['arch'] is None:
@@ -185,7 +169,7 @@ def _convert_backbone(args: argparse.Namespace,
     switch_all(model, args.fuse_bn)
     err = float('nan')
     if reference is not None:
-        in_ch = getattr(model, '_build_kwargs', {}).get('in_channels', 3)
+        in_ch = model.build_kwargs.get('in_channels', 3)
         err = verify(reference, model, args.verify_size, in_ch)
     merged = {prefix + k: v for k, v in model.state_dict().items()}
     merged.update(rest)

@@ -10,70 +10,30 @@ Module names reproduce the official checkpoints' key layout exactly (``stem.N.co
 ``norm`` + ``head``), so official files load with no renaming.
 """
 import copy
-from contextlib import contextmanager, nullcontext
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+import math
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmlk.ops import LargeKernelDWConv2d
 from mmlk.registry import MODELS, register_plain_alias
-from ..utils.reparam import fold_bn_into_next, fuse_conv_bn, pad_kernel
-from ..utils.validation import compare_state_dict, format_state_dict_mismatch, normalize_out_indices, state_prefix
+from ..utils.conv import conv_like, make_conv
+from ..utils.reparam import fold_bn_into_next, fuse_conv_bn, pad_kernel, require_batchnorm
+from .base import RepBackbone, checkpoint_with_bn_guard, stage_depths
 
-__all__ = ['RepLKNet', 'RepLKBlock', 'ConvFFN', 'ReparamLargeKernelConv', 'ConvBN',
-           'check_state_dict_fits', 'describe_replknet_state_dict']
-
-# Depthwise kernels at least this large go through mmlk's large-kernel op; smaller ones stay nn.Conv2d.
-LARGE_KERNEL_MIN = 7
+__all__ = ['RepLKNet', 'RepLKBlock', 'ConvFFN', 'ReparamLargeKernelConv', 'ConvBN']
 
 _ARCH_FIELDS = ('large_kernel_sizes', 'layers', 'channels', 'small_kernel', 'dw_ratio', 'ffn_ratio')
-
-
-def _make_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int, groups: int,
-               bias: bool, lk_impl: str) -> nn.Conv2d:
-    """A conv with 'same' padding (k // 2); large stride-1 depthwise kernels use the mmlk op."""
-    depthwise = groups == in_channels == out_channels and groups > 1
-    if depthwise and stride == 1 and kernel_size >= LARGE_KERNEL_MIN:
-        return LargeKernelDWConv2d(out_channels, kernel_size, bias=bias, impl=lk_impl)
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                     padding=kernel_size // 2, groups=groups, bias=bias)
-
-
-def _rebuild_conv_with(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor,
-                       lk_impl: str) -> nn.Conv2d:
-    """A biased copy of ``conv`` (same geometry, real padding) holding ``weight`` and ``bias``."""
-    new = _make_conv(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0],
-                     conv.groups, True, lk_impl)
-    new = new.to(device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        new.bias.copy_(bias)
-    return new
-
-
-def _norm_name(norm: nn.Module) -> str:
-    return type(norm).__name__
-
-
-def _fold_check(norm: nn.Module, where: str) -> None:
-    if not isinstance(norm, _BatchNorm):
-        raise ValueError(
-            f'cannot merge {where}: it is normalised by {_norm_name(norm)}, which has no running '
-            'statistics. Re-parameterisation is exact only for BatchNorm-like norms (BN, SyncBN); '
-            'build the model with norm_cfg=dict(type="BN") (or SyncBN) to deploy it.')
 
 
 class ConvBN(nn.Module):
     """Bias-free conv followed by a norm layer and optionally ReLU (official ``conv_bn[_relu]``).
 
     Children are named ``conv`` and ``bn`` (whatever the norm type) so keys match the official
-    checkpoints. After :meth:`fuse_bn` (or when built with ``fused=True``) ``conv`` carries a bias and
+    checkpoints. After :meth:`switch_to_deploy` (or when built with ``fused=True``) ``conv`` carries a bias and
     ``bn`` is an ``nn.Identity``.
 
     Args:
@@ -93,8 +53,8 @@ class ConvBN(nn.Module):
                  fused: bool = False, lk_impl: str = 'auto') -> None:
         super().__init__()
         self.lk_impl = lk_impl
-        self.conv = _make_conv(in_channels, out_channels, kernel_size, stride, groups, fused,
-                               lk_impl)
+        self.conv = make_conv(in_channels, out_channels, kernel_size, stride, groups=groups, bias=fused,
+                              lk_impl=lk_impl)
         if fused:
             self.bn = nn.Identity()
         else:
@@ -109,19 +69,18 @@ class ConvBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.nonlinear(self.bn(self.conv(x)))
 
-    def fused_weight_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Kernel and bias of a single conv equivalent to ``bn(conv(x))`` in eval mode."""
         if self.is_fused:
             return self.conv.weight, self.conv.bias
-        _fold_check(self.bn, 'a conv-norm pair')
-        return fuse_conv_bn(self.conv.weight, self.conv.bias, self.bn)
+        return fuse_conv_bn(self.conv.weight, self.conv.bias, require_batchnorm(self.bn, 'a conv-norm pair'))
 
-    def fuse_bn(self) -> None:
+    def switch_to_deploy(self) -> None:
         """Fold the norm into a biased conv in place (idempotent)."""
         if self.is_fused:
             return
-        weight, bias = self.fused_weight_bias()
-        self.conv = _rebuild_conv_with(self.conv, weight.detach(), bias.detach(), self.lk_impl)
+        weight, bias = self.equivalent_kernel_bias()
+        self.conv = conv_like(self.conv, weight.detach(), bias.detach(), self.lk_impl)
         self.bn = nn.Identity()
 
 
@@ -154,7 +113,7 @@ class ReparamLargeKernelConv(nn.Module):
         self.small_kernel = small_kernel
         self.lk_impl = lk_impl
         if deploy:
-            self.lkb_reparam = _make_conv(channels, channels, kernel_size, 1, channels, True, lk_impl)
+            self.lkb_reparam = make_conv(channels, channels, kernel_size, groups=channels, lk_impl=lk_impl)
         else:
             self.lkb_origin = ConvBN(channels, channels, kernel_size, groups=channels,
                                      norm_cfg=norm_cfg, lk_impl=lk_impl)
@@ -177,13 +136,13 @@ class ReparamLargeKernelConv(nn.Module):
                 out = out + self.small_conv(x)
         return out
 
-    def get_equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Kernel and bias of the single KxK conv equal to the two branches in eval mode."""
         if self.is_merged:
             return self.lkb_reparam.weight, self.lkb_reparam.bias
-        weight, bias = self.lkb_origin.fused_weight_bias()
+        weight, bias = self.lkb_origin.equivalent_kernel_bias()
         if hasattr(self, 'small_conv'):
-            small_w, small_b = self.small_conv.fused_weight_bias()
+            small_w, small_b = self.small_conv.equivalent_kernel_bias()
             weight = weight + pad_kernel(small_w, (self.kernel_size, self.kernel_size))
             bias = bias + small_b
         return weight, bias
@@ -192,9 +151,8 @@ class ReparamLargeKernelConv(nn.Module):
         """Merge both branches into ``lkb_reparam`` in place (idempotent)."""
         if self.is_merged:
             return
-        weight, bias = self.get_equivalent_kernel_bias()
-        self.lkb_reparam = _rebuild_conv_with(self.lkb_origin.conv, weight.detach(), bias.detach(),
-                                              self.lk_impl)
+        weight, bias = self.equivalent_kernel_bias()
+        self.lkb_reparam = conv_like(self.lkb_origin.conv, weight.detach(), bias.detach(), self.lk_impl)
         del self.lkb_origin
         if hasattr(self, 'small_conv'):
             del self.small_conv
@@ -202,9 +160,8 @@ class ReparamLargeKernelConv(nn.Module):
 
 def _fold_pre_bn(norm: nn.Module, layer: ConvBN, where: str) -> None:
     """Fold an eval-mode BN that feeds a fused 1x1 conv (``conv(bn(x))``) into that conv."""
-    _fold_check(norm, where)
     conv = layer.conv
-    weight, bias = fold_bn_into_next(conv.weight, conv.bias, norm)
+    weight, bias = fold_bn_into_next(conv.weight, conv.bias, require_batchnorm(norm, where))
     with torch.no_grad():
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
@@ -248,8 +205,8 @@ class RepLKBlock(nn.Module):
         """Merge the large-kernel branches; with ``fuse_bn`` also fold every norm into a conv."""
         self.large_kernel.switch_to_deploy()
         if fuse_bn:
-            self.pw1.fuse_bn()
-            self.pw2.fuse_bn()
+            self.pw1.switch_to_deploy()
+            self.pw2.switch_to_deploy()
             if not isinstance(self.prelkb_bn, nn.Identity):
                 _fold_pre_bn(self.prelkb_bn, self.pw1, 'prelkb_bn')
                 self.prelkb_bn = nn.Identity()
@@ -283,40 +240,11 @@ class ConvFFN(nn.Module):
     def switch_to_deploy(self, fuse_bn: bool = False) -> None:
         """Nothing to merge structurally; with ``fuse_bn`` fold every norm into a conv."""
         if fuse_bn:
-            self.pw1.fuse_bn()
-            self.pw2.fuse_bn()
+            self.pw1.switch_to_deploy()
+            self.pw2.switch_to_deploy()
             if not isinstance(self.preffn_bn, nn.Identity):
                 _fold_pre_bn(self.preffn_bn, self.pw1, 'preffn_bn')
                 self.preffn_bn = nn.Identity()
-
-
-@contextmanager
-def _batchnorm_stats_scratch(module: nn.Module) -> Iterator[None]:
-    """Let BN running-statistics updates go to throw-away copies while the context is active.
-
-    Used for the recomputation pass of gradient checkpointing: without it every checkpointed BN
-    would update its running mean/var twice per step. The buffers are swapped rather than restored
-    by ``copy_`` so the recomputed graph saves the same tensors, untouched afterwards.
-    """
-    names = ('running_mean', 'running_var', 'num_batches_tracked')
-    bns = [m for m in module.modules()
-           if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
-    originals = [tuple(getattr(m, n) for n in names) for m in bns]
-    for m, bufs in zip(bns, originals):
-        for n, buf in zip(names, bufs):
-            if buf is not None:
-                setattr(m, n, buf.clone())
-    try:
-        yield
-    finally:
-        for m, bufs in zip(bns, originals):
-            for n, buf in zip(names, bufs):
-                setattr(m, n, buf)
-
-
-def _checkpointed(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return cp.checkpoint(module, x, use_reentrant=False,
-                         context_fn=lambda: (nullcontext(), _batchnorm_stats_scratch(module)))
 
 
 class RepLKNetStage(nn.Module):
@@ -348,7 +276,7 @@ class RepLKNetStage(nn.Module):
         for blk in self.blocks:
             # (checkpointing is eager-only; TorchScript drops this branch at compile time)
             if not torch.jit.is_scripting() and self.with_cp and torch.is_grad_enabled():
-                x = _checkpointed(blk, x)
+                x = checkpoint_with_bn_guard(blk, x, blk)
             else:
                 x = blk(x)
         return x
@@ -396,7 +324,7 @@ def _validate_arch(arch: Union[str, dict], choices: Dict[str, dict]) -> dict:
 
 @MODELS.register_module()
 @register_plain_alias
-class RepLKNet(BaseModule):
+class RepLKNet(RepBackbone):
     """RepLKNet backbone (Ding et al., "Scaling Up Your Kernels to 31x31", CVPR 2022).
 
     A 4-conv stem (stride 4), four stages of (RepLKBlock, ConvFFN) pairs separated by transitions
@@ -407,7 +335,7 @@ class RepLKNet(BaseModule):
     ``num_classes > 0`` the logits are appended as the last element, so mmpretrain's ``ClsHead``
     (which reads ``feats[-1]``) consumes them and the official flat checkpoints (``norm.*``,
     ``head.*``) load into the backbone unchanged. A strict ``load_state_dict`` of weights that do not
-    fit names both variants/forms (see :func:`check_state_dict_fits`).
+    fit names both variants/forms (see :func:`mmlk.checkpoint.state_dict.check_state_dict_fits`).
 
     Args:
         arch: ``'31B'``, ``'31L'``, ``'XL'`` or a dict with the fields ``large_kernel_sizes``,
@@ -453,7 +381,10 @@ class RepLKNet(BaseModule):
         'XL': dict(large_kernel_sizes=[27, 27, 27, 13], layers=[2, 2, 18, 2],
                    channels=[256, 512, 1024, 2048], small_kernel=None, dw_ratio=1.5, ffn_ratio=4),
     }
+    family = 'replknet'
+    display_name = 'RepLKNet'
     num_stages = 4
+    deploy_options = ('fuse_bn', )
 
     def __init__(self,
                  arch: Union[str, dict] = '31B',
@@ -483,29 +414,15 @@ class RepLKNet(BaseModule):
                              f'got {norm_cfg!r}')
         self.arch = _validate_arch(arch, self.arch_settings)
         self.arch_name = arch.upper() if isinstance(arch, str) else None
-
-        if isinstance(out_indices, int):
-            out_indices = (out_indices, )
-        if not isinstance(num_classes, int) or num_classes < 0:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f'num_classes must be an int >= 0, got {num_classes!r}')
-        norm_idx = normalize_out_indices(out_indices, self.num_stages, has_classifier=num_classes > 0)
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], '
-                             f'got {frozen_stages}')
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
-
-        self._build_kwargs = dict(
-            arch=copy.deepcopy(arch), in_channels=in_channels, out_indices=tuple(out_indices),
-            num_classes=num_classes, drop_path_rate=drop_path_rate, frozen_stages=frozen_stages,
-            norm_eval=norm_eval, with_cp=with_cp, norm_cfg=copy.deepcopy(norm_cfg),
-            norm_intermediate_features=norm_intermediate_features, deploy=bool(deploy),
-            fuse_bn=fuse_bn, lk_impl=lk_impl, init_cfg=copy.deepcopy(init_cfg))
-
-        self.out_indices = tuple(sorted(norm_idx))
+        self._setup_common(
+            dict(arch=arch, in_channels=in_channels, out_indices=out_indices, num_classes=num_classes,
+                 drop_path_rate=drop_path_rate, frozen_stages=frozen_stages, norm_eval=norm_eval,
+                 with_cp=with_cp, norm_cfg=norm_cfg, norm_intermediate_features=norm_intermediate_features,
+                 deploy=bool(deploy), fuse_bn=fuse_bn, lk_impl=lk_impl, init_cfg=init_cfg),
+            out_indices, frozen_stages, norm_eval, drop_path_rate, has_classifier=num_classes > 0)
         self.num_classes = num_classes
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
         self.norm_cfg = norm_cfg
         self.norm_intermediate_features = norm_intermediate_features
         self.deploy = bool(deploy)
@@ -525,9 +442,7 @@ class RepLKNet(BaseModule):
             ConvBN(c0, c0, 3, stride=2, groups=c0, norm_cfg=norm_cfg, relu=True, fused=fused),
         ])
 
-        total = sum(layers)
-        # Plain Python (not torch.linspace) so the model can be built on the meta device.
-        rates = [drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
+        rates = self.drop_path_rates(drop_path_rate, sum(layers))
         self.stages = nn.ModuleList()
         self.transitions = nn.ModuleList()
         for i in range(self.num_stages):
@@ -552,17 +467,6 @@ class RepLKNet(BaseModule):
 
     # ------------------------------------------------------------------ properties
     @property
-    def with_cp(self) -> bool:
-        return self._with_cp
-
-    @with_cp.setter
-    def with_cp(self, value: bool) -> None:
-        # Kept on every stage too, so setting it after construction takes effect everywhere.
-        self._with_cp = bool(value)
-        for stage in self.stages:
-            stage.with_cp = self._with_cp
-
-    @property
     def has_classifier(self) -> bool:
         return self.num_classes > 0
 
@@ -571,7 +475,7 @@ class RepLKNet(BaseModule):
         for i, layer in enumerate(self.stem):
             # the first layer is never checkpointed (its input usually needs no gradient)
             if not torch.jit.is_scripting() and i > 0 and self.with_cp and torch.is_grad_enabled():
-                x = _checkpointed(layer, x)
+                x = checkpoint_with_bn_guard(layer, x, layer)
             else:
                 x = layer(x)
         return x
@@ -602,45 +506,12 @@ class RepLKNet(BaseModule):
         return tuple(outs)
 
     # ------------------------------------------------------------------ training behaviour
-    def _freeze_stages(self) -> None:
-        frozen: List[nn.Module] = []
-        if self.frozen_stages >= 0:
-            frozen.append(self.stem)
-        for i in range(self.frozen_stages):
-            frozen.append(self.stages[i])
-            if i >= 1:
-                frozen.append(self.transitions[i - 1])
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'RepLKNet':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
-
-    def init_weights(self) -> None:
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from mmlk.checkpoint import load_pretrained  # lazy: the loader imports heavier deps
-            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'))
-            self._is_init = True
-            return
-        super().init_weights()
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """``nn.Module.load_state_dict``; a strict load that does not fit raises a RuntimeError
-        naming the model's and the file's variant/form and a few offending keys."""
-        if strict:
-            report = check_state_dict_fits(self, state_dict, raise_error=False)
-            if report['message']:
-                raise RuntimeError(report['message'])
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+    def _frozen_modules(self) -> List[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        # stages 0..k-1 and the transitions between them (transition i follows stage i)
+        return ([self.stem] + [self.stages[i] for i in range(self.frozen_stages)]
+                + [self.transitions[i] for i in range(max(self.frozen_stages - 1, 0))])
 
     # ------------------------------------------------------------------ deployment
     def switch_to_deploy(self, fuse_bn: Optional[bool] = None) -> None:
@@ -650,155 +521,149 @@ class RepLKNet(BaseModule):
             fuse_bn: Also fold every conv-norm pair, the pre-block BNs and the classifier norm into
                 biased convs / the head. Defaults to the constructor's ``fuse_bn``.
         """
-        fuse = self.fuse_bn if fuse_bn is None else bool(fuse_bn)
+        super().switch_to_deploy(fuse_bn=fuse_bn)
+
+    def _switch_to_deploy(self, fuse_bn: bool) -> None:
         for stage in self.stages:
             for blk in stage.blocks:
-                blk.switch_to_deploy(fuse_bn=fuse)
-        if fuse:
+                blk.switch_to_deploy(fuse_bn=fuse_bn)
+        if fuse_bn:
             for layer in list(self.stem) + [m for t in self.transitions for m in t]:
-                layer.fuse_bn()
+                layer.switch_to_deploy()
             # (timm's num_classes=0 form has no Linear head to absorb the norm: it stays.)
             if (self.has_classifier and not isinstance(self.norm, nn.Identity)
                     and isinstance(self.head, nn.Linear)):
-                _fold_check(self.norm, 'the classifier norm')
                 weight, bias = fold_bn_into_next(self.head.weight, self.head.bias,
-                                                             self.norm)
+                                                 require_batchnorm(self.norm, 'the classifier norm'))
                 with torch.no_grad():
                     self.head.weight.copy_(weight)
                     self.head.bias.copy_(bias)
                 self.norm = nn.Identity()
         self.deploy = True
-        self.fuse_bn = self.fuse_bn or fuse
-        self._build_kwargs.update(deploy=True, fuse_bn=self.fuse_bn)
-        # New parameters start with requires_grad=True: re-apply freezing.
-        self._freeze_stages()
+        self.fuse_bn = self.fuse_bn or fuse_bn
+        self.build_kwargs['fuse_bn'] = self.fuse_bn
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def form(self) -> str:
+        return 'fused' if self.deploy and self.fuse_bn else ('merged' if self.deploy else 'train')
+
+    def describe_extras(self) -> List[str]:
+        extras = [f'{self.num_classes}-class head' if self.num_classes else 'no head']
+        return extras + (['intermediate norms'] if self.norm_intermediate_features else [])
+
+    @classmethod
+    def owns_keys(cls, keys: Sequence[str]) -> bool:
+        return any('.large_kernel.' in k or '.prelkb_bn.' in k for k in keys)
+
+    @classmethod
+    def form_of(cls, keys: Sequence[str]) -> Optional[str]:
+        if any('.lkb_origin.' in k for k in keys):
+            return 'train'
+        if any('.lkb_reparam.' in k for k in keys):
+            return 'fused' if 'stem.0.conv.bias' in keys else 'merged'
+        return None
+
+    @classmethod
+    def describe_shapes(cls, shapes: Dict[str, Tuple[int, ...]]) -> dict:
+        """See :meth:`RepBackbone.describe_shapes`; adds ``num_classes`` and ``norm_intermediate_features``."""
+        blocks: Dict[int, set] = {}
+        for k in shapes:
+            m = re.match(r'stages\.(\d+)\.blocks\.(\d+)\.', k)
+            if m:
+                blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+        layers, channels, kernels = [], [], []
+        small, dw_ratio, ffn_ratio = None, None, None
+        for i in sorted(blocks):
+            layers.append((max(blocks[i]) + 1) // 2)
+            lk = shapes.get(f'stages.{i}.blocks.0.large_kernel.lkb_origin.conv.weight',
+                            shapes.get(f'stages.{i}.blocks.0.large_kernel.lkb_reparam.weight'))
+            pw1 = shapes.get(f'stages.{i}.blocks.0.pw1.conv.weight')
+            ffn = shapes.get(f'stages.{i}.blocks.1.pw1.conv.weight')
+            kernels.append(lk[-1] if lk else None)
+            channels.append(pw1[1] if pw1 else None)
+            if pw1 and ffn:
+                dw_ratio, ffn_ratio = pw1[0] / pw1[1], ffn[0] / ffn[1]
+            sc = shapes.get(f'stages.{i}.blocks.0.large_kernel.small_conv.conv.weight')
+            if sc:
+                small = sc[-1]
+        form = cls.form_of(list(shapes))
+        info = dict(family=cls.family, form=form, arch=None, arch_name=None, variant=None,
+                    channels=tuple(channels), depths=tuple(layers),
+                    num_classes=shapes['head.weight'][0] if 'head.weight' in shapes else 0,
+                    norm_intermediate_features=any(re.match(r'stages\.\d\.norm\.', k) for k in shapes))
+        info['extras'] = [f'{info["num_classes"]}-class head' if info['num_classes'] else 'no head'] + (
+            ['intermediate norms'] if info['norm_intermediate_features'] else [])
+        if len(layers) == cls.num_stages and None not in channels + kernels and dw_ratio is not None:
+            number = lambda v: int(v) if float(v).is_integer() else float(v)  # noqa: E731
+            arch = dict(large_kernel_sizes=kernels, layers=layers, channels=channels, small_kernel=small,
+                        dw_ratio=number(dw_ratio), ffn_ratio=number(ffn_ratio))
+            for name, ref in cls.arch_settings.items():
+                # The merged form does not record the small kernel: take the published one.
+                if form != 'train' and {**ref, 'small_kernel': None} == {**arch, 'small_kernel': None}:
+                    arch['small_kernel'] = ref['small_kernel']
+                if ref == arch:
+                    info['arch_name'] = info['variant'] = name
+            info['arch'] = arch
+        else:
+            # a partial state dict: name the variant from what is there
+            info['variant'] = next((name for name, ref in cls.arch_settings.items()
+                                    if tuple(ref['channels']) == tuple(channels)
+                                    and tuple(ref['layers']) == tuple(layers)
+                                    and tuple(ref['large_kernel_sizes']) == tuple(kernels)), None)
+        info['text'] = (f'RepLKNet{"-" + info["variant"] if info["variant"] else ""} (channels {tuple(channels)}, '
+                        f'layers {tuple(layers)}, kernels {tuple(kernels)})')
+        return info
+
+    def state_dict_hints(self, info: dict) -> List[str]:
+        if info['form'] == 'train' and self.deploy:
+            return ['Load it into a training-form model (deploy=False) and call switch_to_deploy(), or convert it '
+                    'with tools/model_converters/reparameterize.py.']
+        if info['form'] in ('merged', 'fused') and not self.deploy:
+            return ['It holds merged weights: build the model with deploy=True'
+                    + (', fuse_bn=True' if info['form'] == 'fused' else '') + '.']
+        return []
+
+    # ------------------------------------------------------------------ layer-wise lr decay
+    @classmethod
+    def layer_ids(cls, names: List[str], decay_type: str = 'layer_wise') -> Tuple[Dict[str, int], int]:
+        """Layer id of every backbone parameter name, following the upstream fine-tuning code
+        (RepLKNet-pytorch ``optim_factory.py``): the stem is 0, stages 0 and 1 are 1 and 2, stage 2 is cut
+        into groups of four consecutive ``blocks`` entries (two RepLKBlock/ConvFFN pairs) numbered from 3,
+        the last stage is ``L``; a transition shares the id of the layer just before it. Names outside
+        stem/stages/transitions (the classifier's final ``norm``) get ``L + 1``. ``decay_type='stage_wise'``:
+        the stem 0, stage ``s`` and what belongs to it ``s + 1``.
+        """
+        depths = stage_depths(names, cls.display_name, cls.num_stages)
+        groups = 1 if decay_type == 'stage_wise' else max(1, math.ceil(depths[2] / 4))
+        num_layers = 4 if decay_type == 'stage_wise' else 3 + groups
+        ids: Dict[str, int] = {}
+        for name in names:
+            parts = name.split('.')
+            if parts[0] == 'stem':
+                layer = 0
+            elif parts[0] == 'stages':
+                stage = int(parts[1])
+                block = re.match(r'^blocks\.(\d+)\.', '.'.join(parts[2:]) + '.')
+                if decay_type == 'stage_wise' or stage < 2:
+                    layer = stage + 1
+                elif stage == 2:
+                    # The optional intermediate norm (stages.2.norm) goes with the last group of the stage.
+                    layer = 3 + (int(block.group(1)) // 4 if block else groups - 1)
+                else:
+                    layer = num_layers
+            elif parts[0] == 'transitions':
+                index = int(parts[1])
+                layer = index + 1 if decay_type == 'stage_wise' or index < 2 else 2 + groups
+            else:
+                layer = num_layers + 1
+            ids[name] = layer
+        return ids, num_layers
 
     def extra_repr(self) -> str:
         name = self.arch_name or 'custom'
         return (f'arch={name}, out_indices={self.out_indices}, num_classes={self.num_classes}, '
                 f'deploy={self.deploy}, fuse_bn={self.fuse_bn}')
-
-
-# ---------------------------------------------------------------------- state-dict checks
-_STRIP_PREFIXES = ('module.', 'backbone.', 'model.')
-
-
-def describe_replknet_state_dict(state_dict: Dict[str, torch.Tensor]) -> dict:
-    """Infer variant, form and extras of a RepLKNet state dict from its keys and shapes.
-
-    Returns a dict with ``arch`` (an arch dict, or None when the keys are not RepLKNet's),
-    ``arch_name`` ('31B', '31L', 'XL' or None), ``form`` ('training', 'merged', 'fused' or
-    'unknown'), ``num_classes`` (0 without head), ``norm_intermediate_features`` and ``prefix`` (a
-    leading ``backbone.``/``module.`` shared by every key, or '').
-    """
-    prefix = state_prefix(list(state_dict), _STRIP_PREFIXES)
-    sd = {k[len(prefix):]: v for k, v in state_dict.items()}
-    info: dict = dict(arch=None, arch_name=None, form='unknown', num_classes=0,
-                      norm_intermediate_features=False, prefix=prefix)
-    if 'head.weight' in sd:
-        info['num_classes'] = int(sd['head.weight'].shape[0])
-    info['norm_intermediate_features'] = any(k.startswith(f'stages.{i}.norm.') for i in range(4)
-                                             for k in sd)
-    if any('.lkb_origin.' in k for k in sd):
-        info['form'] = 'training'
-    elif any('.lkb_reparam.' in k for k in sd):
-        info['form'] = 'fused' if 'stem.0.conv.bias' in sd else 'merged'
-    try:
-        layers, kernels, channels = [], [], []
-        small, dw_ratio, ffn_ratio = None, None, None
-        for i in range(4):
-            idx = {int(k.split('.')[3]) for k in sd if k.startswith(f'stages.{i}.blocks.')}
-            if not idx:
-                return info
-            layers.append((max(idx) + 1) // 2)
-            lk = sd.get(f'stages.{i}.blocks.0.large_kernel.lkb_origin.conv.weight',
-                        sd.get(f'stages.{i}.blocks.0.large_kernel.lkb_reparam.weight'))
-            pw1 = sd[f'stages.{i}.blocks.0.pw1.conv.weight']
-            ffn = sd[f'stages.{i}.blocks.1.pw1.conv.weight']
-            kernels.append(int(lk.shape[-1]))
-            channels.append(int(pw1.shape[1]))
-            dw_ratio = pw1.shape[0] / pw1.shape[1]
-            ffn_ratio = ffn.shape[0] / ffn.shape[1]
-            sc = sd.get(f'stages.{i}.blocks.0.large_kernel.small_conv.conv.weight')
-            if sc is not None:
-                small = int(sc.shape[-1])
-    except (KeyError, IndexError, ValueError, AttributeError):
-        return info
-
-    def _num(v: float) -> Union[int, float]:
-        return int(v) if float(v).is_integer() else float(v)
-
-    arch = dict(large_kernel_sizes=kernels, layers=layers, channels=channels, small_kernel=small,
-                dw_ratio=_num(dw_ratio), ffn_ratio=_num(ffn_ratio))
-    if info['form'] == 'merged' or info['form'] == 'fused':
-        # The merged form does not record the small kernel; assume the official one when the rest
-        # matches an official variant.
-        for name, ref in RepLKNet.arch_settings.items():
-            if {**ref, 'small_kernel': None} == {**arch, 'small_kernel': None}:
-                arch['small_kernel'] = ref['small_kernel']
-    info['arch'] = arch
-    for name, ref in RepLKNet.arch_settings.items():
-        if ref == arch:
-            info['arch_name'] = name
-    return info
-
-
-def _describe_model(model: RepLKNet) -> str:
-    name = f'RepLKNet-{model.arch_name}' if model.arch_name else f'RepLKNet(custom {model.arch})'
-    form = 'fused' if model.deploy and model.fuse_bn else ('merged' if model.deploy else 'training')
-    head = f'{model.num_classes}-class head' if model.num_classes else 'no head'
-    inter = ', intermediate norms' if model.norm_intermediate_features else ''
-    return f'{name} ({form} form, {head}{inter})'
-
-
-def _describe_info(info: dict) -> str:
-    if info['arch'] is None:
-        return 'not a recognisable RepLKNet state dict'
-    name = f'RepLKNet-{info["arch_name"]}' if info['arch_name'] else f'RepLKNet(custom {info["arch"]})'
-    head = f'{info["num_classes"]}-class head' if info['num_classes'] else 'no head'
-    inter = ', intermediate norms' if info['norm_intermediate_features'] else ''
-    pre = f', keys prefixed {info["prefix"]!r}' if info['prefix'] else ''
-    return f'{name} ({info["form"]} form, {head}{inter}{pre})'
-
-
-def check_state_dict_fits(model: RepLKNet, state_dict: Dict[str, torch.Tensor],
-                          raise_error: bool = True, max_listed: int = 5) -> dict:
-    """Check that ``state_dict`` has exactly the keys and shapes of ``model``.
-
-    Args:
-        model: A :class:`RepLKNet`.
-        state_dict: The weights, already stripped of any wrapper prefix.
-        raise_error: Raise ``ValueError`` on any difference (default); otherwise only report.
-        max_listed: How many missing / unexpected / mismatched keys the message lists.
-
-    Returns:
-        ``dict(missing=[...], unexpected=[...], mismatched=[(key, ckpt_shape, model_shape)],
-        checkpoint=<describe_replknet_state_dict(...)>, message=str)``; ``message`` is '' if it fits.
-
-    Raises:
-        ValueError: If keys or shapes differ and ``raise_error``; the message names the model's and
-            the checkpoint's variant/form and lists a few offending keys.
-    """
-    missing, unexpected, mismatched = compare_state_dict(model.state_dict(), state_dict)
-    info = describe_replknet_state_dict(state_dict)
-    message = ''
-    if missing or unexpected or mismatched:
-        hints = []
-        if info['prefix']:
-            hints.append(f'Every key starts with {info["prefix"]!r}: strip it (prefix=...).')
-        elif info['form'] == 'training' and model.deploy:
-            hints.append('Load it into a training-form model (deploy=False) and call '
-                         'switch_to_deploy(), or convert it with '
-                         'tools/model_converters/reparameterize.py.')
-        elif info['form'] in ('merged', 'fused') and not model.deploy:
-            hints.append('It holds merged weights: build the model with deploy=True'
-                         + (', fuse_bn=True' if info['form'] == 'fused' else '') + '.')
-        message = format_state_dict_mismatch(_describe_model(model), _describe_info(info), hints, missing,
-                                             unexpected, mismatched, max_listed)
-        if raise_error:
-            raise ValueError(message)
-    return dict(missing=missing, unexpected=unexpected, mismatched=mismatched, checkpoint=info,
-                message=message)
 
 
 # ---------------------------------------------------------------------- timm factories
@@ -842,8 +707,8 @@ if build_model_with_cfg is not None:
             kwargs.setdefault('out_indices', ())
             super().__init__(arch=arch, in_channels=in_chans, num_classes=max(num_classes, 1),
                              drop_path_rate=drop_path_rate, **kwargs)
-            self._build_kwargs.update(num_classes=num_classes, global_pool=global_pool,
-                                      in_chans=self._build_kwargs.pop('in_channels'))
+            self.build_kwargs.update(num_classes=num_classes, global_pool=global_pool,
+                                      in_chans=self.build_kwargs.pop('in_channels'))
             self.num_classes = num_classes
             self.global_pool = global_pool
             if num_classes == 0:

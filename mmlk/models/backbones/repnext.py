@@ -33,72 +33,39 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlk.ops import LargeKernelDWConv2d, dwconv2d
 from mmlk.registry import MODELS, register_plain_alias
 from ..heads.repnext_head import RepNeXtClsHead
+from ..utils.conv import LARGE_KERNEL_MIN, conv_from_weights, conv_like, make_conv
 from ..utils.reparam import (bn_scale_shift, dilate_kernel, fold_bn_into_next, fuse_conv_bn, pad_kernel,
-                             serial_kernel)
-from ..utils.validation import compare_state_dict, format_state_dict_mismatch, normalize_out_indices, state_prefix
+                             reparameterize, require_batchnorm, serial_kernel)
+from .base import RepBackbone, checkpoint_with_bn_guard, stage_depths
 
 #: Token mixers an arch can use: re-parameterised branch groups (M0-M5), one single-branch conv ("E"
 #: variants), or plain convs per chunk (the ChunkConv of upstream's README).
 TOKEN_MIXERS = ('rep', 'single', 'chunk')
 
-#: Depthwise stride-1 convolutions whose larger kernel side reaches this go through mmlk's large-kernel op.
-LK_MIN_KERNEL = 7
-
 _Pair = Tuple[int, int]
-
-
-def _pair(v: Union[int, Sequence[int]]) -> _Pair:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def _dw_conv(channels: int, kernel_size: Union[int, _Pair], stride: Union[int, _Pair] = 1,
              padding: Union[int, _Pair, None] = None, dilation: int = 1, bias: bool = True,
              lk_impl: str = 'auto') -> nn.Conv2d:
-    """A depthwise conv; 'same'-padded stride-1 ones with a side >= 7 use :class:`LargeKernelDWConv2d`.
-
-    Both are ``nn.Conv2d`` with ``weight``/``bias`` parameters, so the state-dict layout is the same.
-    """
-    ks, st = _pair(kernel_size), _pair(stride)
-    pad = (ks[0] // 2, ks[1] // 2) if padding is None else _pair(padding)
-    if (st == (1, 1) and dilation == 1 and max(ks) >= LK_MIN_KERNEL and ks[0] % 2 and ks[1] % 2
-            and pad == (ks[0] // 2, ks[1] // 2)):
-        return LargeKernelDWConv2d(channels, ks, bias=bias, impl=lk_impl)
-    return nn.Conv2d(channels, channels, ks, stride=st, padding=pad, dilation=dilation, groups=channels,
-                     bias=bias)
+    """A depthwise :func:`~mmlk.models.utils.conv.make_conv`."""
+    return make_conv(channels, channels, kernel_size, stride, padding, dilation, channels, bias, lk_impl)
 
 
 def _dw_apply(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int,
               lk_impl: str) -> torch.Tensor:
     """Depthwise conv with an odd square kernel, 'same' padding, through the large-kernel op if big."""
     k = weight.shape[-1]
-    if not torch.jit.is_scripting() and stride == 1 and k >= LK_MIN_KERNEL:
+    if not torch.jit.is_scripting() and stride == 1 and k >= LARGE_KERNEL_MIN:
         return dwconv2d(x, weight, bias, impl=lk_impl)
     # (TorchScript cannot compile the large-kernel op's dispatch: a scripted model uses F.conv2d.)
     return F.conv2d(x, weight, bias, stride, k // 2, 1, x.shape[1])
-
-
-def _require_bn(norm: nn.Module, where: str) -> _BatchNorm:
-    if not isinstance(norm, _BatchNorm):
-        raise TypeError(f'{where}: cannot merge a {type(norm).__name__} into a conv; structural '
-                        're-parameterisation needs a BatchNorm-type norm_cfg (BN or SyncBN)')
-    return norm
-
-
-def _copy_into(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, like: torch.Tensor) -> nn.Conv2d:
-    conv = conv.to(device=like.device, dtype=like.dtype)
-    with torch.no_grad():
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
-    return conv
 
 
 class ConvNorm(nn.Sequential):
@@ -110,14 +77,16 @@ class ConvNorm(nn.Sequential):
         self.add_module('conv', nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False))
         self.add_module('norm', build_norm_layer(norm_cfg or dict(type='BN'), out_channels)[1])
 
+    def equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Kernel and bias of the single conv equal to ``norm(conv(x))`` in eval mode."""
+        return fuse_conv_bn(self.conv.weight, self.conv.bias, require_batchnorm(self.norm, 'a ConvNorm'))
+
     @torch.no_grad()
-    def merge(self) -> nn.Conv2d:
-        """Return the equivalent biased conv (eval-mode statistics)."""
-        conv = self.conv
-        w, b = fuse_conv_bn(conv.weight, conv.bias, _require_bn(self.norm, 'ConvNorm'))
-        merged = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                           conv.dilation, conv.groups, bias=True)
-        return _copy_into(merged, w, b, conv.weight)
+    def switch_to_deploy(self) -> nn.Conv2d:
+        """The biased conv that replaces this module (the released deploy layout has no ``conv``/``norm``
+        children here); :func:`~mmlk.models.utils.reparam.reparameterize` puts it in place."""
+        weight, bias = self.equivalent_kernel_bias()
+        return conv_like(self.conv, weight, bias)
 
 
 def _conv_or_convnorm(in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int,
@@ -128,7 +97,7 @@ def _conv_or_convnorm(in_channels: int, out_channels: int, kernel_size: int, str
 
 
 def _deploy_dw(channels: int, kernel_size: int, stride: int, lk_impl: str) -> nn.Conv2d:
-    return _dw_conv(channels, kernel_size, stride, kernel_size // 2, bias=True, lk_impl=lk_impl)
+    return _dw_conv(channels, kernel_size, stride, bias=True, lk_impl=lk_impl)
 
 
 class _RepDWBranches(nn.Module):
@@ -164,11 +133,10 @@ class _RepDWBranches(nn.Module):
         return self.forward_branches(x)
 
     @torch.no_grad()
-    def merge(self) -> nn.Conv2d:
-        """Return the single biased depthwise conv this group equals."""
+    def switch_to_deploy(self) -> nn.Conv2d:
+        """The single biased depthwise conv that replaces this group (see :meth:`ConvNorm.switch_to_deploy`)."""
         weight, bias = self.equivalent_kernel_bias()
-        conv = _deploy_dw(self.channels, self.kernel_size, self.stride, self.lk_impl)
-        return _copy_into(conv, weight, bias, weight)
+        return conv_from_weights(weight, bias, self.stride, groups=self.channels, lk_impl=self.lk_impl)
 
 
 class RepDWConvS(_RepDWBranches):
@@ -235,13 +203,6 @@ class RepDWConvM(_RepDWBranches):
              + pad_kernel(serial_kernel(self.conv_5_w.weight, self.conv_5_h.weight), size))
         b = self.conv_7_7.bias + self.conv_5_3.bias + self.conv_3_5.bias
         return k, b
-
-
-def _merge_children(module: nn.Module) -> None:
-    """Replace every direct mergeable child (branch group or ConvNorm) by its merged conv."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, (_RepDWBranches, ConvNorm)):
-            setattr(module, name, child.merge())
 
 
 class ChunkConv(nn.Module):
@@ -428,12 +389,17 @@ class _RepNeXtUnit(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Non-reentrant checkpointing also works when ``x`` needs no gradient (e.g. after a frozen stem).
         if not torch.jit.is_scripting() and self.with_cp and torch.is_grad_enabled():
-            return cp.checkpoint(self._forward, x, use_reentrant=False)
+            return checkpoint_with_bn_guard(self._forward, x, self)
         return self._forward(x)
 
-    def _fold_norm(self) -> None:
+    def fold_norm(self) -> None:
+        """Fold the unit's norm into the neighbouring convs (exact) and drop it; needs merged mixers."""
+        self._fold_norm_into_convs()
+        self.norm = nn.Identity()
+        self.fold_block_norm = True
+
+    def _fold_norm_into_convs(self) -> None:
         raise NotImplementedError
 
     def switch_to_deploy(self, single_branch: bool = False) -> None:
@@ -443,11 +409,10 @@ class _RepNeXtUnit(nn.Module):
         for after an earlier multi-branch merge, too).
         """
         if not self.deploy:
-            _merge_children(self.token_mixer)
-            _merge_children(self.channel_mixer)
+            reparameterize(self.token_mixer)
+            reparameterize(self.channel_mixer)
             if self.fold_block_norm:
-                self._fold_norm()
-                self.norm = nn.Identity()
+                self.fold_norm()
             self.deploy = True
         if single_branch and not isinstance(self.token_mixer, _SINGLE_BRANCH):
             # after the norm fold, so the downsample's norm already sits in conv_s / conv_m
@@ -476,11 +441,11 @@ class MetaNeXtBlock(_RepNeXtUnit):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.drop_path(self.channel_mixer(self.norm(self.token_mixer(x))))
 
-    def _fold_norm(self) -> None:
+    def _fold_norm_into_convs(self) -> None:
         # The norm feeds only the first 1x1 conv (no padding), so folding it there is exact.
         conv = self.channel_mixer[0]
         with torch.no_grad():
-            w, b = fold_bn_into_next(conv.weight, conv.bias, _require_bn(self.norm, 'MetaNeXtBlock'))
+            w, b = fold_bn_into_next(conv.weight, conv.bias, require_batchnorm(self.norm, 'a MetaNeXtBlock norm'))
             conv.weight.copy_(w)
             conv.bias.copy_(b)
 
@@ -508,10 +473,10 @@ class Downsample(_RepNeXtUnit):
         x = self.norm(self.token_mixer(x))
         return x + self.channel_mixer(x)
 
-    def _fold_norm(self) -> None:
+    def _fold_norm_into_convs(self) -> None:
         # The normed tensor also feeds the residual, so the norm cannot go into the 1x1 conv; it directly
         # follows the two depthwise convs instead (first half of its channels conv_s, second half conv_m).
-        scale, shift = bn_scale_shift(_require_bn(self.norm, 'Downsample'))
+        scale, shift = bn_scale_shift(require_batchnorm(self.norm, 'a Downsample norm'))
         c = scale.numel() // 2
         if isinstance(self.token_mixer, SingleBranchCopyConv):  # one conv, same [s..., m...] channel order
             parts = ((self.token_mixer.conv, slice(None)), )
@@ -538,7 +503,7 @@ class RepNeXtStem(nn.Module):
         return self.stem(x)
 
     def switch_to_deploy(self) -> None:
-        _merge_children(self.stem)
+        reparameterize(self.stem)
 
 
 class RepNeXtStage(nn.Module):
@@ -555,7 +520,7 @@ class RepNeXtStage(nn.Module):
 
 @MODELS.register_module()
 @register_plain_alias
-class RepNeXt(BaseModule):
+class RepNeXt(RepBackbone):
     """RepNeXt backbone (`arXiv 2406.16004 <https://arxiv.org/abs/2406.16004>`_).
 
     Args:
@@ -593,6 +558,11 @@ class RepNeXt(BaseModule):
             :func:`mmlk.checkpoint.load_pretrained` (strict); other configs go to mmengine.
     """
 
+    family = 'repnext'
+    display_name = 'RepNeXt'
+    num_stages = 4
+    deploy_options = ('single_branch', )
+
     arch_settings: Dict[str, Dict] = {
         'm0': dict(embed_dims=[40, 80, 160, 320], depths=[2, 2, 9, 1], mlp_ratio=2),
         'm1': dict(embed_dims=[48, 96, 192, 384], depths=[3, 3, 15, 2], mlp_ratio=2),
@@ -625,28 +595,20 @@ class RepNeXt(BaseModule):
                  init_cfg: Optional[Union[Dict, List[Dict]]] = None,
                  single_branch: bool = False) -> None:
         super().__init__(init_cfg=init_cfg)
-        self._build_kwargs = copy.deepcopy(dict(
-            arch=arch, in_channels=in_channels, out_indices=out_indices, frozen_stages=frozen_stages,
-            norm_eval=norm_eval, with_cp=with_cp, norm_cfg=norm_cfg, act_cfg=act_cfg,
-            drop_path_rate=drop_path_rate, deploy=deploy, fold_block_norm=fold_block_norm,
-            merge_branches=merge_branches, lk_impl=lk_impl, init_cfg=init_cfg, single_branch=single_branch))
         self.arch = self._parse_arch(arch)
+        self.arch_name = arch.lower() if isinstance(arch, str) else None
         embed_dims, depths = self.arch['embed_dims'], self.arch['depths']
         mlp_ratio = self.arch['mlp_ratio']
-        num_stages = len(depths)
         norm_cfg = norm_cfg or dict(type='BN')
         act_cfg = act_cfg or dict(type='GELU')
-
-        # Sorted: forward returns the maps in stage order, and out_channels must list them the same way.
-        self.out_indices = normalize_out_indices(out_indices, num_stages)
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], got {frozen_stages}')
-        if drop_path_rate < 0 or drop_path_rate >= 1:
-            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
+        self._setup_common(
+            dict(arch=arch, in_channels=in_channels, out_indices=out_indices, frozen_stages=frozen_stages,
+                 norm_eval=norm_eval, with_cp=with_cp, norm_cfg=norm_cfg, act_cfg=act_cfg,
+                 drop_path_rate=drop_path_rate, deploy=deploy, fold_block_norm=fold_block_norm,
+                 merge_branches=merge_branches, lk_impl=lk_impl, init_cfg=init_cfg, single_branch=single_branch),
+            out_indices, frozen_stages, norm_eval, drop_path_rate)
         self.deploy = deploy
+        self.fold_block_norm = fold_block_norm
         self.embed_dims = list(embed_dims)
         self.out_channels = [embed_dims[i] for i in self.out_indices]
 
@@ -655,9 +617,7 @@ class RepNeXt(BaseModule):
                       merge_branches=merge_branches, lk_impl=lk_impl, with_cp=with_cp,
                       token_mixer=self.arch['token_mixer'], single_branch=self.single_branch)
         self.stem = RepNeXtStem(in_channels, embed_dims[0], norm_cfg, act_cfg, deploy)
-        total = sum(depths)
-        # plain Python, so the model can also be built on the meta device
-        dpr = [drop_path_rate * j / max(total - 1, 1) for j in range(total)]
+        dpr = self.drop_path_rates(drop_path_rate, sum(depths))
         stages = []
         for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
             downsample = Downsample(embed_dims[i - 1], mlp_ratio, **common) if i > 0 else None
@@ -665,6 +625,7 @@ class RepNeXt(BaseModule):
             blocks = [MetaNeXtBlock(dim, mlp_ratio, drop_path=dpr[first + j], **common) for j in range(depth)]
             stages.append(RepNeXtStage(downsample, blocks))
         self.stages = nn.Sequential(*stages)
+        self.with_cp = with_cp
         self._freeze_stages()
 
     @classmethod
@@ -715,32 +676,10 @@ class RepNeXt(BaseModule):
                 outs.append(x)
         return tuple(outs)
 
-    def _freeze_stages(self) -> None:
+    def _frozen_modules(self) -> List[nn.Module]:
         if self.frozen_stages < 0:
-            return
-        frozen = [self.stem] + [self.stages[i] for i in range(self.frozen_stages)]
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'RepNeXt':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """``nn.Module.load_state_dict``; a strict load that does not fit raises a RuntimeError
-        naming the model's and the file's variant/form and a few offending keys."""
-        if strict:
-            message = repnext_state_dict_mismatch(self, state_dict)
-            if message:
-                raise RuntimeError(message)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+            return []
+        return [self.stem] + [self.stages[i] for i in range(self.frozen_stages)]
 
     def switch_to_deploy(self, single_branch: Optional[bool] = None) -> None:
         """Merge the whole backbone in place for inference; idempotent. Uses running BN statistics.
@@ -750,79 +689,129 @@ class RepNeXt(BaseModule):
                 ``single_branch`` argument, the default when None). A merged model can still be
                 switched to the single-branch form later; the reverse is not possible.
         """
-        single = self.single_branch if single_branch is None else bool(single_branch)
+        super().switch_to_deploy(single_branch=single_branch)
+
+    def _switch_to_deploy(self, single_branch: bool) -> None:
+        single = bool(single_branch)
         if self.deploy and (self.single_branch or not single):
             return
         if not self.deploy:
             self.stem.switch_to_deploy()
-        for m in list(self.modules()):
-            if isinstance(m, _RepNeXtUnit):
-                m.switch_to_deploy(single_branch=single)
+        for unit in self._units():
+            unit.switch_to_deploy(single_branch=single)
         self.deploy = True
         self.single_branch = single
-        self._build_kwargs['deploy'] = True
-        self._build_kwargs['single_branch'] = single
-        self._freeze_stages()
+        self.build_kwargs['single_branch'] = single
 
-    def init_weights(self) -> None:
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from mmlk.checkpoint import load_pretrained  # lazy: the loader pulls in optional packages
-            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'))
-            self._is_init = True
-            return
-        super().init_weights()
+    def _units(self) -> List['_RepNeXtUnit']:
+        return [unit for stage in self.stages for unit in [stage.downsample, *stage.blocks]
+                if isinstance(unit, _RepNeXtUnit)]
+
+    def fold_block_norms(self) -> None:
+        """Fold the kept block / downsample norms of a merged model (``fold_block_norm=False``, upstream's
+        fused layout) into the neighbouring convs: the default deploy form. Exact; idempotent."""
+        if not self.deploy:
+            raise RuntimeError('fold_block_norms needs the merged form: call switch_to_deploy() first')
+        for unit in self._units():
+            if not unit.fold_block_norm:
+                unit.fold_norm()
+        self.fold_block_norm = True
+        self.build_kwargs['fold_block_norm'] = True
+
+    # ------------------------------------------------------------------ checkpoints
+    def describe_extras(self) -> List[str]:
+        return ['block norms kept'] if self.deploy and not self.fold_block_norm else []
+
+    @classmethod
+    def owns_keys(cls, keys: Sequence[str]) -> bool:
+        return any('.token_mixer.' in k or k.startswith('stem.stem.') for k in keys)
+
+    @classmethod
+    def form_of(cls, keys: Sequence[str]) -> Optional[str]:
+        # ConvNorms (``*.conv.weight`` + ``*.norm.*``) mark the training form of the single-branch "E"
+        # variants too, whose plain depthwise convs look like merged ones
+        if any('.conv_3_3.' in k or '.conv_7_7.' in k or k.endswith('channel_mixer.0.conv.weight') for k in keys):
+            return 'train'
+        if any(re.search(r'token_mixer\.conv(_[sm])?\.weight$', k) for k in keys):
+            return 'merged'
+        return None
+
+    @classmethod
+    def describe_shapes(cls, shapes: Dict[str, Tuple[int, ...]]) -> dict:
+        """See :meth:`RepBackbone.describe_shapes`; adds ``norms_kept`` (a merged file with block norms)."""
+        blocks: Dict[int, set] = {}
+        for k in shapes:
+            m = re.match(r'stages\.(\d+)\.blocks\.(\d+)\.', k)
+            if m:
+                blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+        depths, channels = [], []
+        for i in sorted(blocks):
+            depths.append(max(blocks[i]) + 1)
+            out = (shapes.get(f'stages.{i}.blocks.0.channel_mixer.2.conv.weight')
+                   or shapes.get(f'stages.{i}.blocks.0.channel_mixer.2.weight'))
+            channels.append(out[0] if out else None)
+        # The "E" variants mix with one conv per block (M0 and M0E share widths and depths); a multi-branch
+        # model merged into the single-branch form has the same structure and is named E as well.
+        plain = any(k.endswith('token_mixer.conv.weight') for k in shapes)
+        arch_name = next((name for name, ref in cls.arch_settings.items()
+                          if tuple(ref['embed_dims']) == tuple(channels) and tuple(ref['depths']) == tuple(depths)
+                          and (ref.get('token_mixer') == 'single') == plain), None)
+        variant = arch_name.upper() if arch_name else None
+        form = cls.form_of(list(shapes))
+        norms_kept = any(re.search(r'stages\.\d+\.blocks\.\d+\.norm\.', k) for k in shapes)
+        complete = len(depths) == cls.num_stages and None not in channels
+        return dict(family=cls.family, form=form, arch_name=arch_name, variant=variant,
+                    arch=dict(embed_dims=channels, depths=depths) if complete else None,
+                    channels=tuple(channels), depths=tuple(depths), norms_kept=norms_kept,
+                    extras=['block norms kept'] if form == 'merged' and norms_kept else [],
+                    text=f'RepNeXt{"-" + variant if variant else ""} (channels {tuple(channels)}, '
+                         f'depths {tuple(depths)})')
+
+    def state_dict_hints(self, info: dict) -> List[str]:
+        if info['form'] == 'train' and self.deploy:
+            return ['Load it into a training-form model (deploy=False) and call switch_to_deploy(), or load it '
+                    'with mmlk.checkpoint.load_pretrained, which merges on the fly.']
+        if info['form'] == 'merged' and not self.deploy:
+            return ['It holds merged weights: build the model with deploy=True'
+                    + (', fold_block_norm=False' if info['norms_kept'] else '') + '.']
+        if info['form'] == 'merged' and info['norms_kept'] and self.fold_block_norm:
+            return ['Its block norms are kept: build the model with deploy=True, fold_block_norm=False.']
+        return []
+
+    # ------------------------------------------------------------------ layer-wise lr decay
+    @classmethod
+    def layer_ids(cls, names: List[str], decay_type: str = 'layer_wise') -> Tuple[Dict[str, int], int]:
+        """Layer id of every backbone parameter name, following ConvNeXt's scheme (which RepNeXt's macro
+        design descends from): the stem is 0, stages 0 and 1 are 1 and 2, stage 2 is cut into
+        ``min(9, depth)`` nearly equal groups numbered from 3, the last stage is ``L``; a stage's
+        ``downsample`` goes with the first layer of its stage. ``decay_type='stage_wise'``: the stem 0,
+        stage ``s`` ``s + 1``. Other names get ``L + 1``.
+        """
+        depths = stage_depths(names, cls.display_name, cls.num_stages)
+        groups = 1 if decay_type == 'stage_wise' else max(1, min(9, depths[2]))
+        num_layers = 4 if decay_type == 'stage_wise' else 3 + groups
+        ids: Dict[str, int] = {}
+        for name in names:
+            parts = name.split('.')
+            if parts[0] == 'stem':
+                layer = 0
+            elif parts[0] == 'stages':
+                stage = int(parts[1])
+                block = re.match(r'^blocks\.(\d+)\.', '.'.join(parts[2:]) + '.')
+                if decay_type == 'stage_wise' or stage < 2:
+                    layer = stage + 1
+                elif stage == 2:
+                    # the stage's downsample goes with its first group
+                    layer = 3 if block is None else 3 + int(block.group(1)) * groups // depths[2]
+                else:
+                    layer = num_layers
+            else:
+                layer = num_layers + 1
+            ids[name] = layer
+        return ids, num_layers
 
 
-def _describe_repnext_model(model: RepNeXt) -> str:
-    arch = model._build_kwargs['arch']
-    name = f'RepNeXt-{arch.upper()}' if isinstance(arch, str) else f'RepNeXt(custom {model.arch})'
-    if not model.deploy:
-        form = 'training form'
-    else:
-        form = 'merged form' + ('' if model._build_kwargs.get('fold_block_norm', True) else ', block norms kept')
-    return f'{name} ({form})'
-
-
-def _describe_repnext_state(state_dict: Dict[str, torch.Tensor]) -> Tuple[str, Optional[str], str, bool]:
-    """``(text, form, prefix, block norms kept)`` of a state dict, from its keys and shapes."""
-    from mmlk.checkpoint import keys as K  # lazy: mmlk.checkpoint imports the backbones' modules
-    prefix = state_prefix(list(state_dict))
-    sd = {k[len(prefix):]: v for k, v in state_dict.items()}
-    form = K.detect_form(sd)
-    arch = K.describe_arch(sd)
-    norms_kept = any(re.search(r'stages\.\d+\.blocks\.\d+\.norm\.', k) for k in sd)
-    if arch is None or arch['family'] != 'repnext':
-        family = f'a {arch["family"]} state dict' if arch else 'no recognisable RepNeXt state dict'
-        return family, form, prefix, norms_kept
-    shown = {'train': 'training form', 'merged': 'merged form' + (', block norms kept' if norms_kept else '')}
-    extras = [shown.get(form, 'unknown form')] + ([f'keys prefixed {prefix!r}'] if prefix else [])
-    return f'{arch["text"]} ({", ".join(extras)})', form, prefix, norms_kept
-
-
-def repnext_state_dict_mismatch(model: RepNeXt, state_dict: Dict[str, torch.Tensor], max_listed: int = 5) -> str:
-    """'' when ``state_dict`` has exactly the model's keys and shapes, else a message naming both sides
-    (variant and form), what to do, and a few missing / unexpected / mismatched keys."""
-    missing, unexpected, mismatched = compare_state_dict(model.state_dict(), state_dict)
-    if not (missing or unexpected or mismatched):
-        return ''
-    text, form, prefix, norms_kept = _describe_repnext_state(state_dict)
-    hints = []
-    if prefix:
-        hints.append(f'Every key starts with {prefix!r}: strip it (prefix=...).')
-    elif form == 'train' and model.deploy:
-        hints.append('Load it into a training-form model (deploy=False) and call switch_to_deploy(), or load it '
-                     'with mmlk.checkpoint.load_pretrained, which merges on the fly.')
-    elif form == 'merged' and not model.deploy:
-        hints.append('It holds merged weights: build the model with deploy=True'
-                     + (', fold_block_norm=False' if norms_kept else '') + '.')
-    elif form == 'merged' and norms_kept and model._build_kwargs.get('fold_block_norm', True):
-        hints.append('Its block norms are kept: build the model with deploy=True, fold_block_norm=False.')
-    return format_state_dict_mismatch(_describe_repnext_model(model), text, hints, missing, unexpected,
-                                      mismatched, max_listed)
-
-
-class RepNeXtTimm(RepNeXt):
+class TimmRepNeXt(RepNeXt):
     """Full RepNeXt classifier for timm: the backbone plus upstream's two-head classifier.
 
     State-dict keys equal the released classification checkpoints (``head.head.*``, ``head.head_dist.*``).
@@ -852,8 +841,8 @@ class RepNeXtTimm(RepNeXt):
         super().__init__(arch=arch, in_channels=in_chans, out_indices=(-1, ), **kwargs)
         # Own constructor kwargs (all backbone settings with their defaults included), so
         # ``type(m)(**m._build_kwargs)`` rebuilds this class (the checkpoint loader's twins).
-        backbone_kwargs = {k: v for k, v in self._build_kwargs.items() if k not in ('in_channels', 'out_indices')}
-        self._build_kwargs = dict(backbone_kwargs, num_classes=num_classes, in_chans=in_chans,
+        backbone_kwargs = {k: v for k, v in self.build_kwargs.items() if k not in ('in_channels', 'out_indices')}
+        self.build_kwargs = dict(backbone_kwargs, num_classes=num_classes, in_chans=in_chans,
                                   global_pool=global_pool, drop_rate=drop_rate, distillation=distillation)
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -881,9 +870,6 @@ class RepNeXtTimm(RepNeXt):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """timm's switch for ``with_cp``: checkpoint every block and downsample."""
         self.with_cp = enable
-        for m in self.modules():
-            if isinstance(m, _RepNeXtUnit):
-                m.with_cp = enable
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self.num_classes = num_classes
@@ -908,8 +894,8 @@ class RepNeXtTimm(RepNeXt):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def switch_to_deploy(self, single_branch: Optional[bool] = None) -> None:
-        super().switch_to_deploy(single_branch)
+    def _switch_to_deploy(self, single_branch: bool) -> None:
+        super()._switch_to_deploy(single_branch)
         if isinstance(self.head, RepNeXtClsHead):
             self.head.switch_to_deploy()
 
@@ -966,7 +952,7 @@ if register_model is not None:
         # create_model('repnext_m0.starnet_in1k') hands the tag over as a string pretrained_cfg
         tag = kwargs.get('pretrained_cfg')
         tag = tag if isinstance(tag, str) else None
-        model = build_model_with_cfg(RepNeXtTimm, variant, False, arch=arch, **kwargs)
+        model = build_model_with_cfg(TimmRepNeXt, variant, False, arch=arch, **kwargs)
         if pretrained:
             if RepNeXt.arch_settings[arch].get('token_mixer') == 'single':
                 raise ValueError(f'{variant}: upstream released no weights of the single-branch "E" variants '

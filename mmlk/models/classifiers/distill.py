@@ -175,7 +175,7 @@ class DistillImageClassifier(ImageClassifier):
 
     @staticmethod
     def _load_teacher_state_dict(teacher: nn.Module, checkpoint: str) -> None:
-        from mmlk.checkpoint.keys import unwrap_state_dict
+        from mmlk.checkpoint.state_dict import unwrap_state_dict
         from mmlk.checkpoint.loading import resolve_checkpoint
         from mmlk.checkpoint.reader import read_checkpoint
         path, _ = resolve_checkpoint(checkpoint)

@@ -32,7 +32,7 @@ class NormLinear(nn.Sequential):
         trunc_normal_(self.linear.weight, std=std)
         nn.init.zeros_(self.linear.bias)
 
-    def merged_weight_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(w, b)`` of the single Linear equal to this module in eval mode."""
         return fold_bn_into_next(self.linear.weight, self.linear.bias, self.norm)
 
@@ -75,6 +75,9 @@ class RepNeXtClsHead(BaseModule):
         self.topk = (topk, ) if isinstance(topk, int) else tuple(topk)
         self.cal_acc = cal_acc
         self.deploy = deploy
+        # constructor arguments of the head as it is now (the checkpoint loader builds twins from them)
+        self.build_kwargs = dict(num_classes=num_classes, in_channels=in_channels, distillation=distillation,
+                                 loss=loss, topk=topk, cal_acc=cal_acc, deploy=deploy)
         self._loss_module: Optional[nn.Module] = None
         if deploy:
             self.weight = nn.Parameter(torch.empty(num_classes, in_channels))
@@ -148,12 +151,13 @@ class RepNeXtClsHead(BaseModule):
         """Merge both heads (BN folded) into one Linear; idempotent."""
         if self.deploy:
             return
-        w1, b1 = self.head.merged_weight_bias()
-        w2, b2 = self.head_dist.merged_weight_bias()
+        w1, b1 = self.head.equivalent_kernel_bias()
+        w2, b2 = self.head_dist.equivalent_kernel_bias()
         del self.head, self.head_dist
         self.weight = nn.Parameter((w1 + w2) / 2)
         self.bias = nn.Parameter((b1 + b2) / 2)
         self.deploy = True
+        self.build_kwargs['deploy'] = True
 
     # ----- mmpretrain interface (lazy imports keep ``import mmlk`` free of mmpretrain) -----
     def _scores(self, feats: _Feats) -> torch.Tensor:

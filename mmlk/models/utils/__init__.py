@@ -1,5 +1,5 @@
-from .reparam import fuse_conv_bn, pad_kernel
-from .validation import compare_state_dict, format_state_dict_mismatch, normalize_out_indices, state_prefix
+from .conv import LARGE_KERNEL_MIN, conv_from_weights, conv_like, make_conv
+from .reparam import fuse_conv_bn, pad_kernel, reparameterize, require_batchnorm
 
-__all__ = ['fuse_conv_bn', 'pad_kernel', 'normalize_out_indices', 'compare_state_dict',
-           'format_state_dict_mismatch', 'state_prefix']
+__all__ = ['LARGE_KERNEL_MIN', 'make_conv', 'conv_from_weights', 'conv_like', 'fuse_conv_bn', 'pad_kernel',
+           'reparameterize', 'require_batchnorm']

@@ -3,7 +3,7 @@
 All functions are pure tensor maths on ``(out, in/groups, kh, kw)`` kernels, so merging is exact up
 to floating-point rounding and independent of how a module stores its parts.
 """
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -97,3 +97,67 @@ def serial_kernel(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
                          f'got {row.shape} and {col.shape}')
     return col * row
 
+
+
+# ---------------------------------------------------------------------------------- module contract
+def require_batchnorm(norm: nn.Module, where: str) -> nn.modules.batchnorm._BatchNorm:
+    """``norm`` if it can be folded into a conv (BN, SyncBN), else a ValueError saying what to do."""
+    if not isinstance(norm, nn.modules.batchnorm._BatchNorm):
+        raise ValueError(
+            f'cannot merge {where}: it is normalised by {type(norm).__name__}, which has no running '
+            'statistics. Re-parameterisation is exact only for BatchNorm-like norms (BN, SyncBN); '
+            'build the model with norm_cfg=dict(type="BN") (or SyncBN) to deploy it.')
+    return norm
+
+
+def reparameterize(model: nn.Module, **options: object) -> List[str]:
+    """Switch every re-parameterisable part of ``model`` to its deploy form, in place.
+
+    The one walker of mmlk (backbones, the checkpoint loader and the tools use it). The contract of a
+    mergeable module: ``equivalent_kernel_bias()`` gives the single conv (or linear) it equals in eval
+    mode, and ``switch_to_deploy(**options)`` merges it. ``switch_to_deploy`` works in place and returns
+    None, except for modules whose deploy form is a different module under the same name (a ConvNorm
+    becomes a plain biased ``nn.Conv2d``, as in the released key layouts): they return that module and
+    the walker puts it in their place. A module with ``switch_to_deploy`` owns its whole subtree, so the
+    walker does not descend into it.
+
+    Args:
+        model: Any module: a backbone, a classifier, a segmentor, a detector, a block.
+        **options: Passed to the modules whose ``deploy_options`` (a class attribute) name them, e.g.
+            ``fuse_bn=True`` for RepLKNet, ``single_branch=True`` for RepNeXt. None means the module's
+            own default. An option no module accepts raises ValueError.
+
+    Returns:
+        Qualified names of the modules switched ('' for ``model`` itself).
+    """
+    switched: List[str] = []
+    accepted: set = set()
+
+    def switch(module: nn.Module) -> Optional[nn.Module]:
+        names = getattr(module, 'deploy_options', ())
+        accepted.update(names)
+        kwargs = {k: v for k, v in options.items() if k in names}
+        return module.switch_to_deploy(**kwargs)
+
+    def visit(parent: nn.Module, prefix: str) -> None:
+        for name, child in list(parent.named_children()):
+            qualified = prefix + name
+            if callable(getattr(child, 'switch_to_deploy', None)):
+                replacement = switch(child)
+                if replacement is not None:
+                    setattr(parent, name, replacement)
+                switched.append(qualified)
+            else:
+                visit(child, qualified + '.')
+
+    if callable(getattr(model, 'switch_to_deploy', None)):
+        if switch(model) is not None:
+            raise TypeError(f'{type(model).__name__} is replaced by another module when merged; '
+                            'reparameterize its parent instead')
+        switched.append('')
+    else:
+        visit(model, '')
+    unused = sorted(k for k, v in options.items() if v is not None and k not in accepted)
+    if unused:
+        raise ValueError(f'no module of {type(model).__name__} takes the deploy options {unused}')
+    return switched

@@ -1,35 +1,22 @@
-"""State-dict surgery shared by the loader and the converters.
+"""State dicts of mmlk models: the one place that describes, diffs and canonicalises them.
 
-Everything here works on plain ``{name: tensor}`` dicts: recognising which upstream format a file is in,
-describing the architecture a state dict encodes (so a wrong-variant error can name the right variant),
-and matching a file's keys to a model's keys.
+Everything here works on plain ``{name: tensor}`` dicts (or ``{name: shape}``): recognising which upstream
+format a file is in, describing what a state dict holds (family, variant, form: the families themselves
+read their keys, see :meth:`mmlk.models.backbones.base.RepBackbone.describe_shapes`, so the variant tables
+are the backbones' ``arch_settings``), diffing it against a model (:func:`compare_state_dict`,
+:func:`check_state_dict_fits`, the messages of ``load_state_dict``), and matching / canonicalising a
+file's keys for the loader (:func:`match_keys`, :func:`canonicalize`).
 """
 import re
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from .errors import CheckpointError
 
-#: Published variants (REFERENCE: RepLKNet table, RepNeXt variants): used to name what a file holds.
-REPLKNET_VARIANTS = {
-    '31B': dict(channels=(128, 256, 512, 1024), layers=(2, 2, 18, 2), kernels=(31, 29, 27, 13)),
-    '31L': dict(channels=(192, 384, 768, 1536), layers=(2, 2, 18, 2), kernels=(31, 29, 27, 13)),
-    'XL': dict(channels=(256, 512, 1024, 2048), layers=(2, 2, 18, 2), kernels=(27, 27, 27, 13)),
-}
-REPNEXT_VARIANTS = {
-    'M0': dict(channels=(40, 80, 160, 320), depths=(2, 2, 9, 1)),
-    'M1': dict(channels=(48, 96, 192, 384), depths=(3, 3, 15, 2)),
-    'M2': dict(channels=(56, 112, 224, 448), depths=(3, 3, 15, 2)),
-    'M3': dict(channels=(64, 128, 256, 512), depths=(3, 3, 13, 2)),
-    'M4': dict(channels=(64, 128, 256, 512), depths=(5, 5, 25, 4)),
-    'M5': dict(channels=(80, 160, 320, 640), depths=(7, 7, 35, 2)),
-    # single-branch "E" forms: same widths and depths, plain convs (see describe_arch)
-    'M0E': dict(channels=(40, 80, 160, 320), depths=(2, 2, 9, 1)),
-    'M1E': dict(channels=(48, 96, 192, 384), depths=(3, 3, 15, 2)),
-    'M2E': dict(channels=(56, 112, 224, 448), depths=(3, 3, 15, 2)),
-}
+#: Wrapper prefixes a whole state dict may carry (DataParallel, an mm model's backbone, timm's EMA wrappers).
+WRAPPER_PREFIXES = ('module.', 'backbone.', 'model.')
 
 #: Top-level prefixes of OpenMMLab detectors / segmentors / classifiers other than the backbone.
 DOWNSTREAM_PREFIXES = ('decode_head.', 'auxiliary_head.', 'neck.', 'rpn_head.', 'roi_head.', 'bbox_head.',
@@ -99,32 +86,35 @@ def select_timm_train_weights(obj: Mapping, ema: Optional[bool] = None) -> Tuple
     return obj['state_dict'], 'state_dict'
 
 
+def families() -> Tuple[type, ...]:
+    """The backbone families (:class:`RepBackbone` subclasses) whose state dicts mmlk recognises."""
+    from mmlk.models.backbones import FAMILIES  # lazy: the models import this module lazily too
+    return FAMILIES
+
+
+def _family_of(keys: Sequence[str]) -> Optional[type]:
+    return next((fam for fam in families() if fam.owns_keys(keys)), None)
+
+
+def _strip(keys, prefix='backbone.'):
+    return [k[len(prefix):] if k.startswith(prefix) else k for k in keys]
+
+
 def detect_family(keys) -> Optional[str]:
-    keys = list(keys)
-    if any('.large_kernel.' in k or '.prelkb_bn.' in k for k in keys):
-        return 'replknet'
-    if any('.token_mixer.' in k or k.startswith(('stem.stem.', 'backbone.stem.stem.')) for k in keys):
-        return 'repnext'
-    return None
+    """``'replknet'``, ``'repnext'``, ... of a state dict's keys (``backbone.`` prefixes allowed), or None."""
+    fam = _family_of(_strip(keys))
+    return fam.family if fam else None
 
 
 def detect_form(keys) -> Optional[str]:
-    """``'train'`` (re-parameterisable branches present), ``'merged'``, or None if undecidable."""
-    keys = list(keys)
-    fam = detect_family(keys)
-    if fam == 'replknet':
-        if any('.lkb_origin.' in k for k in keys):
-            return 'train'
-        if any('.lkb_reparam.' in k for k in keys):
-            return 'merged'
-    elif fam == 'repnext':
-        # ConvNorms (``*.conv.weight`` + ``*.norm.*``) mark the training form of the single-branch "E"
-        # variants too, whose plain depthwise convs look like merged ones
-        if any('.conv_3_3.' in k or '.conv_7_7.' in k or k.endswith('channel_mixer.0.conv.weight') for k in keys):
-            return 'train'
-        if any(re.search(r'token_mixer\.conv(_[sm])?\.weight$', k) for k in keys):
-            return 'merged'
-    return None
+    """``'train'`` (re-parameterisable branches present), ``'merged'``, or None if undecidable.
+
+    (RepLKNet's fused form, every norm folded, counts as ``'merged'`` here.)
+    """
+    keys = _strip(keys)
+    fam = _family_of(keys)
+    form = fam.form_of(keys) if fam else None
+    return 'merged' if form == 'fused' else form
 
 
 def detect_format(state: Mapping[str, torch.Tensor], container: str = 'flat') -> str:
@@ -138,11 +128,7 @@ def detect_format(state: Mapping[str, torch.Tensor], container: str = 'flat') ->
         return 'mmseg0.x'
     if has_backbone and any(k.startswith(('rpn_head.', 'roi_head.', 'bbox_head.', 'neck.')) for k in keys):
         return 'mmdet2.x'
-    if fam == 'replknet':
-        return 'replknet-official'
-    if fam == 'repnext':
-        return 'repnext-official'
-    return 'unknown'
+    return f'{fam}-official' if fam else 'unknown'
 
 
 def task_of(keys) -> str:
@@ -158,70 +144,93 @@ def task_of(keys) -> str:
     return 'backbone'
 
 
-def _strip(keys, prefix='backbone.'):
-    return [k[len(prefix):] if k.startswith(prefix) else k for k in keys]
+def shapes_of(state: Mapping[str, Any], prefix: str = '') -> Dict[str, Tuple[int, ...]]:
+    """``{key without prefix: shape}`` of tensors or shapes."""
+    return {k[len(prefix):] if k.startswith(prefix) else k: tuple(v.shape) if hasattr(v, 'shape') else tuple(v)
+            for k, v in state.items()}
 
 
 def describe_arch(state: Mapping[str, Any]) -> Optional[dict]:
-    """Infer the architecture a state dict encodes from tensor shapes.
+    """What a state dict holds (``backbone.`` prefixes allowed), from its keys and shapes, or None.
 
-    Returns ``dict(family, variant, text)``; ``variant`` is the published name when the numbers match
-    one (REPLKNET_VARIANTS / REPNEXT_VARIANTS), else None.
+    Returns the family's description (see ``RepBackbone.describe_shapes``): ``family``, ``form``, ``arch``,
+    ``arch_name`` / ``variant`` (the published name when the numbers match one), ``channels``, ``depths``,
+    ``text``, ``extras``.
     """
-    shapes = {}
-    for k, v in state.items():
-        kk = k[len('backbone.'):] if k.startswith('backbone.') else k
-        shapes[kk] = tuple(v.shape) if hasattr(v, 'shape') else tuple(v)
-    fam = detect_family(shapes)
-    if fam is None:
-        return None
-    blocks: Dict[int, set] = {}
-    for k in shapes:
-        m = re.match(r'stages\.(\d+)\.blocks\.(\d+)\.', k)
-        if m:
-            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
-    stages = sorted(blocks)
-    if fam == 'replknet':
-        layers, channels, kernels = [], [], []
-        for i in stages:
-            layers.append((max(blocks[i]) + 1) // 2)
-            ch = None
-            for cand in (f'stages.{i}.blocks.1.preffn_bn.weight', f'stages.{i}.blocks.1.pw2.bn.weight',
-                         f'stages.{i}.blocks.1.pw2.conv.weight', f'stages.{i}.blocks.1.pw2.weight'):
-                if cand in shapes:
-                    ch = shapes[cand][0]
-                    break
-            channels.append(ch)
-            ks = None
-            for cand in (f'stages.{i}.blocks.0.large_kernel.lkb_origin.conv.weight',
-                         f'stages.{i}.blocks.0.large_kernel.lkb_reparam.weight'):
-                if cand in shapes:
-                    ks = shapes[cand][-1]
-                    break
-            kernels.append(ks)
-        variant = next((n for n, a in REPLKNET_VARIANTS.items()
-                        if a['channels'] == tuple(channels) and a['layers'] == tuple(layers)
-                        and a['kernels'] == tuple(kernels)), None)
-        text = (f'RepLKNet{"-" + variant if variant else ""} (channels {tuple(channels)}, layers {tuple(layers)}, '
-                f'kernels {tuple(kernels)})')
-        return dict(family=fam, variant=variant, text=text, channels=tuple(channels), depths=tuple(layers))
-    depths, channels = [], []
-    for i in stages:
-        depths.append(max(blocks[i]) + 1)
-        ch = None
-        for cand in (f'stages.{i}.blocks.0.channel_mixer.2.conv.weight', f'stages.{i}.blocks.0.channel_mixer.2.weight'):
-            if cand in shapes:
-                ch = shapes[cand][0]
-                break
-        channels.append(ch)
-    # the "E" variants mix with one conv per block (M0 and M0E share widths and depths); a multi-branch model
-    # merged into the single-branch form has the same structure and is named E as well
-    plain = any(k.endswith('token_mixer.conv.weight') for k in shapes)
-    variant = next((n for n, a in REPNEXT_VARIANTS.items()
-                    if a['channels'] == tuple(channels) and a['depths'] == tuple(depths)
-                    and n.endswith('E') == plain), None)
-    text = f'RepNeXt{"-" + variant if variant else ""} (channels {tuple(channels)}, depths {tuple(depths)})'
-    return dict(family=fam, variant=variant, text=text, channels=tuple(channels), depths=tuple(depths))
+    shapes = shapes_of(state, 'backbone.')
+    fam = _family_of(list(shapes))
+    return fam.describe_shapes(shapes) if fam else None
+
+
+def state_prefix(keys: Sequence[str], prefixes: Sequence[str] = WRAPPER_PREFIXES) -> str:
+    """The wrapper prefix every key shares (``''`` if none)."""
+    keys = list(keys)
+    for p in prefixes:
+        if keys and all(k.startswith(p) for k in keys):
+            return p
+    return ''
+
+
+def compare_state_dict(own: Mapping[str, torch.Tensor], state_dict: Mapping[str, Any]
+                       ) -> Tuple[List[str], List[str], List[Tuple[str, tuple, tuple]]]:
+    """``(missing, unexpected, mismatched)`` keys of ``state_dict`` against a model's ``own`` state;
+    ``mismatched`` holds ``(key, file shape, model shape)``."""
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [(k, tuple(state_dict[k].shape), tuple(own[k].shape)) for k in own
+                  if k in state_dict and hasattr(state_dict[k], 'shape')
+                  and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    return missing, unexpected, mismatched
+
+
+def check_state_dict_fits(model: Any, state_dict: Mapping[str, Any], raise_error: bool = True,
+                          max_listed: int = 5) -> dict:
+    """Check that ``state_dict`` has exactly the keys and shapes of an mmlk backbone ``model``.
+
+    Args:
+        model: A :class:`~mmlk.models.backbones.base.RepBackbone`.
+        state_dict: The weights.
+        raise_error: Raise ``ValueError`` on any difference (default); otherwise only report.
+        max_listed: How many missing / unexpected / mismatched keys the message lists.
+
+    Returns:
+        ``dict(missing=[...], unexpected=[...], mismatched=[(key, file shape, model shape)],
+        checkpoint=<description with 'prefix'>, message=str)``; ``message`` is '' if it fits.
+
+    Raises:
+        ValueError: If keys or shapes differ and ``raise_error``; the message names the model's and the
+            file's variant/form, says what to do and lists a few offending keys.
+    """
+    from mmlk.models.backbones.base import FORM_TEXT  # lazy, as families()
+    missing, unexpected, mismatched = compare_state_dict(model.state_dict(), state_dict)
+    prefix = state_prefix(list(state_dict))
+    shapes = shapes_of(state_dict, prefix)
+    fam = _family_of(list(shapes))
+    info = dict(fam.describe_shapes(shapes) if fam else dict(family=None, form=None, text=None, extras=[]),
+                prefix=prefix)
+    message = ''
+    if missing or unexpected or mismatched:
+        if info['family'] is None:
+            text = f'no recognisable {model.display_name} state dict'
+        else:
+            parts = [FORM_TEXT.get(info['form'], 'unknown form')] + list(info['extras'])
+            text = ', '.join([info['text']] + parts + ([f'keys prefixed {prefix!r}'] if prefix else []))
+        if prefix:
+            hints = [f'Every key starts with {prefix!r}: strip it (prefix=...).']
+        else:
+            hints = model.state_dict_hints(info) if info['family'] == model.family else []
+        lines = [f'state dict does not fit {model.describe()}; the checkpoint looks like {text}.'] + hints
+        if missing:
+            lines.append(f'{len(missing)} missing keys, e.g. {missing[:max_listed]}')
+        if unexpected:
+            lines.append(f'{len(unexpected)} unexpected keys, e.g. {unexpected[:max_listed]}')
+        if mismatched:
+            shown = [f'{k}: checkpoint {a} vs model {b}' for k, a, b in mismatched[:max_listed]]
+            lines.append(f'{len(mismatched)} shape mismatches, e.g. {shown}')
+        message = '\n'.join(lines)
+        if raise_error:
+            raise ValueError(message)
+    return dict(missing=missing, unexpected=unexpected, mismatched=mismatched, checkpoint=info, message=message)
 
 
 def canonicalize(state: Mapping[str, torch.Tensor], fmt: str) -> 'OrderedDict[str, torch.Tensor]':

@@ -1,0 +1,298 @@
+"""What every mmlk backbone shares: :class:`RepBackbone`.
+
+A family module (``replknet.py``, ``repnext.py``) builds its layers and describes its own checkpoints;
+everything a host library or the checkpoint code relies on is implemented once here:
+
+* argument checks with one exception type (``ValueError``) for ``out_indices``, ``frozen_stages`` and
+  ``drop_path_rate``;
+* ``frozen_stages`` / ``norm_eval`` (re-applied by ``train()``), as in mmpretrain's ``BaseBackbone``;
+* ``with_cp``: non-reentrant gradient checkpointing whose recomputation leaves BatchNorm running
+  statistics alone (:func:`checkpoint_with_bn_guard`);
+* ``init_cfg=dict(type='Pretrained', ...)`` through :func:`mmlk.checkpoint.load_pretrained`;
+* a strict ``load_state_dict`` whose error names both sides' variant and form
+  (:mod:`mmlk.models.state_dict`);
+* ``switch_to_deploy(**options)`` with the family's options, and ``build_kwargs``: the constructor
+  arguments of the model *as it is now* (a deploy switch updates them), from which the checkpoint loader
+  builds a twin;
+* ``get_layer_depth`` (mmpretrain's layer-decay protocol) from the family's ``layer_ids``.
+"""
+import copy
+import re
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+__all__ = ['RepBackbone', 'checkpoint_with_bn_guard', 'stage_depths']
+
+
+@contextmanager
+def _batchnorm_stats_scratch(module: nn.Module) -> Iterator[None]:
+    """Let BN running-statistics updates go to throw-away copies while the context is active.
+
+    Used for the recomputation pass of gradient checkpointing: without it every checkpointed BN would
+    update its running mean/var twice per step. The buffers are swapped rather than restored by
+    ``copy_`` so the recomputed graph saves the same tensors, untouched afterwards.
+    """
+    names = ('running_mean', 'running_var', 'num_batches_tracked')
+    bns = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
+    originals = [tuple(getattr(m, n) for n in names) for m in bns]
+    for m, bufs in zip(bns, originals):
+        for n, buf in zip(names, bufs):
+            if buf is not None:
+                setattr(m, n, buf.clone())
+    try:
+        yield
+    finally:
+        for m, bufs in zip(bns, originals):
+            for n, buf in zip(names, bufs):
+                setattr(m, n, buf)
+
+
+def checkpoint_with_bn_guard(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                             module: nn.Module) -> torch.Tensor:
+    """``fn(x)`` under non-reentrant gradient checkpointing; ``module``'s BNs update their statistics once.
+
+    Non-reentrant checkpointing also works when ``x`` needs no gradient (e.g. after a frozen stem).
+    """
+    return cp.checkpoint(fn, x, use_reentrant=False,
+                         context_fn=lambda: (nullcontext(), _batchnorm_stats_scratch(module)))
+
+
+def normalize_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int,
+                          has_classifier: bool = False) -> Tuple[int, ...]:
+    """Stage indices in ``[0, num_stages)``, sorted (the order ``forward`` returns maps in).
+
+    Raises:
+        ValueError: for an index out of range or not an int, an index given twice (also as ``0`` and
+            ``-num_stages``), or an empty selection on a backbone without classifier.
+    """
+    if isinstance(out_indices, int) and not isinstance(out_indices, bool):
+        out_indices = (out_indices, )
+    out_indices = tuple(out_indices)
+    normalized = []
+    for i in out_indices:
+        if isinstance(i, bool) or not isinstance(i, int) or not -num_stages <= i < num_stages:
+            raise ValueError(f'out_indices must be stage indices in [0, {num_stages - 1}] '
+                             f'(or -{num_stages}..-1), got {out_indices}')
+        normalized.append(i % num_stages)
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f'out_indices has duplicates: {out_indices} (negative indices count from the end)')
+    if not normalized and not has_classifier:
+        raise ValueError('out_indices is empty and there is no classifier (num_classes=0): '
+                         'the backbone would return nothing')
+    return tuple(sorted(normalized))
+
+
+def stage_depths(names: Sequence[str], arch: str, num_stages: int = 4) -> Dict[int, int]:
+    """Number of entries in ``stages.i.blocks`` per stage, read from parameter names (for layer ids).
+
+    Raises:
+        ValueError: unless the names hold exactly ``stages.0`` .. ``stages.{num_stages - 1}``.
+    """
+    depths: Dict[int, int] = {}
+    for name in names:
+        m = re.match(r'^stages\.(\d+)\.(.*)$', name)
+        if m is None:
+            continue
+        stage = int(m.group(1))
+        depths.setdefault(stage, 0)
+        block = re.match(r'^blocks\.(\d+)\.', m.group(2))
+        if block is not None:
+            depths[stage] = max(depths[stage], int(block.group(1)) + 1)
+    if sorted(depths) != list(range(num_stages)):
+        raise ValueError(f'layer-wise lr decay for {arch} expects {num_stages} stages (stages.0 .. '
+                         f'stages.{num_stages - 1} in the parameter names), found stages {sorted(depths)}')
+    return depths
+
+
+#: How messages name each form.
+FORM_TEXT = {'train': 'training form', 'merged': 'merged form', 'fused': 'fused form'}
+
+
+class RepBackbone(BaseModule):
+    """Base of mmlk's re-parameterisable backbones (see the module docstring for what it provides).
+
+    A family sets the class attributes and ``arch`` / ``arch_name`` (the arch dict and its key in
+    ``arch_settings``, or None), and implements :meth:`_frozen_modules`, :meth:`_switch_to_deploy`,
+    :meth:`owns_keys`, :meth:`form_of`, :meth:`describe_shapes`, :meth:`state_dict_hints` and
+    :meth:`layer_ids`.
+
+    Class attributes:
+        family: Name used by the checkpoint code (``'replknet'``, ``'repnext'``).
+        display_name: Name in messages (``'RepLKNet'``).
+        arch_settings: The published variants; the only variant table of the family (the checkpoint
+            code names files with it too).
+        num_stages: Number of stages (feature maps at strides 4 .. 32).
+        deploy_options: Keyword options :meth:`switch_to_deploy` accepts besides none.
+    """
+
+    family: ClassVar[str] = ''
+    display_name: ClassVar[str] = ''
+    arch_settings: ClassVar[Dict[str, dict]] = {}
+    num_stages: ClassVar[int] = 4
+    deploy_options: ClassVar[Tuple[str, ...]] = ()
+
+    def __init__(self, init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self._with_cp = False
+        self.build_kwargs: Dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ construction helpers
+    def _setup_common(self, build_kwargs: Dict[str, Any], out_indices: Union[int, Sequence[int]],
+                      frozen_stages: int, norm_eval: bool, drop_path_rate: float,
+                      has_classifier: bool = False) -> None:
+        """Record the constructor arguments and check / store the arguments every family has."""
+        self.build_kwargs = copy.deepcopy(build_kwargs)
+        self.out_indices = normalize_out_indices(out_indices, self.num_stages, has_classifier)
+        if isinstance(frozen_stages, bool) or not isinstance(frozen_stages, int) \
+                or not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages!r}')
+        if not isinstance(drop_path_rate, (int, float)) or not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = bool(norm_eval)
+
+    @staticmethod
+    def drop_path_rates(rate: float, total: int) -> List[float]:
+        """Stochastic-depth rate of each of ``total`` blocks, linear from 0 to ``rate``.
+
+        Plain Python (not ``torch.linspace``) so the model can be built on the meta device.
+        """
+        return [rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
+
+    # ------------------------------------------------------------------ training behaviour
+    @property
+    def with_cp(self) -> bool:
+        return self._with_cp
+
+    @with_cp.setter
+    def with_cp(self, value: bool) -> None:
+        # Kept on every checkpointing unit too, so setting it after construction takes effect everywhere.
+        self._with_cp = bool(value)
+        for m in self.modules():
+            if m is not self and isinstance(getattr(m, 'with_cp', None), bool):
+                m.with_cp = self._with_cp
+
+    def _frozen_modules(self) -> List[nn.Module]:
+        """The modules ``frozen_stages`` freezes (stem, the first stages and what joins them)."""
+        raise NotImplementedError
+
+    def _freeze_stages(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'RepBackbone':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def init_weights(self) -> None:
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            from mmlk.checkpoint import load_pretrained  # lazy: the loader imports heavier deps
+            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    # ------------------------------------------------------------------ checkpoints
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; a strict load that does not fit raises a RuntimeError naming the
+        model's and the file's variant/form, what to do, and a few offending keys."""
+        if strict:
+            from mmlk.checkpoint.state_dict import check_state_dict_fits  # lazy: the checkpoint package imports models
+            message = check_state_dict_fits(self, state_dict, raise_error=False)['message']
+            if message:
+                raise RuntimeError(message)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    @property
+    def form(self) -> str:
+        """``'train'`` or ``'merged'`` (a family may add finer forms, e.g. RepLKNet's ``'fused'``)."""
+        return 'merged' if self.build_kwargs.get('deploy') else 'train'
+
+    def describe_extras(self) -> List[str]:
+        """What else :meth:`describe` names besides variant and form (head, kept norms, ...)."""
+        return []
+
+    def describe(self) -> str:
+        """One line naming the model: variant, form and extras (used in error messages)."""
+        name = (f'{self.display_name}-{self.arch_name.upper()}' if self.arch_name
+                else f'{self.display_name}(custom {self.arch})')
+        return f'{name} ({", ".join([FORM_TEXT.get(self.form, self.form)] + self.describe_extras())})'
+
+    @classmethod
+    def owns_keys(cls, keys: Sequence[str]) -> bool:
+        """Whether (prefix-free) state-dict keys are this family's."""
+        raise NotImplementedError
+
+    @classmethod
+    def form_of(cls, keys: Sequence[str]) -> Optional[str]:
+        """``'train'``, ``'merged'`` (or a finer family form) of this family's keys; None if undecidable."""
+        raise NotImplementedError
+
+    @classmethod
+    def describe_shapes(cls, shapes: Dict[str, Tuple[int, ...]]) -> dict:
+        """What a (prefix-free) state dict of this family holds, from its keys and shapes.
+
+        Returns at least ``dict(family, form, arch, arch_name, variant, channels, depths, text, extras)``:
+        ``arch`` the arch dict (None when the file is partial), ``arch_name`` its key in ``arch_settings``
+        and ``variant`` its published name (None for custom numbers), ``text`` a one-line description,
+        ``extras`` what else an error message should name (head, kept norms).
+        """
+        raise NotImplementedError
+
+    def state_dict_hints(self, info: dict) -> List[str]:
+        """What to do when a state dict described by ``info`` does not fit this model (form clashes)."""
+        return []
+
+    # ------------------------------------------------------------------ deployment
+    def switch_to_deploy(self, **options: Any) -> None:
+        """Merge the whole backbone in place for inference (idempotent); eval-mode outputs are unchanged.
+
+        Args:
+            **options: The family's :attr:`deploy_options` (None means the constructor's value).
+        """
+        unknown = sorted(set(options) - set(self.deploy_options))
+        if unknown:
+            raise ValueError(f'{self.display_name}.switch_to_deploy got unknown options {unknown}; '
+                             f'it accepts {list(self.deploy_options) or "none"}')
+        resolved = {k: (self.build_kwargs.get(k) if v is None else v) for k, v in options.items()}
+        self._switch_to_deploy(**resolved)
+        self.build_kwargs['deploy'] = True
+        # New parameters start with requires_grad=True: re-apply freezing.
+        self._freeze_stages()
+
+    def _switch_to_deploy(self, **options: Any) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ layer-wise lr decay
+    @classmethod
+    def layer_ids(cls, names: List[str], decay_type: str = 'layer_wise') -> Tuple[Dict[str, int], int]:
+        """Layer id of every backbone parameter name and the number of layers (see mmlk.engine.layer_decay)."""
+        raise NotImplementedError
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """mmpretrain's layer-decay protocol: ``(layer id, number of ids)`` of a parameter.
+
+        Args:
+            param_name: Full parameter name, e.g. ``'backbone.stages.2.blocks.3.pw1.conv.weight'``.
+            prefix: The backbone's prefix in ``param_name`` (``'backbone.'`` in a classifier).
+        """
+        names = [n for n, _ in self.named_parameters()]
+        ids, num_layers = self.layer_ids(names)
+        if not param_name.startswith(prefix):
+            return num_layers + 1, num_layers + 2
+        return ids.get(param_name[len(prefix):], num_layers + 1), num_layers + 2
