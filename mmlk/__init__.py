@@ -3,7 +3,7 @@
 ``import mmlk`` registers every mmlk class in the ``mmlk`` registry scope (and timm model names when
 timm is installed). It deliberately imports none of mmdet, mmseg or mmpretrain. It also lets mmengine
 checkpoints load under torch's ``weights_only=True`` (an exact allow-list, see
-:mod:`mmlk.apis.checkpoint_compat`), so every host tool reads checkpoints written by a Runner.
+:mod:`mmlk.checkpoint.mmengine_compat`), so every host tool reads checkpoints written by a Runner.
 """
 from mmengine.config.utils import MODULE2PACKAGE
 
@@ -15,10 +15,10 @@ MODULE2PACKAGE.setdefault('mmlk', 'mmlk')
 from . import registry  # noqa: F401  (creates the scope before any class registers)
 from . import models  # noqa: F401
 from . import engine  # noqa: F401
-from . import apis  # noqa: F401
+from . import checkpoint  # noqa: F401
 
 # Here rather than in mmlk's tools: `custom_imports=['mmlk']` then covers the host libraries' own
 # train/test scripts, init_model and inferencers too.
-apis.checkpoint_compat.install()
+checkpoint.mmengine_compat.install()
 
 __all__ = ['__version__']

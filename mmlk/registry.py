@@ -28,7 +28,7 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     scope='mmlk',
     locations=['mmlk.engine'])
 OPTIM_WRAPPERS = Registry(
-    'optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='mmlk', locations=['mmlk.apis'])
+    'optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='mmlk', locations=['mmlk.engine'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmlk', locations=['mmlk.engine'])
 
 

@@ -25,7 +25,7 @@ def repo_root() -> str:
 @pytest.fixture(scope='session')
 def mini_ade20k(tmp_path_factory) -> str:
     """A 16-train / 8-val mini ADE20K at the demo's 128 px (the demo uses 320 / 64 images)."""
-    from mmlk.datasets.mini import make_ade20k
+    from mmlk.synthetic import make_ade20k
     root = str(tmp_path_factory.mktemp('data') / 'ade20k_mini')
     make_ade20k(root, num_train=16, num_val=8, size=128)
     return root

@@ -276,7 +276,7 @@ def test_trickling_server_stalls_and_the_cli_takes_the_options(tmp_path, monkeyp
 def test_mmengine_loading_through_the_tools_is_weights_only(tmp_path, monkeypatch):
     from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
-    from mmlk.apis.safe_load import install_safe_checkpoint_loader
+    from mmlk.checkpoint.safe_load import install_safe_checkpoint_loader
     marker = tmp_path / 'pwned'
     evil = str(tmp_path / 'evil.pth')
     torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': {'hook': _evil(marker)}}, evil)

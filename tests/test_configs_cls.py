@@ -204,7 +204,7 @@ def _run(args: list, timeout: int) -> str:
 
 @pytest.fixture(scope='module')
 def mini_imagenet(tmp_path_factory) -> str:
-    from mmlk.datasets.mini import make_imagenet
+    from mmlk.synthetic import make_imagenet
     root = str(tmp_path_factory.mktemp('data') / 'imagenet_mini')
     make_imagenet(root, num_train=16, num_val=8, size=64, num_classes=5)
     return root
@@ -213,7 +213,7 @@ def mini_imagenet(tmp_path_factory) -> str:
 def test_mini_imagenet_is_deterministic_balanced_and_read_by_mmpretrain(mini_imagenet, tmp_path):
     from mmpretrain.datasets import ImageNet
 
-    from mmlk.datasets.mini import IMAGENET_WNIDS, make_imagenet
+    from mmlk.synthetic import IMAGENET_WNIDS, make_imagenet
     again = str(tmp_path / 'again')
     make_imagenet(again, num_train=16, num_val=8, size=64, num_classes=5)
     for rel in ('meta/train.txt', 'meta/val.txt', f'train/{IMAGENET_WNIDS[3]}/{IMAGENET_WNIDS[3]}_3.JPEG',

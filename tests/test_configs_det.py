@@ -127,7 +127,7 @@ def _build_full_size(cfg: Config):
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
 
-    from mmlk.apis.host import replace_syncbn_without_cuda
+    from mmlk.engine.host_config import replace_syncbn_without_cuda
     cfg.model.backbone.pop('init_cfg', None)
     replace_syncbn_without_cuda(cfg)
     init_default_scope('mmdet')
@@ -175,7 +175,7 @@ def test_mini_coco_layout_is_what_mmdet_reads(tmp_path):
     from pycocotools import mask as mask_utils
     from pycocotools.coco import COCO
 
-    from mmlk.datasets.mini import COCO_CATEGORIES, make_coco
+    from mmlk.synthetic import COCO_CATEGORIES, make_coco
     root = str(tmp_path / 'coco')
     summary = make_coco(root, num_train=6, num_val=3, size=64, num_classes=4, seed=3)
     assert summary['counts']['train2017']['images'] == 6
@@ -234,7 +234,7 @@ def _arch_options(arch: Dict) -> List[str]:
 @pytest.fixture(scope='module')
 def mini_coco(tmp_path_factory) -> str:
     """4 train / 4 val images of 96x128 px in the COCO 2017 layout."""
-    from mmlk.datasets.mini import make_coco
+    from mmlk.synthetic import make_coco
     root = str(tmp_path_factory.mktemp('data') / 'coco_mini')
     make_coco(root, num_train=4, num_val=4, size=96)
     return root

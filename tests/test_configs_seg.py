@@ -137,7 +137,7 @@ def _build_full_size(cfg: Config):
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
-    from mmlk.apis.host import replace_syncbn_without_cuda
+    from mmlk.engine.host_config import replace_syncbn_without_cuda
     cfg.model.backbone.pop('init_cfg', None)
     replace_syncbn_without_cuda(cfg)
     init_default_scope('mmseg')

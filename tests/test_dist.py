@@ -38,7 +38,7 @@ def _free_port() -> int:
 @pytest.fixture(scope='module')
 def mini_cityscapes(tmp_path_factory) -> str:
     """8 train / 4 val frames of 64x128 px in the Cityscapes layout."""
-    from mmlk.datasets.mini import make_cityscapes
+    from mmlk.synthetic import make_cityscapes
     root = str(tmp_path_factory.mktemp('data') / 'cityscapes_mini')
     make_cityscapes(root, num_train=8, num_val=4, size=64)
     return root
@@ -48,7 +48,7 @@ def test_mini_cityscapes_layout_is_what_mmseg_reads(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from mmlk.datasets.mini import CITYSCAPES_CLASSES, make_cityscapes
+    from mmlk.synthetic import CITYSCAPES_CLASSES, make_cityscapes
     root = str(tmp_path / 'cityscapes')
     summary = make_cityscapes(root, num_train=3, num_val=2, size=32, num_classes=4, seed=1)
     assert summary['classes'] == list(CITYSCAPES_CLASSES[:5])
@@ -105,8 +105,8 @@ def test_dist_train_two_cpu_processes(mini_cityscapes, tmp_path):
     assert re.search(r'Iter\(val\) .*mIoU: [0-9.]+', log), log[-3000:]
     assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
     # Rank 0 writes the checkpoint, but it carries both ranks' RNG states (mmlk.RNGStateHook, issue #11).
-    from mmlk.apis import allow_mmengine_checkpoint_globals
-    from mmlk.apis.safe_load import load_checkpoint_safely
+    from mmlk.checkpoint.mmengine_compat import allow_mmengine_checkpoint_globals
+    from mmlk.checkpoint.safe_load import load_checkpoint_safely
     allow_mmengine_checkpoint_globals()
     states = load_checkpoint_safely(osp.join(work_dir, 'iter_2.pth'), 'cpu')['mmlk_rng_state']
     assert len(states) == 2

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from mmengine.config import Config
 
-from mmlk.apis.host import (adapt_to_cpu, apply_resume, build_eval_metrics, load_config)
-from mmlk.datasets.mini import make_ade20k
-from mmlk.datasets.mini.common import MARKER
+from mmlk.engine.host_config import (adapt_to_cpu, apply_resume, build_eval_metrics, load_config)
+from mmlk.synthetic import make_ade20k
+from mmlk.synthetic.common import MARKER
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'upernet_replknet-mini_1xb8-300it_ade20k-mini-128x128.py')
@@ -135,7 +135,7 @@ def test_mini_dataset_is_deterministic_reused_and_never_overwrites(tmp_path):
 def test_mini_dataset_cli_reports_errors_cleanly(tmp_path):
     (tmp_path / 'x').mkdir()
     (tmp_path / 'x' / 'file').write_text('1')
-    out = subprocess.run([sys.executable, '-m', 'mmlk.datasets.mini', 'ade20k', '--out', str(tmp_path / 'x')],
+    out = subprocess.run([sys.executable, '-m', 'mmlk.synthetic', 'ade20k', '--out', str(tmp_path / 'x')],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 2 and 'not an mmlk mini dataset' in out.stderr and 'Traceback' not in out.stderr
 
@@ -241,7 +241,7 @@ def test_amp_on_cpu_trains_under_bfloat16_autocast():
     from mmengine.optim import build_optim_wrapper
 
     import mmlk  # noqa: F401
-    from mmlk.apis.host import apply_amp
+    from mmlk.engine.host_config import apply_amp
     cfg = Config(dict(default_scope='mmseg', optim_wrapper=dict(
         type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))))
     apply_amp(cfg)

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 import mmlk  # noqa: F401  (installs the allow-list, as custom_imports does in the tools)
-from mmlk.apis import checkpoint_compat
+from mmlk.checkpoint import mmengine_compat
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_REPLKNET = dict(large_kernel_sizes=[13, 11, 9, 7], layers=[1, 1, 1, 1], channels=[16, 32, 64, 128],
@@ -169,11 +169,11 @@ def test_mmengine_checkpoint_globals_are_allowed_and_nothing_more(tmp_path):
     np.testing.assert_array_equal(again.data[0], buffer.data[0])
 
     # The getattr stand-in resolves only the statistics methods of HistoryBuffer.
-    assert checkpoint_compat.history_buffer_statistic(HistoryBuffer, 'mean') is HistoryBuffer.mean
+    assert mmengine_compat.history_buffer_statistic(HistoryBuffer, 'mean') is HistoryBuffer.mean
     for obj, name in ((HistoryBuffer, '__init__'), (HistoryBuffer, 'register_statistics'),
                       (HistoryBuffer.min, '__globals__'), (np.ndarray, 'min'), (os, 'system')):
         with pytest.raises(pickle.UnpicklingError, match='refusing getattr'):
-            checkpoint_compat.history_buffer_statistic(obj, name)
+            mmengine_compat.history_buffer_statistic(obj, name)
 
 
 @pytest.mark.parametrize('via_getattr', [False, True], ids=['exec', 'getattr-chain'])
@@ -315,7 +315,7 @@ model = dict(
 @pytest.fixture(scope='module')
 def det_run(tmp_path_factory):
     """mmdet's train.py for one epoch (2 iterations) on a 4-image mini COCO."""
-    from mmlk.datasets.mini import make_coco
+    from mmlk.synthetic import make_coco
     tmp = str(tmp_path_factory.mktemp('det'))
     data_root = osp.join(tmp, 'coco_mini')
     make_coco(data_root, num_train=4, num_val=2, size=96)
@@ -359,7 +359,7 @@ data_preprocessor = dict(num_classes=5)
 @pytest.fixture(scope='module')
 def cls_run(tmp_path_factory):
     """mmpretrain's train.py (EMA on) for one epoch, then its reparameterize_model.py (backbone only)."""
-    from mmlk.datasets.mini import make_imagenet
+    from mmlk.synthetic import make_imagenet
     tmp = str(tmp_path_factory.mktemp('cls'))
     data_root = osp.join(tmp, 'imagenet_mini')
     make_imagenet(data_root, num_train=8, num_val=8, size=64, num_classes=5)
@@ -427,7 +427,7 @@ def test_mmpretrain_init_model_refuses_a_malicious_checkpoint(cls_run, malicious
 def test_global_batch_warning_names_the_factor_and_the_flag():
     from mmengine.config import Config
 
-    from mmlk.apis.host import global_batch_warning
+    from mmlk.engine.host_config import global_batch_warning
     cfg = Config(dict(auto_scale_lr=dict(enable=False, base_batch_size=16), train_dataloader=dict(batch_size=2)))
     message = global_batch_warning(cfg, world_size=2)
     assert 'global batch is 4 (2 process(es) x 2)' in message and 'x0.25' in message

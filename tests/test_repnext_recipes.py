@@ -207,7 +207,7 @@ def _prepare(path: str, tmp_path, monkeypatch) -> Config:
         # the generated files are not the real ones: skip mmpretrain's md5 check (and its download)
         monkeypatch.setattr(CIFAR100, '_check_integrity', lambda self: True)
     else:
-        from mmlk.datasets.mini import make_imagenet
+        from mmlk.synthetic import make_imagenet
         make_imagenet(data, num_train=4, num_val=2, size=32, num_classes=2)
         teacher_file = str(tmp_path / 'teacher.pth')
         torch.save({'model': build(tiny_teacher(1000)).state_dict()}, teacher_file)  # DeiT's layout

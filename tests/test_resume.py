@@ -15,7 +15,7 @@ from mmengine.model import BaseModel
 from torch.utils.data import Dataset
 
 import mmlk  # noqa: F401  (registers mmlk.RNGStateHook)
-from mmlk.apis.host import apply_resume, apply_rng_state_hook, find_resume_checkpoint
+from mmlk.engine.host_config import apply_resume, apply_rng_state_hook, find_resume_checkpoint
 
 
 class _Augmented(Dataset):
@@ -57,7 +57,7 @@ _RUNS = iter(range(10 ** 6))
 def _train(work_dir, max_iters, hook, resume_from=None, distributed=False):
     from mmengine.runner import Runner
 
-    from mmlk.apis import allow_mmengine_checkpoint_globals
+    from mmlk.checkpoint.mmengine_compat import allow_mmengine_checkpoint_globals
     allow_mmengine_checkpoint_globals()  # as tools/train.py: mmengine's run state through weights_only
     torch.manual_seed(0)  # the same model initialisation in every run
     runner = Runner(

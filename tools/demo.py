@@ -3,7 +3,7 @@
 
     python tools/demo.py [--config CONFIG] [--work-dir DIR] [--data-root DIR] [--max-iters N] [--verbose]
 
-1. writes a deterministic mini dataset in the ADE20K folder layout (``mmlk.datasets.mini``);
+1. writes a deterministic mini dataset in the ADE20K folder layout (``mmlk.synthetic``);
 2. evaluates the *untrained* model (``tools/test.py ... --eval mIoU``) as the baseline;
 3. trains with ``tools/train.py`` (one progress bar with the loss on the console);
 4. evaluates the trained checkpoint with ``tools/test.py ... --eval mIoU`` (per-class IoU table);
@@ -167,7 +167,7 @@ def main() -> None:
     print(f'  work dir: {args.work_dir}  (full logs in logs/)')
     print('=' * 72, flush=True)
 
-    run([py, '-m', 'mmlk.datasets.mini', 'ade20k', '--out', args.data_root, '--num-train', str(args.num_train),
+    run([py, '-m', 'mmlk.synthetic', 'ade20k', '--out', args.data_root, '--num-train', str(args.num_train),
          '--num-val', str(args.num_val), '--size', '128'], osp.join(logs, 'dataset.log'), args.verbose)
     print(f'[1/5] dataset: {args.data_root} ({args.num_train} train / {args.num_val} val images, 128 px)',
           flush=True)

@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
     import mmlk  # noqa: F401
     from mmengine.runner import Runner
 
-    from mmlk.apis.host import apply_eval, apply_show_dir, init_cpu_distributed, prepare_config
+    from mmlk.engine.host_config import apply_eval, apply_show_dir, init_cpu_distributed, prepare_config
     from mmlk.checkpoint import CheckpointError
 
     if not osp.isfile(args.checkpoint):

@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     from mmengine.logging import print_log
     from mmengine.runner import Runner
 
-    from mmlk.apis.host import (apply_amp, apply_resume, apply_rng_state_hook, global_batch_warning,
+    from mmlk.engine.host_config import (apply_amp, apply_resume, apply_rng_state_hook, global_batch_warning,
                                 init_cpu_distributed, launcher_world_size, prepare_config)
     from mmlk.checkpoint import CheckpointError
 
@@ -66,7 +66,7 @@ def main(argv=None) -> None:
     if warning:
         print_log(f'mmlk: {warning}', logger='current', level=logging.WARNING)
     # (--resume / load_from are read with weights_only=True whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says:
-    # `import mmlk` installs mmlk's checking loaders, see mmlk/apis/checkpoint_compat.py)
+    # `import mmlk` installs mmlk's checking loaders, see mmlk/checkpoint/mmengine_compat.py)
     init_cpu_distributed(cfg, args.launcher)
     try:
         runner = Runner.from_cfg(cfg)

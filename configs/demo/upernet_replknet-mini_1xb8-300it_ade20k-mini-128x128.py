@@ -1,5 +1,5 @@
 # mmlk demo: UperNet + a CPU-sized RepLKNet on the mini ADE20K-layout dataset
-# (`python -m mmlk.datasets.mini ade20k --out data/ade20k_mini`). An ordinary mmseg 1.x config: copy it,
+# (`python -m mmlk.synthetic ade20k --out data/ade20k_mini`). An ordinary mmseg 1.x config: copy it,
 # point data_root at a real ADE20K and swap the arch for '31B' to get the published setting's shape.
 custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)
 default_scope = 'mmseg'

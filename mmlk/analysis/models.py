@@ -118,7 +118,7 @@ def load_weights(model: nn.Module, checkpoint: str, strip_prefixes: Sequence[str
     """
     from mmengine.runner.checkpoint import _load_checkpoint
 
-    from mmlk.apis import allow_mmengine_checkpoint_globals
+    from mmlk.checkpoint.mmengine_compat import allow_mmengine_checkpoint_globals
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
     allow_mmengine_checkpoint_globals()
@@ -183,7 +183,7 @@ def _build_config(path: str, checkpoint: Optional[str], backbone_only: bool,
                   cfg_options: Optional[Dict]) -> BuiltModel:
     from mmengine.registry import MODELS
 
-    from mmlk.apis.host import adapt_to_cpu, host_scope, init_host_scope, load_config
+    from mmlk.engine.host_config import adapt_to_cpu, host_scope, init_host_scope, load_config
     cfg = load_config(path, cfg_options)
     init_host_scope(cfg)
     adapt_to_cpu(cfg)

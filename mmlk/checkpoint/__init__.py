@@ -7,6 +7,7 @@
 * :mod:`.convert` - upstream downstream / classification files -> checkpoints mmlk's configs load
   (behind ``tools/model_converters/convert_*.py``).
 """
+from . import mmengine_compat, safe_load  # noqa: F401  (import mmlk installs them, see mmlk/__init__.py)
 from .download import download_file, sha256sum
 from .errors import CheckpointError
 from .loading import load_pretrained, read_state_dict, resolve_checkpoint

@@ -37,12 +37,12 @@ def _safe_globals() -> list:
 
     Checkpoints written by mmengine's Runner (e.g. an mmlk ImageNet run used to initialise a downstream
     model) keep logging state: numpy arrays, scalars and dtypes, ``HistoryBuffer`` and its statistics
-    methods. :func:`mmlk.apis.checkpoint_compat.safe_globals` is the one list of what that allows.
+    methods. :func:`mmlk.checkpoint.mmengine_compat.safe_globals` is the one list of what that allows.
     Only what the process-wide allow-list lacks is returned: leaving a ``torch.serialization.safe_globals``
     context removes its entries from that list, so passing entries ``import mmlk`` already installed would
     silently uninstall them for every later ``torch.load`` (the host tools' among them).
     """
-    from mmlk.apis.checkpoint_compat import safe_globals
+    from mmlk.checkpoint.mmengine_compat import safe_globals
     installed = torch.serialization.get_safe_globals()
     return [g for g in list(SAFE_GLOBALS) + safe_globals() if g not in installed]
 

@@ -19,7 +19,7 @@ class GlobalBatchCheckHook(Hook):
     priority = 'VERY_HIGH'
 
     def before_train(self, runner) -> None:
-        from mmlk.apis.host import global_batch_warning
+        from mmlk.engine.host_config import global_batch_warning
         message = global_batch_warning(runner.cfg, runner.world_size)
         if message:
             print_log(f'mmlk: {message}', logger='current', level=logging.WARNING)

@@ -9,7 +9,7 @@ local paths and http(s) URLs with ones that
 * check the file first (empty files, HTML pages, text, truncated or bit-flipped zip archives get a
   one-line :class:`~mmlk.checkpoint.CheckpointError` instead of ``EOFError`` / ``KeyError``), and
 * call ``torch.load(..., weights_only=True)`` explicitly (an explicit value wins over the variable),
-  with mmengine's own run-state classes allowed (see :mod:`.checkpoint_compat`);
+  with mmengine's own run-state classes allowed (see :mod:`.mmengine_compat`);
 * fetch URLs through mmlk's verified, size- and stall-bounded downloader.
 """
 import os.path as osp

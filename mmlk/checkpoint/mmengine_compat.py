@@ -22,7 +22,7 @@ Without them every host tool (``train.py --resume``, ``test.py``, ``init_model``
 2. pickles ``HistoryBuffer`` by its constructor arguments as plain lists (a ``copyreg`` reducer), so
    checkpoints written in a process that imported mmlk hold no numpy objects and no ``getattr``;
 3. reads local paths and http(s) URLs in mmengine's ``CheckpointLoader`` (what ``load_checkpoint``,
-   ``Runner.resume`` and the host APIs use) through :mod:`mmlk.apis.safe_load`: the file's structure
+   ``Runner.resume`` and the host APIs use) through :mod:`mmlk.checkpoint.safe_load`: the file's structure
    is checked first (one-line errors for empty, HTML, truncated or bit-flipped files; URLs through
    mmlk's bounded, verified downloader) and ``torch.load`` gets an explicit ``weights_only=True``,
    so the refusal also holds when ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set (torch honours that
@@ -101,7 +101,7 @@ def install() -> None:
     copyreg.pickle(buffer_cls, _reduce_history_buffer)
     torch.serialization.add_safe_globals(safe_globals())
     # mmengine reads local and http(s) checkpoints with torch's default weights_only: route both through
-    # mmlk's checking loaders, which pass weights_only=True explicitly (see mmlk/apis/safe_load.py).
+    # mmlk's checking loaders, which pass weights_only=True explicitly (see mmlk/checkpoint/safe_load.py).
     from .safe_load import install_safe_checkpoint_loader
     install_safe_checkpoint_loader()
     if os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '0').lower() in ('1', 'y', 'yes', 'true'):

@@ -1,4 +1,4 @@
-"""``python -m mmlk.datasets.mini LAYOUT --out DIR``: write a mini dataset (see the package docstring)."""
+"""``python -m mmlk.synthetic LAYOUT --out DIR``: write a mini dataset (see the package docstring)."""
 import argparse
 import json
 import sys
@@ -7,7 +7,7 @@ from . import LAYOUTS
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m mmlk.datasets.mini', description=__doc__)
+    parser = argparse.ArgumentParser(prog='python -m mmlk.synthetic', description=__doc__)
     parser.add_argument('layout', choices=sorted(LAYOUTS), help='dataset folder layout to write')
     parser.add_argument('--out', required=True, help='dataset root to create (must be new or empty)')
     parser.add_argument('--num-train', type=int, default=None, help='training images')

@@ -1,6 +1,6 @@
 """Small deterministic datasets in the real datasets' folder layouts, for demos and tests.
 
-Command line: ``python -m mmlk.datasets.mini LAYOUT --out DIR [--num-train N] [--num-val M] [--size S]``.
+Command line: ``python -m mmlk.synthetic LAYOUT --out DIR [--num-train N] [--num-val M] [--size S]``.
 Each layout module registers its generator in :data:`LAYOUTS` with the signature
 ``make(out_dir, num_train, num_val, size, seed=0) -> summary dict``.
 """

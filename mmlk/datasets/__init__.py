@@ -1,1 +1,0 @@
-"""Datasets: mini synthetic datasets in real layouts (see :mod:`mmlk.datasets.mini`)."""
