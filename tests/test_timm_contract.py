@@ -190,3 +190,22 @@ def test_fx_forward_equals_eager_and_backward_reaches_every_parameter(name):
     out.mean().backward()
     missing = [n for n, p in fx.named_parameters() if p.grad is None]
     assert not missing, missing[:5]
+
+
+@pytest.mark.parametrize('name', SMALLEST)
+def test_group_matcher_orders_every_parameter_and_grad_checkpointing_reaches_every_unit(name):
+    """timm's layer-decay helpers group every parameter, stem first and head last, in both families."""
+    from timm.models import group_parameters
+    with torch.device('meta'):
+        model = timm.create_model(name, pretrained=False)
+    all_names = sorted(n for n, _ in model.named_parameters())
+    for coarse in (False, True):
+        groups = group_parameters(model, model.group_matcher(coarse=coarse))
+        order = sorted(groups)
+        assert sorted(n for g in groups.values() for n in g) == all_names
+        assert all(n.startswith('stem.') for n in groups[order[0]])
+        assert any(n.startswith('head') for n in groups[order[-1]])
+        assert len(order) > (5 if coarse else 10)
+    model.set_grad_checkpointing(True)
+    units = [m for m in model.modules() if isinstance(getattr(m, 'with_cp', None), bool)]
+    assert model.with_cp and len(units) > 4 and all(m.with_cp for m in units)

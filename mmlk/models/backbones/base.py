@@ -132,6 +132,10 @@ class RepBackbone(BaseModule):
         deploy_options: Keyword options :meth:`switch_to_deploy` accepts besides none.
     """
 
+    # TorchScript compiles every property: mmengine's ``is_init`` setter assigns values it cannot type and
+    # ``form`` reads ``build_kwargs`` (mixed types); both are bookkeeping, never used by forward.
+    __jit_unused_properties__ = ['is_init', 'form']
+
     family: ClassVar[str] = ''
     display_name: ClassVar[str] = ''
     arch_settings: ClassVar[Dict[str, dict]] = {}
@@ -165,6 +169,10 @@ class RepBackbone(BaseModule):
         Plain Python (not ``torch.linspace``) so the model can be built on the meta device.
         """
         return [rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem (stride 4), before the first stage."""
+        return self.stem(x)
 
     # ------------------------------------------------------------------ training behaviour
     @property
@@ -296,3 +304,64 @@ class RepBackbone(BaseModule):
         if not param_name.startswith(prefix):
             return num_layers + 1, num_layers + 2
         return ids.get(param_name[len(prefix):], num_layers + 1), num_layers + 2
+
+
+class TimmAdapter:
+    """timm's model contract as both timm classifiers (``TimmRepLKNet``, ``TimmRepNeXt``) implement it.
+
+    Mixed into a :class:`RepBackbone` subclass that has a ``head``; the family supplies
+    :meth:`_timm_stage` (run stage ``i`` on the previous stage's output), :meth:`_timm_stage_feature`,
+    :meth:`_timm_final_norm` and :meth:`_timm_block_groups`.
+    """
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch for ``with_cp``: checkpoint every block (BN statistics updated once)."""
+        self.with_cp = enable
+
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Parameter groups for timm's layer-wise lr decay: the stem, then the stages' parts in order."""
+        return dict(stem=r'^stem', blocks=self._timm_block_groups(coarse))
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
+                              intermediates_only: bool = False):
+        """timm's intermediate features: the stage maps named by ``indices`` (``norm`` also applies the
+        final norm to the last one where the family has one) and the raw map of the last stage run."""
+        from timm.models._features import feature_take_indices  # timm is optional
+        if output_fmt != 'NCHW':
+            raise ValueError(f'{type(self).__name__} returns NCHW features, got output_fmt={output_fmt!r}')
+        take, max_index = feature_take_indices(self.num_stages, indices)
+        last = max_index if stop_early else self.num_stages - 1
+        x = self.forward_stem(x)
+        feats = []
+        for i in range(last + 1):
+            x = self._timm_stage(i, x)
+            if i in take:
+                feat = self._timm_stage_feature(i, x)
+                feats.append(self._timm_final_norm(feat) if norm and i == self.num_stages - 1 else feat)
+        return feats if intermediates_only else (x, feats)
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        from timm.models._features import feature_take_indices
+        take, _ = feature_take_indices(self.num_stages, indices)
+        if prune_norm and isinstance(getattr(self, 'norm', None), nn.Module):
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take
+
+    def _timm_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _timm_stage_feature(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def _timm_final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def _timm_block_groups(self, coarse: bool) -> Any:
+        raise NotImplementedError

@@ -22,7 +22,7 @@ from mmcv.cnn.bricks import DropPath
 from mmlk.registry import MODELS, register_plain_alias
 from ..utils.conv import conv_like, make_conv
 from ..utils.reparam import fold_bn_into_next, fuse_conv_bn, pad_kernel, require_batchnorm
-from .base import RepBackbone, checkpoint_with_bn_guard, stage_depths
+from .base import RepBackbone, TimmAdapter, checkpoint_with_bn_guard, stage_depths
 
 __all__ = ['RepLKNet', 'RepLKBlock', 'ConvFFN', 'ReparamLargeKernelConv', 'ConvBN']
 
@@ -676,7 +676,7 @@ except ImportError:  # timm is optional
 
 if build_model_with_cfg is not None:
 
-    class TimmRepLKNet(RepLKNet):
+    class TimmRepLKNet(TimmAdapter, RepLKNet):
         """timm-facing RepLKNet classifier: ``forward`` returns logits, keys are the official ones.
 
         Built by ``timm.create_model('replknet_31b' | 'replknet_31l' | 'replknet_xl')``;
@@ -696,9 +696,6 @@ if build_model_with_cfg is not None:
             **kwargs: Further :class:`RepLKNet` arguments (``deploy``, ``fuse_bn``, ``lk_impl``, ...).
         """
 
-        # TorchScript compiles every property, and mmengine's BaseModule.is_init setter assigns values it cannot
-        # type; the property is bookkeeping of init_weights, never used by forward.
-        __jit_unused_properties__ = ['is_init']
 
         def __init__(self, arch: Union[str, dict] = '31B', num_classes: int = 1000,
                      in_chans: int = 3, global_pool: str = 'avg', drop_path_rate: float = 0.0,
@@ -725,9 +722,6 @@ if build_model_with_cfg is not None:
         def has_classifier(self) -> bool:
             return True
 
-        def get_classifier(self) -> nn.Module:
-            return self.head
-
         def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
             """New Linear head (or none for ``num_classes=0``); ``global_pool`` ``'avg'`` or ``''``."""
             pool = self.global_pool if global_pool is None else global_pool
@@ -737,34 +731,21 @@ if build_model_with_cfg is not None:
             self.head = (nn.Linear(self.num_features, num_classes) if num_classes > 0
                          else nn.Identity())
 
-        def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False,
-                                  stop_early: bool = False, output_fmt: str = 'NCHW',
-                                  intermediates_only: bool = False):
-            if output_fmt != 'NCHW':
-                raise ValueError(f'RepLKNet returns NCHW features, got output_fmt={output_fmt!r}')
-            take, max_index = feature_take_indices(self.num_stages, indices)
-            x = self.forward_stem(x)
-            feats = []
-            last = max_index if stop_early else self.num_stages - 1
-            for i in range(last + 1):
-                x = self.stages[i](x)
-                if i in take:
-                    y = self.stages[i].norm(x)
-                    feats.append(self.norm(y) if norm and i == self.num_stages - 1 else y)
-                if i < self.num_stages - 1 and i < last:
-                    x = self.transitions[i](x)
-            if intermediates_only:
-                return feats
-            return x, feats
+        def _timm_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+            return self.stages[index](self.transitions[index - 1](x) if index > 0 else x)
 
-        def prune_intermediate_layers(self, indices=1, prune_norm: bool = False,
-                                      prune_head: bool = True) -> List[int]:
-            take, _ = feature_take_indices(self.num_stages, indices)
-            if prune_norm:
-                self.norm = nn.Identity()
-            if prune_head:
-                self.reset_classifier(0)
-            return take
+        def _timm_stage_feature(self, index: int, x: torch.Tensor) -> torch.Tensor:
+            return self.stages[index].norm(x)
+
+        def _timm_final_norm(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(x)
+
+        def _timm_block_groups(self, coarse: bool):
+            # transition i (1x1 conv + stride-2 dw conv) opens stage i + 1, as a downsample does
+            if coarse:
+                return [(r'^stages\.(\d+)', None), (r'^transitions\.(\d+)', (99999, ))]
+            return [(r'^stages\.(\d+)\.blocks\.(\d+)', None), (r'^stages\.(\d+)\.norm', (99999, )),
+                    (r'^transitions\.(\d+)', (99999, ))]
 
         def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
             """The raw last-stage map (timm convention; the final ``norm`` belongs to the head)."""

@@ -42,7 +42,7 @@ from ..heads.repnext_head import RepNeXtClsHead
 from ..utils.conv import LARGE_KERNEL_MIN, conv_from_weights, conv_like, make_conv
 from ..utils.reparam import (bn_scale_shift, dilate_kernel, fold_bn_into_next, fuse_conv_bn, pad_kernel,
                              reparameterize, require_batchnorm, serial_kernel)
-from .base import RepBackbone, checkpoint_with_bn_guard, stage_depths
+from .base import RepBackbone, TimmAdapter, checkpoint_with_bn_guard, stage_depths
 
 #: Token mixers an arch can use: re-parameterised branch groups (M0-M5), one single-branch conv ("E"
 #: variants), or plain convs per chunk (the ChunkConv of upstream's README).
@@ -668,7 +668,7 @@ class RepNeXt(RepBackbone):
         return dict(embed_dims=dims, depths=[int(d) for d in depths], mlp_ratio=mlp_ratio, token_mixer=mixer)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        x = self.stem(x)
+        x = self.forward_stem(x)
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
@@ -811,7 +811,7 @@ class RepNeXt(RepBackbone):
         return ids, num_layers
 
 
-class TimmRepNeXt(RepNeXt):
+class TimmRepNeXt(TimmAdapter, RepNeXt):
     """Full RepNeXt classifier for timm: the backbone plus upstream's two-head classifier.
 
     State-dict keys equal the released classification checkpoints (``head.head.*``, ``head.head_dist.*``).
@@ -829,9 +829,6 @@ class TimmRepNeXt(RepNeXt):
             ``drop_path_rate``, ``with_cp``, ``lk_impl``, ...).
     """
 
-    # TorchScript compiles every property, and mmengine's BaseModule.is_init setter assigns values it cannot
-    # type; the property is bookkeeping of init_weights, never used by forward.
-    __jit_unused_properties__ = ['is_init']
 
     def __init__(self, arch: Union[str, Dict] = 'm3', num_classes: int = 1000, in_chans: int = 3,
                  global_pool: str = 'avg', drop_rate: float = 0., distillation: bool = False,
@@ -859,17 +856,13 @@ class TimmRepNeXt(RepNeXt):
         return RepNeXtClsHead(num_classes, self.num_features, distillation=self.distillation,
                               deploy=self.deploy)
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
+    def _timm_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.stages[index](x)
 
-    def group_matcher(self, coarse: bool = False) -> Dict:
-        """Parameter groups for timm's layer-wise lr decay (stem, then downsample / blocks per stage)."""
-        return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else [
-            (r'^stages\.(\d+)\.downsample', (0, )), (r'^stages\.(\d+)\.blocks\.(\d+)', None)])
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """timm's switch for ``with_cp``: checkpoint every block and downsample."""
-        self.with_cp = enable
+    def _timm_block_groups(self, coarse: bool):
+        if coarse:
+            return r'^stages\.(\d+)'
+        return [(r'^stages\.(\d+)\.downsample', (0, )), (r'^stages\.(\d+)\.blocks\.(\d+)', None)]
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self.num_classes = num_classes
@@ -883,7 +876,7 @@ class TimmRepNeXt(RepNeXt):
             self.head.distillation = enable
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
+        return self.stages(self.forward_stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == 'avg':
