@@ -30,7 +30,6 @@ when the chosen routes are its own kernels.
 TorchScript tracing and ONNX export take the plain ``F.conv2d`` path, so an exported graph holds a
 standard ``Conv`` node.
 """
-import math
 from typing import Dict, Optional, Tuple, Union
 
 import torch
