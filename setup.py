@@ -1,9 +1,13 @@
 """Packaging for mmlk.
 
 The top-level ``configs/``, ``kernels/`` and ``checkpoints.yaml`` belong to the package at run time:
-configs are looked up as ``mmlk::path/to/config.py`` (mim style, through ``mmlk/.mim``), Triton/C++
-kernel sources are loaded from ``kernels/`` and the weights registry from ``checkpoints.yaml``. For
-an editable install ``mmlk/.mim`` holds symlinks to them; for a wheel or ``pip install .`` copies.
+configs are looked up as ``mmlk::path/to/config.py`` (mim style, through ``mmlk/.mim``) and the weights
+registry is ``checkpoints.yaml`` (both found by :func:`mmlk.utils.resource_path`). For an editable install
+``mmlk/.mim`` holds symlinks to them; for a wheel or ``pip install .`` copies.
+
+``kernels/`` is also the Python package ``mmlk.kernels`` (Triton kernel sources, compiled at run time):
+``package_dir`` installs it under that name, and in a checkout or an editable install the committed link
+``mmlk/kernels -> ../kernels`` makes the same import work. The name keeps clear of PyPI's ``kernels``.
 """
 import os
 import os.path as osp
@@ -66,7 +70,9 @@ if __name__ == '__main__':
         long_description_content_type='text/markdown',
         license='Apache-2.0',
         python_requires='>=3.9',
-        packages=find_packages(include=['mmlk', 'mmlk.*']),
+        # mmlk.kernels from the top-level kernels/ (not through the checkout's link, which builds need not follow)
+        packages=find_packages(include=['mmlk', 'mmlk.*'], exclude=['mmlk.kernels']) + ['mmlk.kernels'],
+        package_dir={'mmlk.kernels': 'kernels'},
         include_package_data=True,
         package_data={'mmlk': ['.mim/**/*', '.mim/*', 'ops/*.json']},
         install_requires=['torch>=2.1', 'mmengine>=0.10', 'mmcv>=2.0,<2.2', 'pyyaml', 'tqdm'],

@@ -1,7 +1,7 @@
 """Triton kernels for the large-kernel depthwise 'same' convolution (stride 1, dilation 1, odd kernels).
 
-Loaded at run time by ``mmlk/ops/_triton.py`` (from ``kernels/`` in a checkout or ``mmlk/.mim/kernels`` in
-an installed package); launch helpers live there, the kernels live here so that they ship as sources.
+Imported as ``mmlk.kernels.triton_dwconv`` by the ``triton`` route (``mmlk/ops/routes/triton.py``), which holds
+the launch helpers; the kernels live here so that they ship as sources.
 
 Design (RepLKNet, Ding et al., CVPR 2022, argue that a depthwise large kernel is memory-bound and needs an
 implicit-GEMM style kernel rather than im2col):

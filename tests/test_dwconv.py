@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from mmlk.ops import LargeKernelDWConv2d, dwconv2d
-from mmlk.ops import _cpu, _dispatch, _triton
+from mmlk.ops import _dispatch, _fourier, registry
 from mmlk.ops import dwconv as dwmod
+from mmlk.ops.routes import fft as fft_route
+from mmlk.ops.routes import triton as _triton
 
 CPU_IMPLS = ['auto', 'cl', 'fft', 'dft']
 
@@ -131,18 +133,24 @@ def test_nchw_stays_nchw():
 
 
 def test_routes_agree_pass_by_pass():
-    """Every CPU route of every pass (aten, transposed aten, FFT, DFT) computes the same numbers."""
+    """Every CPU route of every pass it has (aten, transposed aten, FFT, DFT) computes the same numbers."""
     x, wt, _, gy = _data(2, 4, 10, 12, 11, 7, dtype=torch.float32)
     ref_y, ref_gx, ref_gw, _ = _reference(x, wt, None, gy)
-    for route in _cpu.ROUTES:
-        assert _rel(_cpu.run_forward(x, wt, route), ref_y) < 1e-4, route
-        assert _rel(_cpu.run_input_grad(gy, wt, route), ref_gx) < 1e-4, route
-        assert _rel(_cpu.run_weight_grad(gy, x, wt, route), ref_gw) < 1e-4, route
+    assert set(registry.names('cpu')) == {'nchw', 'cl', 'nchw_t', 'cl_t', 'fft', 'dft'}
+    for route in registry.names('cpu'):
+        assert _rel(registry.run_forward(x, wt, route), ref_y) < 1e-4, route
+        assert _rel(registry.run_input_grad(gy, wt, route), ref_gx) < 1e-4, route
+    for route in registry.names('cpu', 'gw'):
+        assert _rel(registry.run_weight_grad(gy, x, wt, route), ref_gw) < 1e-4, route
+    # one fused pass per Fourier route gives both gradients
+    for route in ('fft', 'dft'):
+        gx, gw = registry.run_backward(gy, x, wt, route, route, True, True)
+        assert _rel(gx, ref_gx) < 1e-4 and _rel(gw, ref_gw) < 1e-4, route
 
 
 def test_smooth_sizes():
-    assert [_cpu.smooth_size(n) for n in (1, 7, 71, 97, 121)] == [1, 8, 72, 100, 125]
-    assert _cpu.smooth_size(71, even=True) == 72 and _cpu.smooth_size(75, even=True) == 80
+    assert [fft_route.smooth_size(n) for n in (1, 7, 71, 97, 121)] == [1, 8, 72, 100, 125]
+    assert fft_route.smooth_size(71, even=True) == 72 and fft_route.smooth_size(75, even=True) == 80
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,7 +309,7 @@ def test_table_covers_the_benchmark_shapes():
             assert _dispatch.select_routes(k, k, h, h, 1, lay == 'cl', c) == expected
     # K=31 at 56x56: oneDNN's weight gradient is far off, the table must not keep it
     for cl in (False, True):
-        assert _dispatch.select_routes(31, 31, 56, 56, 1, cl, 128)[2] in _cpu.FOURIER_ROUTES
+        assert registry.get(_dispatch.select_routes(31, 31, 56, 56, 1, cl, 128)[2]).finite_only  # Fourier
 
 
 def test_unknown_shapes_stay_on_torch():
@@ -334,7 +342,8 @@ TRITON_SCRIPT = textwrap.dedent('''
     os.environ['TRITON_INTERPRET'] = '1'
     import torch, torch.nn.functional as F
     sys.path.insert(0, sys.argv[1])
-    from mmlk.ops import _triton, dwconv2d
+    from mmlk.ops import dwconv2d
+    from mmlk.ops.routes import triton as _triton
     out = {}
     cases = [(2, 5, 6, 7, 3, 3), (1, 6, 5, 6, 5, 5), (1, 4, 6, 6, 1, 5), (2, 3, 5, 7, 7, 3)]
     # fp32: every case in both layouts; fp16 / bf16 (slow under the interpreter): half the cases, one layout each
@@ -468,8 +477,8 @@ def test_fourier_error_model_bound(impl):
     y = dwconv2d(x, w, None, impl)
     ref = F.conv2d(x.double(), w.double(), None, 1, 3, 1, 2)
     err = (y.double() - ref).abs()
-    # error model (see mmlk.ops._cpu): |err| <= ERROR_FACTOR * eps_fp32 * max|x| * sum|w| per plane, everywhere
-    bound = _cpu.fourier_error_bound(x, w)
+    # error model (see mmlk.ops._fourier): |err| <= ERROR_FACTOR * eps_fp32 * max|x| * sum|w| per plane, everywhere
+    bound = _fourier.fourier_error_bound(x, w)
     assert (err <= bound.view(1, -1, 1, 1)).all(), (err.amax((0, 2, 3)), bound)
     # far from the large value (outside its 7x7 footprint) the error is round-off, not signal
     far = err[0, 0, 20:, 20:]
@@ -631,7 +640,7 @@ DIST_SCRIPT = textwrap.dedent('''
     import json, os, sys
     sys.path.insert(0, os.path.join(sys.argv[1], 'tools', 'analysis'))
     from ops_loader import load_ops
-    ops = load_ops(sys.argv[1], force_standalone=True)
+    ops = load_ops(sys.argv[1])
     import torch, torch.distributed as dist
     from mmlk.ops import _tune, dwconv
     dist.init_process_group('gloo')
@@ -677,21 +686,35 @@ IMPORT_SCRIPT = textwrap.dedent('''
                 raise ImportError(f'{name} is blocked')
             return None
     sys.meta_path.insert(0, Block())
-    sys.path.insert(0, sys.argv[1] + '/tools/analysis')
-    from ops_loader import load_ops
-    ops = load_ops(sys.argv[1])
+    sys.path.insert(0, sys.argv[1])
+    if sys.argv[2] == 'loader':
+        sys.path.insert(0, sys.argv[1] + '/tools/analysis')
+        from ops_loader import load_ops
+        ops = load_ops(sys.argv[1])
+    else:
+        import mmlk.ops as ops
+    import mmlk
+    assert mmlk.__file__.startswith(sys.argv[1]), mmlk.__file__
     import torch, torch.nn.functional as F
     x, w = torch.randn(1, 4, 30, 30), torch.randn(4, 1, 13, 13)
     for impl in ('auto', 'fft', 'dft', 'cl'):
         torch.testing.assert_close(ops.dwconv2d(x, w, None, impl), F.conv2d(x, w, None, 1, 6, 1, 4),
                                    rtol=1e-4, atol=1e-4)
     assert not any(m.split('.')[0] in ('mmengine', 'mmcv') for m in sys.modules)
+    try:
+        import mmlk.models
+    except ImportError as e:
+        assert 'mmengine' in str(e) or 'mmcv' in str(e), e  # names what is missing
+    else:
+        raise AssertionError('mmlk.models imported without mmengine')
     print('IMPORT-OK')
 ''')
 
 
-def test_ops_import_without_mmengine_and_mmcv(repo_root):
-    proc = subprocess.run([sys.executable, '-c', IMPORT_SCRIPT, repo_root], capture_output=True, text=True,
+@pytest.mark.parametrize('how', ['import', 'loader'])
+def test_ops_import_without_mmengine_and_mmcv(repo_root, how):
+    """A bare GPU machine has torch (+ triton) only: plain `import mmlk.ops` (and the tools' loader) must work."""
+    proc = subprocess.run([sys.executable, '-c', IMPORT_SCRIPT, repo_root, how], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, MMLK_DWCONV_TUNE='0'))
     assert proc.returncode == 0 and 'IMPORT-OK' in proc.stdout, proc.stderr[-3000:]
 
@@ -702,7 +725,7 @@ def test_tuner_bounded_and_prunes_hopeless_routes(tuning):
     timer = tuning(FakeTimer({'fwd': {'dft': 0.01, 'fft': 0.012, 'nchw_t': 0.02, 'cl_t': 0.5, 'cl': 0.6,
                                       'nchw': 0.7}}))
     x, w = _problem(cl=False, grad=False)
-    got = _tune.get_tuner().measure(x, w, ('fwd',), _tune.candidates(x.device, False))
+    got = _tune.get_tuner().measure(x, w, ('fwd',), _tune.candidates(x))
     assert got['fwd'][0] == 'dft'
     calls = {}
     for _, r in timer.calls:
@@ -711,7 +734,7 @@ def test_tuner_bounded_and_prunes_hopeless_routes(tuning):
     assert calls['nchw_t'] == 1 + 2  # warm-up and two samples, then dropped as a clear loser (2x the lead)
     assert calls['dft'] == calls['fft'] <= 1 + _tune.MAX_REPS
     # the weight gradient never times the *_t aliases of the plain aten kernels
-    assert '_t' not in ''.join(_tune.pass_candidates('gw', _tune.candidates(x.device, False)))
+    assert '_t' not in ''.join(_tune.pass_candidates('gw', _tune.candidates(x)))
 
 
 CONFIGS_SCRIPT = textwrap.dedent('''
@@ -719,9 +742,9 @@ CONFIGS_SCRIPT = textwrap.dedent('''
     os.environ['TRITON_INTERPRET'] = '1'
     sys.path.insert(0, os.path.join(sys.argv[1], 'tools', 'analysis'))
     from ops_loader import load_ops
-    load_ops(sys.argv[1], force_standalone=True)
+    load_ops(sys.argv[1])
     import torch, torch.nn.functional as F
-    from mmlk.ops import _triton
+    from mmlk.ops.routes import triton as _triton
     mod = _triton.load_kernels()
     g = torch.Generator().manual_seed(0)
     # small on purpose: the interpreter runs every program instance in Python, and a 5x6 map still has tiles

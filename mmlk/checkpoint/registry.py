@@ -13,6 +13,7 @@ import re
 from typing import Dict, List, Optional
 from urllib.parse import urlparse
 
+from ..utils.resources import resource_path
 from .errors import CheckpointError
 
 #: ``format`` values and what they mean (the loader recognises each of them from the file's keys as well).
@@ -39,16 +40,12 @@ def default_cache_dir() -> str:
 
 
 def checkpoints_yaml_path() -> str:
-    """Locate ``checkpoints.yaml``: ``$MMLK_CHECKPOINTS_YAML``, the source tree, or the installed ``.mim`` copy."""
-    env = os.environ.get('MMLK_CHECKPOINTS_YAML')
-    if env:
-        return env
-    pkg = osp.dirname(osp.dirname(osp.abspath(__file__)))  # .../mmlk
-    for cand in (osp.join(osp.dirname(pkg), 'checkpoints.yaml'), osp.join(pkg, '.mim', 'checkpoints.yaml')):
-        if osp.isfile(cand):
-            return cand
-    raise CheckpointError('checkpoints.yaml not found next to the mmlk package nor in mmlk/.mim; '
-                          'reinstall mmlk (pip install -e .) or set MMLK_CHECKPOINTS_YAML')
+    """Locate ``checkpoints.yaml`` through mmlk's one resource locator (:func:`mmlk.utils.resource_path`:
+    ``$MMLK_CHECKPOINTS_YAML``, the source checkout, then the installed ``.mim`` copy)."""
+    try:
+        return resource_path('checkpoints.yaml')
+    except FileNotFoundError as e:
+        raise CheckpointError(str(e)) from None
 
 
 @functools.lru_cache(maxsize=4)

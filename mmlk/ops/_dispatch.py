@@ -13,7 +13,9 @@ import json
 import math
 import os.path as osp
 from functools import lru_cache
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
+
+from . import registry
 
 TABLE_PATH = osp.join(osp.dirname(osp.abspath(__file__)), 'dwconv_cpu_table.json')
 PASSES = ('fwd', 'gx', 'gw')
@@ -89,4 +91,12 @@ def select_routes(kh: int, kw: int, h: int, w: int, n: int, channels_last: bool,
     routes = entry.get('route', {}).get(layout)
     if not isinstance(routes, dict):  # a table from an older format: trust nothing in it
         return layout, layout, layout
-    return tuple(routes.get(p, layout) for p in PASSES)  # type: ignore[return-value]
+    return tuple(_known(routes.get(p), p, layout) for p in PASSES)  # type: ignore[return-value]
+
+
+def _known(name: object, pass_name: str, layout: str) -> str:
+    """A table's route for one pass if this installation has it and it implements the pass, else ``layout``
+    (a table written with a route that was later removed must not break the op)."""
+    if isinstance(name, str) and registry.has(name) and pass_name in registry.get(name).passes:
+        return name
+    return layout

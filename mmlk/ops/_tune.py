@@ -45,7 +45,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import _cpu, _dispatch
+from . import _dispatch, registry
 
 PASSES = ('fwd', 'gx', 'gw')
 ENV_TUNE = 'MMLK_DWCONV_TUNE'
@@ -155,18 +155,20 @@ def _channels_last(x: torch.Tensor) -> bool:
 # ----------------------------------------------------------------------------------------------
 # routes
 # ----------------------------------------------------------------------------------------------
-def candidates(device: torch.device, triton_ok: bool) -> Tuple[str, ...]:
-    """Routes eligible for tuning on this device (each one runs every pass)."""
-    if device.type == 'cuda':
-        return ('nchw', 'cl') + (('triton',) if triton_ok else ())
-    return _cpu.ROUTES
+def candidates(x: torch.Tensor) -> Tuple[str, ...]:
+    """Routes 'auto' may time for tensors like ``x``: registered for its device type, able to run on it, and
+    passing the route's own check (e.g. Triton's one-time self-check)."""
+    out = []
+    for name in registry.names(x.device.type):
+        route = registry.get(name)
+        if route.supports(x) is None and route.auto_ok(x):
+            out.append(name)
+    return tuple(out)
 
 
 def pass_candidates(pass_name: str, eligible: Sequence[str]) -> List[str]:
-    """The routes worth timing for one pass: the weight gradient's ``*_t`` routes are its plain aten kernels."""
-    if pass_name == 'gw':
-        return [r for r in eligible if not r.endswith('_t')]
-    return list(eligible)
+    """The routes worth timing for one pass: those of ``eligible`` that implement it."""
+    return [r for r in eligible if pass_name in registry.get(r).passes]
 
 
 def _pass_fn(pass_name: str, route: str, x: torch.Tensor, weight: torch.Tensor,
@@ -373,9 +375,9 @@ class Tuner:
                 if x.device.type == 'cpu' and x.dtype != torch.float32:
                     # the table's times are fp32; the Fourier routes compute in fp32 whatever the input dtype,
                     # so they are the predictable ones to time first
-                    routes = sorted(routes, key=lambda r: r not in _cpu.FOURIER_ROUTES)
+                    routes = sorted(routes, key=lambda r: not registry.get(r).fp32_maths)
                 probes = {r: (_pass_fn(p, r, xp, wp, gp, probe_scale), probe_scale) for r in routes
-                          if probe and r in _cpu.AT_ROUTES}
+                          if probe and registry.get(r).probe}
                 times = self._time_routes({r: _pass_fn(p, r, xs, ws, gs) for r in routes}, x.device, probes)
                 out[p] = (choose(times, layout), times)
         self.tuning_seconds += time.perf_counter() - t_start

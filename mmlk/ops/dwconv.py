@@ -3,7 +3,8 @@
 RepLKNet (Ding et al., "Scaling Up Your Kernels to 31x31", CVPR 2022) relies on depthwise kernels up to
 31x31, for which the stock PyTorch kernels are slow: on CPU, oneDNN's NCHW forward falls back to im2col for
 K >= 13 and its backward-weights kernel is ~37x the forward at K=31 (shared docs, section 5). This module
-exposes one op that picks, per pass, the fastest of several routes:
+exposes one op that picks, per pass, the fastest of several routes (each one a module of
+:mod:`mmlk.ops.routes`, looked up by name in :mod:`mmlk.ops.registry`):
 
 * ``'torch'``: plain ``F.conv2d`` and its autograd, in the input's layout (the reference);
 * ``'cl'``: aten kernels in channels_last for every pass;
@@ -19,7 +20,7 @@ exposes one op that picks, per pass, the fastest of several routes:
   (written by ``tools/analysis/benchmark_dwconv.py --write-table`` on one machine), on CUDA ``F.conv2d``.
 
 Numerics: operands holding NaN / Inf never take a Fourier route (F.conv2d's NaN / Inf pattern is kept); the
-Fourier routes' round-off model is stated in :mod:`mmlk.ops._cpu`; a backward recorded for double backward
+Fourier routes' round-off model is stated in :mod:`mmlk.ops._fourier`; a backward recorded for double backward
 (``create_graph=True``) runs through aten's differentiable ``convolution_backward``.
 
 The op is registered with :func:`torch.library.custom_op` (``mmlk::dwconv2d`` and its backward) with an
@@ -29,7 +30,6 @@ when the chosen routes are its own kernels.
 TorchScript tracing and ONNX export take the plain ``F.conv2d`` path, so an exported graph holds a
 standard ``Conv`` node.
 """
-import math
 from typing import Dict, Optional, Tuple, Union
 
 import torch
@@ -37,9 +37,10 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _cpu, _dispatch, _triton, _tune
+from . import _dispatch, _tune, registry
 
-IMPLS = ('auto', 'torch', 'cl', 'fft', 'dft', 'triton')
+# 'auto' and 'torch' choose among routes; every other impl names one route (registered as ``selectable``)
+IMPLS = ('auto', 'torch') + registry.selectable()
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # Below this many multiply-adds (N*C*H*W*kh*kw) 'auto' is plain F.conv2d without any dispatch.
 _TINY_MACS = 4_000_000
@@ -72,11 +73,6 @@ def _is_channels_last(x: torch.Tensor) -> bool:
     return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
-def _cuda_triton_ok(x: torch.Tensor) -> bool:
-    return (x.is_cuda and x.dtype != torch.float64 and _triton.triton_importable()
-            and _triton.self_check(x.device))
-
-
 def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str, needs_grad: bool = True,
             tune: bool = False) -> Tuple[str, str, str]:
     """(forward, input-grad, weight-grad) route names for a concrete call.
@@ -85,17 +81,12 @@ def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str, needs_grad: bool =
     with ``tune=False`` (inside the custom op, i.e. under torch.compile / export) only choices already made
     are used, and the shipped table (CPU) or cuDNN (CUDA) covers the rest.
     """
-    if impl == 'triton':
-        if not _triton.usable_on(x) or x.dtype == torch.float64:
-            raise RuntimeError(
-                "dwconv2d(impl='triton') needs a CUDA tensor (or TRITON_INTERPRET=1 on CPU) in fp32/fp16/bf16 "
-                f'and an installed triton; got {x.device} {x.dtype}. Use impl="auto" to pick a route for you.')
-        return 'triton', 'triton', 'triton'
-    if impl in ('fft', 'dft'):
+    if impl not in ('auto', 'torch'):
+        reason = registry.get(impl).supports(x)
+        if reason is not None:
+            raise RuntimeError(reason)
         return impl, impl, impl
-    if impl == 'cl':
-        return 'cl', 'cl', 'cl'
-    native = 'cl' if _is_channels_last(x) else 'nchw'
+    native = _native(x)
     if impl == 'torch' or x.device.type not in ('cpu', 'cuda'):
         return native, native, native
     # auto: untuned passes take the shipped table on CPU and cuDNN on CUDA (Triton only when measured faster)
@@ -110,46 +101,10 @@ def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str, needs_grad: bool =
     passes = _tune.PASSES if needs_grad else ('fwd',)
     tuner = _tune.get_tuner()
     if tune and _tune.may_time():
-        eligible = _tune.candidates(x.device, x.is_cuda and _cuda_triton_ok(x))
-        chosen = tuner.routes(x, weight, passes, eligible)
+        chosen = tuner.routes(x, weight, passes, _tune.candidates(x))
     else:
         chosen = tuner.cached(x, weight, passes)
     return tuple(chosen.get(p, fallback[i]) for i, p in enumerate(_tune.PASSES))  # type: ignore[return-value]
-
-
-# ----------------------------------------------------------------------------------------------
-# per-pass executors
-# ----------------------------------------------------------------------------------------------
-def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], route: str) -> torch.Tensor:
-    if route == 'triton':
-        return _triton.forward(x, weight, bias)
-    y = _cpu.run_forward(x, weight, route)
-    if bias is not None:
-        y = y.add_(bias.view(1, -1, 1, 1))  # y is always a fresh tensor here
-    return y
-
-
-def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gx_route: str, gw_route: str,
-              need_input: bool, need_weight: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    gx = gw = None
-    h, w = grad.shape[-2:]
-    if gx_route == gw_route and gx_route in _cpu.FOURIER_ROUTES and need_input and need_weight:
-        # one spectrum of the output gradient serves both gradients
-        cropped = _cpu.crop_kernel(weight, h, w)
-        both = _cpu.fft_backward if gx_route == 'fft' else _cpu.dft_backward
-        gx, gw = both(grad, x, cropped, True, True)
-        return gx, _cpu.uncrop_weight_grad(gw, weight.shape)
-    if need_input:
-        if gx_route == 'triton':
-            gx = _triton.input_grad(grad, weight)
-        else:
-            gx = _cpu.run_input_grad(grad, weight, gx_route)
-    if need_weight:
-        if gw_route == 'triton':
-            gw = _triton.weight_grad(grad, x, weight.shape)
-        else:
-            gw = _cpu.run_weight_grad(grad, x, weight, gw_route)
-    return gx, gw
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,7 +123,7 @@ def _direct_if_nonfinite(route: str, native: str, *tensors: torch.Tensor) -> str
     """A Fourier route spreads one NaN / Inf over the whole plane (every output depends on every input
     through the transform); F.conv2d confines it to the kernel's footprint. Non-finite operands therefore
     take the direct aten route in the input's layout, which reproduces F.conv2d's pattern exactly."""
-    if route in _cpu.FOURIER_ROUTES and not all(_finite(t) for t in tensors):
+    if registry.get(route).finite_only and not all(_finite(t) for t in tensors):
         return native
     return route
 
@@ -176,7 +131,7 @@ def _direct_if_nonfinite(route: str, native: str, *tensors: torch.Tensor) -> str
 def _op_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                 routes: Tuple[str, str, str]) -> torch.Tensor:
     route = _direct_if_nonfinite(routes[0], _native(x), x, weight)
-    y = _forward(x, weight, bias, route)
+    y = registry.run_forward(x, weight, route, bias)
     return y.contiguous(memory_format=_memory_format(x))
 
 
@@ -186,7 +141,7 @@ def _op_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rout
     native = _native(x)
     gx_route = _direct_if_nonfinite(routes[1], native, grad, weight) if need_input else routes[1]
     gw_route = _direct_if_nonfinite(routes[2], native, grad, x) if need_weight else routes[2]
-    gx, gw = _backward(grad, x, weight, gx_route, gw_route, need_input, need_weight)
+    gx, gw = registry.run_backward(grad, x, weight, gx_route, gw_route, need_input, need_weight)
     if gx is not None:
         gx = gx.contiguous(memory_format=_memory_format(x))
     if gw is not None:
@@ -273,8 +228,7 @@ def _backward_formula(ctx, grad: torch.Tensor):
     return gx, gw, gb, None
 
 
-def _memory_format(t: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if _is_channels_last(t) else torch.contiguous_format
+_memory_format = registry.memory_format
 
 
 _dwconv2d_op.register_autograd(_backward_formula, setup_context=_setup_context)

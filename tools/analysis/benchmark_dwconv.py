@@ -49,7 +49,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from ops_loader import load_ops  # noqa: E402  (tools/analysis; works without mmengine)
 
 load_ops()
-from mmlk.ops import _cpu, _dispatch, _tune, dwconv  # noqa: E402
+from mmlk.ops import _dispatch, _tune, dwconv, registry  # noqa: E402
 from mmlk.ops.dwconv import dwconv2d  # noqa: E402
 
 # (label, C, H, W, kh, kw)
@@ -354,9 +354,10 @@ def table_shapes(batches: Sequence[int]) -> List[Tuple[int, int, int, int, int, 
 
 
 def route_candidates(x, w, gy) -> Dict[str, Dict[str, Callable]]:
-    fwd = {r: (lambda r=r: _cpu.run_forward(x, w, r)) for r in _cpu.ROUTES}
-    gx = {r: (lambda r=r: _cpu.run_input_grad(gy, w, r)) for r in _cpu.ROUTES}
-    gw = {r: (lambda r=r: _cpu.run_weight_grad(gy, x, w, r)) for r in ('nchw', 'cl', 'fft', 'dft')}
+    # every CPU route of the registry, for each pass it implements
+    fwd = {r: (lambda r=r: registry.run_forward(x, w, r)) for r in registry.names('cpu', 'fwd')}
+    gx = {r: (lambda r=r: registry.run_input_grad(gy, w, r)) for r in registry.names('cpu', 'gx')}
+    gw = {r: (lambda r=r: registry.run_weight_grad(gy, x, w, r)) for r in registry.names('cpu', 'gw')}
     return {'fwd': fwd, 'gx': gx, 'gw': gw}
 
 

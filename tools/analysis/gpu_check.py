@@ -249,7 +249,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault('MMLK_CACHE_DIR', tempfile.mkdtemp(prefix='mmlk-gpu-check-'))
     os.environ.pop('MMLK_DWCONV_TUNE', None)
     ops = load_ops()
-    from mmlk.ops import _triton
+    from mmlk.ops.routes import triton as _triton
     t0 = time.time()
     env = environment()
     env['triton_self_check'] = _triton.self_check(torch.device(DEVICE))

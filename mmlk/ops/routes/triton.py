@@ -1,44 +1,29 @@
-"""Loader and launchers for the Triton depthwise-convolution kernels in ``kernels/triton_dwconv.py``.
+"""Route ``triton``: the Triton kernels of :mod:`mmlk.kernels.triton_dwconv`, and their launchers.
 
-The kernel sources ship as plain ``.py`` files: in a checkout they are the top-level ``kernels/``
-directory, in an installed package ``mmlk/.mim/kernels`` (see ``setup.py``). Triton runs them on CUDA
-tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (how the tests verify them without a GPU; the
-variable must be set before the kernels are loaded).
+The kernels ship as Python source in the top-level ``kernels/`` directory, importable as the package
+``mmlk.kernels`` (``setup.py`` maps it; in a checkout ``mmlk/kernels`` links to it). They are imported on the
+first launch only, so ``mmlk.ops`` imports without triton. Triton runs them on CUDA tensors, or on CPU tensors
+under ``TRITON_INTERPRET=1`` (how the tests verify them without a GPU; the variable must be set before the
+kernels are imported).
+
+'auto' only times this route on CUDA and only after :func:`self_check` passed there once; ``impl='triton'``
+runs it wherever :func:`usable_on` says it can.
 """
+import importlib
 import importlib.util
 import math
 import os
-import os.path as osp
-import sys
-import threading
 import warnings
 from types import ModuleType
-from typing import Dict, List, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-KERNEL_FILE = 'triton_dwconv.py'
-_MODULE_NAME = 'mmlk_kernels.triton_dwconv'
-_lock = threading.Lock()
-_module: Optional[ModuleType] = None
+from ..registry import Route, register
+
+KERNEL_MODULE = 'mmlk.kernels.triton_dwconv'
 _self_check: Dict[int, bool] = {}
-
-
-def kernel_dirs() -> List[str]:
-    """Candidate directories for kernel sources, installed location first."""
-    pkg = osp.dirname(osp.dirname(osp.abspath(__file__)))  # .../mmlk
-    return [osp.join(pkg, '.mim', 'kernels'), osp.join(osp.dirname(pkg), 'kernels')]
-
-
-def find_kernel_file(name: str = KERNEL_FILE) -> str:
-    for d in kernel_dirs():
-        path = osp.join(d, name)
-        if osp.isfile(path):
-            return path
-    raise FileNotFoundError(
-        f'cannot find the kernel source {name!r} in {kernel_dirs()}; reinstall mmlk (pip install -e .) '
-        'so that mmlk/.mim/kernels exists, or run from a checkout with the top-level kernels/ directory')
 
 
 def interpreter_enabled() -> bool:
@@ -46,23 +31,24 @@ def interpreter_enabled() -> bool:
 
 
 def triton_importable() -> bool:
-    return importlib.util.find_spec('triton') is not None
+    try:
+        return importlib.util.find_spec('triton') is not None
+    except (ImportError, ValueError):  # a finder that blocks it, or a half-removed module
+        return False
+
+
+def find_kernel_file() -> str:
+    """Path of the kernel source (for tools and error messages; found without importing triton)."""
+    spec = importlib.util.find_spec(KERNEL_MODULE)
+    if spec is None or spec.origin is None:
+        raise ImportError(f'{KERNEL_MODULE} is missing: reinstall mmlk (pip install -e .), or run from a '
+                          'checkout holding kernels/ and the mmlk/kernels link to it')
+    return spec.origin
 
 
 def load_kernels() -> ModuleType:
-    """Import the kernel module once per process (``sys.modules`` keeps inspect/Triton happy)."""
-    global _module
-    with _lock:
-        if _module is None:
-            path = find_kernel_file()
-            spec = importlib.util.spec_from_file_location(_MODULE_NAME, path)
-            if spec is None or spec.loader is None:
-                raise ImportError(f'cannot load Triton kernels from {path}')
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[_MODULE_NAME] = mod
-            spec.loader.exec_module(mod)
-            _module = mod
-    return _module
+    """The kernel module (an ordinary import: the import lock makes the first one thread-safe)."""
+    return importlib.import_module(KERNEL_MODULE)
 
 
 def usable_on(t: torch.Tensor) -> bool:
@@ -84,7 +70,7 @@ def _taps_matrix(weight: torch.Tensor) -> torch.Tensor:
     return weight.reshape(c, kh * kw).t().contiguous()
 
 
-def _nhwc_strides(t: torch.Tensor):
+def _nhwc_strides(t: torch.Tensor) -> Tuple[int, int, int, int]:
     sn, sc, sh, sw = t.stride()
     return sn, sh, sw, sc
 
@@ -92,6 +78,10 @@ def _nhwc_strides(t: torch.Tensor):
 def _autotuned() -> bool:
     """Autotuned launches on CUDA; one fixed configuration under the CPU interpreter (no CUDA events there)."""
     return not interpreter_enabled()
+
+
+def cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -108,13 +98,12 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] 
     taps = _taps_matrix(weight)
     args = (x, taps, bias if bias is not None else taps, y, h, w, c, kh, kw, *_nhwc_strides(x), *_nhwc_strides(y))
     if config is None and _autotuned():
-        grid = lambda meta: (triton_cdiv(h, meta['BLOCK_H']) * triton_cdiv(w, meta['BLOCK_W']), n,  # noqa: E731
-                             triton_cdiv(c, meta['BLOCK_C']))
+        grid = lambda meta: (cdiv(h, meta['BLOCK_H']) * cdiv(w, meta['BLOCK_W']), n,  # noqa: E731
+                             cdiv(c, meta['BLOCK_C']))
         mod.dwconv2d_fwd_tuned[grid](*args, HAS_BIAS=bias is not None, FLIP=flip)
         return y
     blocks = config or dict(BLOCK_H=_pow2(h, 1, 4), BLOCK_W=_pow2(w, 4, 16), BLOCK_C=_pow2(c, 4, 32))
-    grid = (triton_cdiv(h, blocks['BLOCK_H']) * triton_cdiv(w, blocks['BLOCK_W']), n,
-            triton_cdiv(c, blocks['BLOCK_C']))
+    grid = (cdiv(h, blocks['BLOCK_H']) * cdiv(w, blocks['BLOCK_W']), n, cdiv(c, blocks['BLOCK_C']))
     mod.dwconv2d_fwd_kernel[grid](*args, HAS_BIAS=bias is not None, FLIP=flip, **blocks)
     return y
 
@@ -124,7 +113,7 @@ def input_grad(grad: torch.Tensor, weight: torch.Tensor, config: Optional[Dict[s
     return forward(grad, weight, None, flip=True, config=config)
 
 
-def weight_grad(grad: torch.Tensor, x: torch.Tensor, weight_shape,
+def weight_grad(grad: torch.Tensor, x: torch.Tensor, weight_shape: Tuple[int, ...],
                 config: Optional[Dict[str, int]] = None) -> torch.Tensor:
     """Weight gradient as a deterministic split reduction (fp32 partial sums per image x row chunk)."""
     mod = load_kernels()
@@ -132,25 +121,20 @@ def weight_grad(grad: torch.Tensor, x: torch.Tensor, weight_shape,
     kh, kw = weight_shape[-2:]
     # Enough row chunks per image that the grid fills a GPU even for batch 1, without tiny chunks.
     rows = max(1, min(h, 8))
-    splits_h = triton_cdiv(h, rows)
+    splits_h = cdiv(h, rows)
     # every (split, tap, channel) slot is written, padding-only taps with zeros, so no zero-fill is needed
     # (and autotuning, which runs the kernel once per configuration, needs no reset either)
     part = torch.empty((n * splits_h, kh * kw, c), dtype=torch.float32, device=x.device)
     args = (x, grad, part, h, w, c, kh, kw, rows, splits_h, *_nhwc_strides(x), *_nhwc_strides(grad))
     if config is None and _autotuned():
-        grid = lambda meta: (kh * triton_cdiv(kw, meta['BLOCK_V']), triton_cdiv(c, meta['BLOCK_C']),  # noqa: E731
-                             n * splits_h)
+        grid = lambda meta: (kh * cdiv(kw, meta['BLOCK_V']), cdiv(c, meta['BLOCK_C']), n * splits_h)  # noqa: E731
         mod.dwconv2d_wgrad_tuned[grid](*args)
     else:
         blocks = config or dict(BLOCK_W=_pow2(w, 4, 8), BLOCK_V=_pow2(kw, 1, 16), BLOCK_C=_pow2(c, 4, 32))
-        grid = (kh * triton_cdiv(kw, blocks['BLOCK_V']), triton_cdiv(c, blocks['BLOCK_C']), n * splits_h)
+        grid = (kh * cdiv(kw, blocks['BLOCK_V']), cdiv(c, blocks['BLOCK_C']), n * splits_h)
         mod.dwconv2d_wgrad_kernel[grid](*args, **blocks)
     gw = part.sum(0).t().reshape(c, 1, kh, kw)
     return gw.to(x.dtype)
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return (a + b - 1) // b
 
 
 def self_check(device: torch.device) -> bool:
@@ -187,3 +171,20 @@ def self_check(device: torch.device) -> bool:
                       "impl='auto' falls back to F.conv2d for this device", RuntimeWarning)
     _self_check[idx] = ok
     return ok
+
+
+def _supports(x: torch.Tensor) -> Optional[str]:
+    if usable_on(x) and x.dtype != torch.float64:
+        return None
+    return ("dwconv2d(impl='triton') needs a CUDA tensor (or TRITON_INTERPRET=1 on CPU) in fp32/fp16/bf16 "
+            f'and an installed triton; got {x.device} {x.dtype}. Use impl="auto" to pick a route for you.')
+
+
+ROUTE = register(Route(
+    name='triton', order=60, selectable=True, auto_devices=frozenset({'cuda'}),
+    supports=_supports, auto_ok=lambda x: self_check(x.device),
+    # through the module's globals, so that tests can replace a launcher
+    forward=lambda x, w, b: forward(x, w, b),
+    input_grad=lambda g, w: input_grad(g, w),
+    weight_grad=lambda g, x, shape: weight_grad(g, x, shape),
+    fuses_bias=True, crops=False))
