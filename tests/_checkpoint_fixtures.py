@@ -305,3 +305,31 @@ class FileServer:
         self.timer.cancel()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# ----------------------------------------------------------------------------- registry and cache
+def write_registry(tmp_path, monkeypatch, entries: Sequence[dict]) -> None:
+    """A checkpoints.yaml of ``entries`` (each completed with neutral values) made current through
+    MMLK_CHECKPOINTS_YAML."""
+    import yaml
+    base = dict(arch='replknet', variant='tiny', task='classification', dataset='ImageNet-1k', pretraining=None,
+                resolution=224, mean=[1, 1, 1], std=[1, 1, 1], num_classes=10, metric=None,
+                config='configs/x.py', format='replknet-official', form='train', file_name=None, sha256=None,
+                source=None)
+    full = []
+    for e in entries:
+        d = dict(base)
+        d.update(e)
+        d['download'] = {**dict(github_release=None, google_drive_id=None, baidu=None, openmmlab=None),
+                         **e.get('download', {})}
+        full.append(d)
+    path = tmp_path / 'checkpoints.yaml'
+    path.write_text(yaml.safe_dump(dict(version=1, checkpoints=full)))
+    monkeypatch.setenv('MMLK_CHECKPOINTS_YAML', str(path))
+
+
+def cache_files(cache) -> list:
+    """Every file in the cache (relative paths), except the inter-process locks."""
+    if not cache.exists():
+        return []
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob('*') if p.is_file() and '.locks' not in p.parts)

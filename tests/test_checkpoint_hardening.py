@@ -15,7 +15,6 @@ import zipfile
 
 import pytest
 import torch
-import yaml
 
 import _checkpoint_fixtures as F
 from mmlk.checkpoint import CheckpointError, read_state_dict, resolve_checkpoint, sha256sum
@@ -37,26 +36,6 @@ def server():
     srv = F.FileServer(lifetime=90).start()
     yield srv
     srv.stop()
-
-
-def _registry(tmp_path, monkeypatch, entries):
-    full = []
-    for e in entries:
-        d = dict(arch='replknet', variant='tiny', task='classification', format='replknet-official', form='train',
-                 file_name=None, sha256=None)
-        d.update(e)
-        d['download'] = {**dict(github_release=None, google_drive_id=None, baidu=None, openmmlab=None),
-                         **e.get('download', {})}
-        full.append(d)
-    path = tmp_path / 'checkpoints.yaml'
-    path.write_text(yaml.safe_dump(dict(version=1, checkpoints=full)))
-    monkeypatch.setenv('MMLK_CHECKPOINTS_YAML', str(path))
-
-
-def _files(root):
-    if not root.exists():
-        return []
-    return sorted(str(p.relative_to(root)) for p in root.rglob('*') if p.is_file() and '.locks' not in p.parts)
 
 
 def _bytes(obj, tmp_path, legacy=False, name='src.pth'):
@@ -88,7 +67,7 @@ def test_same_file_name_from_two_urls_are_two_files(tmp_path, cache, server):
 def test_registry_entries_sharing_a_file_name_do_not_collide(tmp_path, monkeypatch, cache, server):
     server.files['/1/model.pth'] = _bytes({'w': torch.zeros(3)}, tmp_path, name='1.pth')
     server.files['/2/model.pth'] = _bytes({'w': torch.ones(3)}, tmp_path, name='2.pth')
-    _registry(tmp_path, monkeypatch, [
+    F.write_registry(tmp_path, monkeypatch, [
         dict(name='one', file_name='model.pth', download=dict(github_release=server.url + '/1/model.pth')),
         dict(name='two', file_name='model.pth', download=dict(github_release=server.url + '/2/model.pth'))])
     p1, _ = resolve_checkpoint('one', progress=False)
@@ -104,11 +83,11 @@ def test_truncated_legacy_download_without_length_is_never_pinned(tmp_path, monk
     server.files['/legacy.pth'] = data
     server.no_length.add('/legacy.pth')
     server.cut['/legacy.pth'] = len(data) // 2
-    _registry(tmp_path, monkeypatch, [dict(name='leg', file_name='legacy.pth',
+    F.write_registry(tmp_path, monkeypatch, [dict(name='leg', file_name='legacy.pth',
                                            download=dict(github_release=server.url + '/legacy.pth'))])
     with pytest.raises(CheckpointError, match='truncated'):
         resolve_checkpoint('leg', progress=False)
-    assert _files(cache) == []  # nothing kept, nothing pinned
+    assert F.cache_files(cache) == []  # nothing kept, nothing pinned
     path, _ = resolve_checkpoint('leg', progress=False)  # the next attempt fetches it whole
     assert open(path, 'rb').read() == data
     assert open(path + '.sha256').read().strip() == sha256sum(path)
@@ -118,7 +97,7 @@ def test_server_answering_a_range_with_other_bytes_restarts(tmp_path, monkeypatc
     data = _bytes(F.replknet_official(), tmp_path)
     server.files['/tiny.pth'] = data
     server.cut['/tiny.pth'] = 5000
-    _registry(tmp_path, monkeypatch, [dict(name='tiny', file_name='tiny.pth',
+    F.write_registry(tmp_path, monkeypatch, [dict(name='tiny', file_name='tiny.pth',
                                            download=dict(github_release=server.url + '/tiny.pth'))])
     with pytest.raises(CheckpointError, match='interrupted'):
         resolve_checkpoint('tiny', progress=False)
@@ -134,7 +113,7 @@ def test_resumed_piece_of_another_file_is_refetched_not_pinned(tmp_path, monkeyp
     assert len(old) == len(new)
     server.files['/m.pth'] = old
     server.cut['/m.pth'] = len(old) // 2
-    _registry(tmp_path, monkeypatch, [dict(name='m', file_name='m.pth',
+    F.write_registry(tmp_path, monkeypatch, [dict(name='m', file_name='m.pth',
                                            download=dict(github_release=server.url + '/m.pth'))])
     with pytest.raises(CheckpointError, match='interrupted'):
         resolve_checkpoint('m', progress=False)
@@ -179,21 +158,21 @@ def test_file_url_is_read_in_place_never_copied(tmp_path, cache):
     torch.save({'w': torch.zeros(2)}, str(path))
     got, entry = resolve_checkpoint(path.as_uri())
     assert got == str(path) and entry is None
-    assert _files(cache) == []
+    assert F.cache_files(cache) == []
     with pytest.raises(CheckpointError, match='not a regular file'):
         resolve_checkpoint('file:///dev/zero')
-    assert _files(cache) == []
+    assert F.cache_files(cache) == []
 
 
 def test_registry_file_name_cannot_leave_the_cache(tmp_path, monkeypatch, cache, server):
     server.files['/e.pth'] = _bytes({'w': torch.zeros(2)}, tmp_path)
-    _registry(tmp_path, monkeypatch, [
+    F.write_registry(tmp_path, monkeypatch, [
         dict(name='escape', file_name='../../escaped.pth', download=dict(github_release=server.url + '/e.pth')),
         dict(name='../up', file_name='ok.pth', download=dict(github_release=server.url + '/e.pth'))])
     for name in ('escape', '../up'):
         with pytest.raises(CheckpointError, match='plain file name'):
             resolve_checkpoint(name, progress=False)
-    assert not list(tmp_path.rglob('escaped.pth')) and _files(cache) == []
+    assert not list(tmp_path.rglob('escaped.pth')) and F.cache_files(cache) == []
     assert server.requests == []
 
 
@@ -240,34 +219,34 @@ def test_endless_download_stops_at_the_limit(tmp_path, monkeypatch, cache, serve
     monkeypatch.setenv('MMLK_DOWNLOAD_MAX_BYTES', str(2 << 20))
     with pytest.raises(CheckpointError, match='MMLK_DOWNLOAD_MAX_BYTES'):
         resolve_checkpoint(server.url + '/zero.pth', progress=False)
-    assert _files(cache) == []
+    assert F.cache_files(cache) == []
 
 
 def test_size_from_the_registry_bounds_the_download(tmp_path, monkeypatch, cache, server):
     data = _bytes({'w': torch.zeros(64)}, tmp_path)
     server.files['/s.pth'] = data
-    _registry(tmp_path, monkeypatch, [dict(name='s', file_name='s.pth', size=len(data) - 1,
+    F.write_registry(tmp_path, monkeypatch, [dict(name='s', file_name='s.pth', size=len(data) - 1,
                                            download=dict(github_release=server.url + '/s.pth'))])
     with pytest.raises(CheckpointError, match='announces'):
         resolve_checkpoint('s', progress=False)
     server.no_length.add('/s.pth')  # without a Content-Length the bytes themselves are counted
     with pytest.raises(CheckpointError, match='exceeded'):
         resolve_checkpoint('s', progress=False)
-    assert _files(cache) == []
+    assert F.cache_files(cache) == []
 
 
 def test_trickling_server_stalls_and_the_cli_takes_the_options(tmp_path, monkeypatch, cache, server, capsys):
     from mmlk.__main__ import main
     server.files['/slow.pth'] = _bytes({'w': torch.zeros(4096)}, tmp_path)
     server.slow['/slow.pth'] = 20.0  # a tenth of the file every 2 s
-    _registry(tmp_path, monkeypatch, [dict(name='slow', file_name='slow.pth',
+    F.write_registry(tmp_path, monkeypatch, [dict(name='slow', file_name='slow.pth',
                                            download=dict(github_release=server.url + '/slow.pth'))])
     start = time.monotonic()
     assert main(['download', 'slow', '--no-progress', '--stall-timeout', '0.5']) == 1
     assert time.monotonic() - start < 10
     err = capsys.readouterr().err
     assert 'stalled' in err and '--stall-timeout' in err
-    assert _files(cache) == ['slow/slow.pth.part']  # kept for a later resume
+    assert F.cache_files(cache) == ['slow/slow.pth.part']  # kept for a later resume
     assert main(['download', 'slow', '--no-progress', '--max-size', '100']) == 1
     assert 'more than the download limit of 100 bytes' in capsys.readouterr().err
 
@@ -346,12 +325,12 @@ def test_directory_as_output_or_cache_path(tmp_path, monkeypatch, cache, server)
     with pytest.raises(CheckpointError, match='is a directory'):
         convert_classification(src, str(tmp_path / 'outdir'), overwrite=True)
     server.files['/d.pth'] = open(src, 'rb').read()
-    _registry(tmp_path, monkeypatch, [dict(name='d', file_name='d.pth',
+    F.write_registry(tmp_path, monkeypatch, [dict(name='d', file_name='d.pth',
                                            download=dict(github_release=server.url + '/d.pth'))])
     (cache / 'd' / 'd.pth').mkdir(parents=True)
     with pytest.raises(CheckpointError, match='is a directory'):
         resolve_checkpoint('d', progress=False)
-    assert _files(cache) == [] and server.requests == []
+    assert F.cache_files(cache) == [] and server.requests == []
 
 
 # ------------------------------------------------------------------ 15. temporaries of killed writers

@@ -11,7 +11,6 @@ import zipfile
 
 import pytest
 import torch
-import yaml
 
 import _checkpoint_fixtures as F
 from mmlk.checkpoint import CheckpointError, load_pretrained, read_state_dict, resolve_checkpoint, sha256sum
@@ -20,8 +19,6 @@ from mmlk.checkpoint.loading import _mismatch_message
 from mmlk.checkpoint.reader import read_torchscript_tensors
 from mmlk.models.backbones.replknet import RepLKNet
 from mmlk.models.backbones.repnext import RepNeXt
-
-torch.set_num_threads(2)
 
 
 class ListHandler(logging.Handler):
@@ -371,41 +368,17 @@ def server():
     srv.stop()
 
 
-def _registry(tmp_path, monkeypatch, entries):
-    base = dict(arch='replknet', variant='tiny', task='classification', dataset='ImageNet-1k', pretraining=None,
-                resolution=224, mean=[1, 1, 1], std=[1, 1, 1], num_classes=10, metric=None,
-                config='configs/x.py', format='replknet-official', form='train', file_name=None, sha256=None,
-                source=None)
-    full = []
-    for e in entries:
-        d = dict(base)
-        d.update(e)
-        d['download'] = {**dict(github_release=None, google_drive_id=None, baidu=None, openmmlab=None),
-                         **e.get('download', {})}
-        full.append(d)
-    path = tmp_path / 'checkpoints.yaml'
-    path.write_text(yaml.safe_dump(dict(version=1, checkpoints=full)))
-    monkeypatch.setenv('MMLK_CHECKPOINTS_YAML', str(path))
-
-
-def _cache_files(cache):
-    """Every file in the cache (relative paths), except the inter-process locks."""
-    if not cache.exists():
-        return []
-    return sorted(str(p.relative_to(cache)) for p in cache.rglob('*') if p.is_file() and '.locks' not in p.parts)
-
-
 def test_download_by_name_verify_and_reuse_cache(tmp_path, monkeypatch, cache, server):
     sd = F.replknet_official()
     path = save(sd, tmp_path / 'src.pth')
     data = open(path, 'rb').read()
     server.files['/rel/tiny.pth'] = data
-    _registry(tmp_path, monkeypatch, [dict(name='tiny-lk', file_name='tiny.pth', sha256=sha256sum(path),
+    F.write_registry(tmp_path, monkeypatch, [dict(name='tiny-lk', file_name='tiny.pth', sha256=sha256sum(path),
                                            download=dict(github_release=server.url + '/rel/tiny.pth'))])
     model = lk(num_classes=10)
     load_pretrained(model, 'tiny-lk')
     assert_loaded(model, sd)
-    assert _cache_files(cache) == ['tiny-lk/tiny.pth', 'tiny-lk/tiny.pth.sha256']
+    assert F.cache_files(cache) == ['tiny-lk/tiny.pth', 'tiny-lk/tiny.pth.sha256']
     n = len(server.requests)
     resolve_checkpoint('tiny-lk')  # served from the cache, hash re-checked
     assert len(server.requests) == n
@@ -415,18 +388,18 @@ def test_download_by_name_verify_and_reuse_cache(tmp_path, monkeypatch, cache, s
         f.write(b'\x00\x01\x02')
     with pytest.raises(CheckpointError, match='sha256 mismatch'):
         resolve_checkpoint('tiny-lk')
-    assert _cache_files(cache) == []
+    assert F.cache_files(cache) == []
 
 
 def test_resume_interrupted_download(tmp_path, monkeypatch, cache, server):
     data = open(save(F.replknet_official(), tmp_path / 'src.pth'), 'rb').read()
     server.files['/tiny.pth'] = data
     server.cut['/tiny.pth'] = 5000
-    _registry(tmp_path, monkeypatch, [dict(name='tiny-lk', file_name='tiny.pth',
+    F.write_registry(tmp_path, monkeypatch, [dict(name='tiny-lk', file_name='tiny.pth',
                                            download=dict(github_release=server.url + '/tiny.pth'))])
     with pytest.raises(CheckpointError, match='interrupted after 5000 of'):
         resolve_checkpoint('tiny-lk')
-    assert _cache_files(cache) == ['tiny-lk/tiny.pth.part'] and os.path.getsize(cache / 'tiny-lk/tiny.pth.part') == 5000
+    assert F.cache_files(cache) == ['tiny-lk/tiny.pth.part'] and os.path.getsize(cache / 'tiny-lk/tiny.pth.part') == 5000
     path, _ = resolve_checkpoint('tiny-lk')
     assert server.requests[-1] == ('/tiny.pth', 'bytes=5000-')
     assert open(path, 'rb').read() == data
@@ -436,7 +409,7 @@ def test_resume_interrupted_download(tmp_path, monkeypatch, cache, server):
 
 def test_hash_mismatch_leaves_nothing(tmp_path, monkeypatch, cache, server):
     server.files['/tiny.pth'] = open(save(F.replknet_official(), tmp_path / 'src.pth'), 'rb').read()
-    _registry(tmp_path, monkeypatch, [
+    F.write_registry(tmp_path, monkeypatch, [
         dict(name='bad-full', file_name='tiny.pth', sha256='0' * 64,
              download=dict(github_release=server.url + '/tiny.pth')),
         dict(name='bad-prefix', file_name='tiny.pth', sha256='deadbeef',
@@ -444,7 +417,7 @@ def test_hash_mismatch_leaves_nothing(tmp_path, monkeypatch, cache, server):
     for name in ('bad-full', 'bad-prefix'):
         with pytest.raises(CheckpointError, match='sha256 mismatch'):
             resolve_checkpoint(name)
-        assert _cache_files(cache) == []
+        assert F.cache_files(cache) == []
 
 
 @pytest.mark.parametrize('damage', ['truncated', 'corrupted'])
@@ -456,11 +429,11 @@ def test_damaged_file_without_hash_leaves_nothing(tmp_path, monkeypatch, cache, 
         mid = len(data) // 2
         data[mid:mid + 16] = bytes(16)  # zeroed bytes inside a tensor record: caught by the zip CRC
     server.files['/tiny.pth'] = bytes(data)
-    _registry(tmp_path, monkeypatch, [dict(name='tiny-lk', file_name='tiny.pth',
+    F.write_registry(tmp_path, monkeypatch, [dict(name='tiny-lk', file_name='tiny.pth',
                                            download=dict(github_release=server.url + '/tiny.pth'))])
     with pytest.raises(CheckpointError, match='truncated|corrupted|CRC'):
         resolve_checkpoint('tiny-lk')
-    assert _cache_files(cache) == []
+    assert F.cache_files(cache) == []
 
 
 def test_url_with_openmmlab_hash_prefix(tmp_path, cache, server):
@@ -469,9 +442,9 @@ def test_url_with_openmmlab_hash_prefix(tmp_path, cache, server):
     server.files[good] = open(path, 'rb').read()
     model = lk(num_classes=10)
     load_pretrained(model, server.url + good)
-    assert [f for f in _cache_files(cache) if not f.endswith('.sha256')] == [
+    assert [f for f in F.cache_files(cache) if not f.endswith('.sha256')] == [
         osp.relpath(resolve_checkpoint(server.url + good)[0], cache)]
-    assert _cache_files(cache)[0].startswith('url-127.0.0.1_') and _cache_files(cache)[0].endswith(good)
+    assert F.cache_files(cache)[0].startswith('url-127.0.0.1_') and F.cache_files(cache)[0].endswith(good)
     server.files['/replknet-tiny_20221118-00000000.pth'] = server.files[good]
     with pytest.raises(CheckpointError, match='sha256 mismatch'):
         resolve_checkpoint(server.url + '/replknet-tiny_20221118-00000000.pth')
@@ -480,7 +453,7 @@ def test_url_with_openmmlab_hash_prefix(tmp_path, cache, server):
 def test_offline_and_browser_only_messages(tmp_path, monkeypatch, cache, server):
     port = server.httpd.server_address[1]
     server.stop()  # nothing listens any more: like being offline
-    _registry(tmp_path, monkeypatch, [
+    F.write_registry(tmp_path, monkeypatch, [
         dict(name='gh', file_name='gh.pth', download=dict(github_release=f'http://127.0.0.1:{port}/gh.pth',
                                                           google_drive_id='1azQUiCxK9feYVkkrPqwVPBtNsTzDrX7S')),
         dict(name='drive-only', download=dict(google_drive_id='1azQUiCxK9feYVkkrPqwVPBtNsTzDrX7S',
@@ -495,7 +468,7 @@ def test_offline_and_browser_only_messages(tmp_path, monkeypatch, cache, server)
     msg = str(exc.value)
     dest = cache / 'drive-only' / 'drive-only.pth'
     assert 'need a browser' in msg and 'extraction code lknt' in msg and str(dest) in msg
-    assert _cache_files(cache) == []
+    assert F.cache_files(cache) == []
     # A file put there by hand is used.
     os.makedirs(dest.parent, exist_ok=True)
     save(F.replknet_official(), dest)
@@ -506,17 +479,17 @@ def test_offline_and_browser_only_messages(tmp_path, monkeypatch, cache, server)
 def test_html_instead_of_checkpoint(tmp_path, monkeypatch, cache, server):
     server.files['/uc'] = b'<!DOCTYPE html><html>Google Drive - virus scan warning</html>'
     server.content_type['/uc'] = 'text/html; charset=utf-8'
-    _registry(tmp_path, monkeypatch, [dict(name='gd', download=dict(github_release=server.url + '/uc'))])
+    F.write_registry(tmp_path, monkeypatch, [dict(name='gd', download=dict(github_release=server.url + '/uc'))])
     with pytest.raises(CheckpointError, match='HTML page'):
         resolve_checkpoint('gd')
-    assert _cache_files(cache) == []
+    assert F.cache_files(cache) == []
 
 
 def test_cli_download_and_list(tmp_path, monkeypatch, cache, server, capsys):
     from mmlk.__main__ import main
     path = save(F.replknet_official(), tmp_path / 'src.pth')
     server.files['/tiny.pth'] = open(path, 'rb').read()
-    _registry(tmp_path, monkeypatch, [dict(name='tiny-lk', file_name='tiny.pth', metric={'top1': 1.0},
+    F.write_registry(tmp_path, monkeypatch, [dict(name='tiny-lk', file_name='tiny.pth', metric={'top1': 1.0},
                                            download=dict(github_release=server.url + '/tiny.pth'))])
     assert main(['list']) == 0
     assert 'tiny-lk' in capsys.readouterr().out
@@ -530,7 +503,7 @@ def test_cli_download_and_list(tmp_path, monkeypatch, cache, server, capsys):
 
 def test_backbones_init_weights_use_names_and_prefix(tmp_path, monkeypatch, cache):
     """init_cfg=dict(type='Pretrained', ...) of both backbones goes through the registry and the strict loader."""
-    _registry(tmp_path, monkeypatch, [
+    F.write_registry(tmp_path, monkeypatch, [
         dict(name='lk-cls', file_name='lk.pth', download=dict(google_drive_id='1azQUiCxK9feYVkkrPqwVPBtNsTzDrX7S')),
         dict(name='nx-coco', arch='repnext', format='mmdet2.x', file_name='nx_coco.pth',
              download=dict(google_drive_id='1azQUiCxK9feYVkkrPqwVPBtNsTzDrX7S'))])
@@ -567,7 +540,7 @@ def test_concurrent_processes_download_once(tmp_path, monkeypatch, cache, server
     data = open(save(F.replknet_official(), tmp_path / 'src.pth'), 'rb').read()
     server.files['/tiny.pth'] = data
     server.slow['/tiny.pth'] = 1.0
-    _registry(tmp_path, monkeypatch, [dict(name='tiny-lk', file_name='tiny.pth',
+    F.write_registry(tmp_path, monkeypatch, [dict(name='tiny-lk', file_name='tiny.pth',
                                            download=dict(github_release=server.url + '/tiny.pth'))])
     ctx = mp.get_context('fork')  # children inherit the imported modules: no re-import of torch
     queue = ctx.Queue()

@@ -20,6 +20,8 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
+from _helpers import IMAGENET_MEAN, IMAGENET_STD, randomise_bn
+
 pytest.importorskip('mmpretrain')
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -36,17 +38,6 @@ REPLKNET_PARAMS = {'31B': 79_864_168, '31L': 172_671_016, 'XL': 335_435_752}
 REPLKNET_ENTRIES = {'31B': 1171, '31L': 1171, 'XL': 1027}
 REPLKNET_MERGED_ENTRIES = 931  # 31B: 1171 - 24 x (6 + 6 - 2); XL: 1027 - 24 x (6 - 2)
 REPNEXT_PARAMS_M = {'m0': 2.72, 'm1': 5.32, 'm2': 7.05, 'm3': 8.47, 'm4': 14.08, 'm5': 22.71}
-IMAGENET_MEAN = [123.675, 116.28, 103.53]
-IMAGENET_STD = [58.395, 57.12, 57.375]
-
-
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    """One intra-op thread: on tiny inputs a second thread only spin-waits (10x slower on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def load(path: str) -> Config:
@@ -137,22 +128,13 @@ def test_replknet_deploy_config_builds_the_merged_model(path):
     assert cfg.model.backbone.get('init_cfg') is None
 
 
-def _randomise_bn_statistics(model: torch.nn.Module) -> None:
-    """Non-trivial BN statistics so that merging is actually exercised."""
-    gen = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-
-
 @pytest.mark.parametrize('index', range(6))
 def test_repnext_configs_build_and_their_deploy_variant_is_the_merged_model(index):
     cfg = load(CONFIGS[6 + index])
     model = build(cfg)
     arch = cfg.model.backbone.arch
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == REPNEXT_PARAMS_M[arch]
-    _randomise_bn_statistics(model)
+    randomise_bn(model, mean_std=0.1, var_range=(0.5, 1.5), affine=False)  # statistics only
     reference = _forward(model)
 
     deploy_cfg = load(DEPLOY_CONFIGS[6 + index])
@@ -168,7 +150,7 @@ def test_repnext_configs_build_and_their_deploy_variant_is_the_merged_model(inde
 def test_replknet_deploy_config_matches_merged_training_model():
     """31B: train-form model merged in place loads strictly into the deploy config's model."""
     model = build(load(CONFIGS[0]))
-    _randomise_bn_statistics(model)
+    randomise_bn(model, mean_std=0.1, var_range=(0.5, 1.5), affine=False)  # statistics only
     reference = _forward(model)
     model.backbone.switch_to_deploy()
     deployed = build(load(DEPLOY_CONFIGS[0]))

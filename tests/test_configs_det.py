@@ -8,18 +8,17 @@ mini COCO dataset, with the config's own pipelines and heads and a small backbon
 ``--cfg-options``, followed by ``tools/test.py --eval bbox [segm]`` on the checkpoint it wrote.
 """
 import glob
-import os
 import os.path as osp
 import re
-import subprocess
-import sys
-from typing import Dict, List, Sequence
+from typing import List
 
 import pytest
 import torch
 from mmengine.config import Config
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from _helpers import (IMAGENET_MEAN, REPLKNET_TINY_RUN, REPNEXT_TINY_RUN, REPO, arch_options, build_full_size,
+                      cfg_option, checkpoint_names, config_ids, published_widths, run_tool)
+
 DET_CONFIGS = sorted(
     glob.glob(osp.join(REPO, 'configs', 'replknet', '*_coco.py')) +
     glob.glob(osp.join(REPO, 'configs', 'repnext', '*_coco.py')))
@@ -35,42 +34,17 @@ EXPECTED = {
 }
 # "..._<gpus>xb<per gpu>[-augmentation]-<n>x_coco.py", n x 12 epochs
 NAME_RE = re.compile(r'_(\d+)xb(\d+)(?:-[a-z0-9-]+?)?-(\d)x_coco\.py$')
-IMAGENET_MEAN = [123.675, 116.28, 103.53]
 # Keep CPU inference cheap: fewer RPN proposals (published: 1000) and final detections (100) -- cost
 # knobs, not recipe changes -- and no score threshold, so that every head, the mask head included,
 # produces output from the untrained model.
 CHEAP_TEST_CFG = {'rpn': dict(max_per_img=30), 'rcnn': dict(score_thr=0.0, max_per_img=10)}
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # One intra-op thread: on the shared 2-core machine a second OpenMP thread spins in barriers
-    # while other processes hold the cores, which made these small graphs 10-20x slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _ids(paths: Sequence[str]) -> List[str]:
-    return [osp.basename(p)[:-3] for p in paths]
-
-
-def _checkpoint_names() -> set:
-    path = osp.join(REPO, 'checkpoints.yaml')
-    if not osp.isfile(path):
-        return set()
-    import yaml
-    with open(path) as f:
-        data = yaml.safe_load(f)
-    return {entry['name'] for entry in data.get('checkpoints', [])}
-
-
 def test_every_expected_config_is_shipped():
     assert {osp.basename(p) for p in DET_CONFIGS} == EXPECTED
 
 
-@pytest.mark.parametrize('path', DET_CONFIGS, ids=_ids(DET_CONFIGS))
+@pytest.mark.parametrize('path', DET_CONFIGS, ids=config_ids(DET_CONFIGS))
 def test_config_states_its_recipe(path):
     cfg = Config.fromfile(path)
     name = osp.basename(path)
@@ -89,7 +63,7 @@ def test_config_states_its_recipe(path):
     opt = cfg.optim_wrapper
     assert opt.optimizer.type == 'AdamW' and 'momentum' not in opt.optimizer
     assert cfg.model.neck.out_channels == 256 and cfg.model.neck.num_outs == 5
-    names = _checkpoint_names()
+    names = checkpoint_names()
     if names:
         assert backbone.init_cfg.checkpoint in names, backbone.init_cfg
     # the normalisation is part of the model, so training, validation and test share it
@@ -123,18 +97,7 @@ def test_config_states_its_recipe(path):
         assert cfg.param_scheduler[-1].milestones == [8, 11]
 
 
-def _build_full_size(cfg: Config):
-    from mmdet.registry import MODELS
-    from mmengine.registry import init_default_scope
-
-    from mmlk.engine.host_config import replace_syncbn_without_cuda
-    cfg.model.backbone.pop('init_cfg', None)
-    replace_syncbn_without_cuda(cfg)
-    init_default_scope('mmdet')
-    return MODELS.build(cfg.model)
-
-
-@pytest.mark.parametrize('path', DET_CONFIGS, ids=_ids(DET_CONFIGS))
+@pytest.mark.parametrize('path', DET_CONFIGS, ids=config_ids(DET_CONFIGS))
 def test_full_size_model_builds_and_predicts(path):
     import mmlk  # noqa: F401
     from mmdet.structures import DetDataSample
@@ -145,12 +108,10 @@ def test_full_size_model_builds_and_predicts(path):
     else:
         cfg.model.test_cfg.rpn.update(CHEAP_TEST_CFG['rpn'])
         cfg.model.test_cfg.rcnn.update(CHEAP_TEST_CFG['rcnn'])
-    model = _build_full_size(cfg).eval()
+    model = build_full_size(cfg, 'mmdet').eval()
     # full size: the backbone has the published variant's widths, and the neck takes them
     arch = cfg.model.backbone.arch
-    settings = type(model.backbone).arch_settings
-    widths = settings[arch if arch in settings else arch.lower()]
-    widths = widths.get('channels', widths.get('embed_dims'))
+    widths = published_widths(model.backbone, arch)
     assert list(model.backbone.out_channels) == list(widths) == list(cfg.model.neck.in_channels)
 
     size = (32, 48)  # small: the point is that the full-size graph runs, not its accuracy
@@ -215,22 +176,6 @@ def test_mini_coco_layout_is_what_mmdet_reads(tmp_path):
 
 # ---------------------------------------------------------------- one real run per family
 
-TINY_REPLKNET = dict(large_kernel_sizes=[13, 11, 9, 7], layers=[1, 1, 1, 1], channels=[16, 32, 64, 128],
-                     small_kernel=3, dw_ratio=1, ffn_ratio=2)
-TINY_REPNEXT = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1])
-
-
-def _opt(key: str, value) -> str:
-    """One ``--cfg-options`` item in the syntax mmengine's DictAction parses."""
-    text = repr(value).replace(' ', '').replace("'", '')
-    return f'{key}={text}'
-
-
-def _arch_options(arch: Dict) -> List[str]:
-    return ['model.backbone.arch._delete_=True'] + [_opt(f'model.backbone.arch.{k}', v)
-                                                    for k, v in arch.items()]
-
-
 @pytest.fixture(scope='module')
 def mini_coco(tmp_path_factory) -> str:
     """4 train / 4 val images of 96x128 px in the COCO 2017 layout."""
@@ -247,8 +192,8 @@ def det_mini_options(data_root: str) -> List[str]:
             for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
     opts += [f'val_evaluator.ann_file={ann_val}', f'test_evaluator.ann_file={ann_val}',
              # the published test resize (1333, 800) scaled to the 96x128 mini images
-             _opt('val_dataloader.dataset.pipeline.1.scale', (128, 96)),
-             _opt('test_dataloader.dataset.pipeline.1.scale', (128, 96)),
+             cfg_option('val_dataloader.dataset.pipeline.1.scale', (128, 96)),
+             cfg_option('test_dataloader.dataset.pipeline.1.scale', (128, 96)),
              'model.backbone.init_cfg=None', 'train_dataloader.batch_size=2',
              # no validation inside the training run: tools/test.py evaluates the checkpoint
              'train_cfg.max_epochs=1', 'train_cfg.val_interval=2',
@@ -259,7 +204,7 @@ def det_mini_options(data_root: str) -> List[str]:
     return opts
 
 
-_TINY_REPLKNET_NECK = [_opt('model.neck.in_channels', TINY_REPLKNET['channels'])]
+_TINY_REPLKNET_NECK = [cfg_option('model.neck.in_channels', REPLKNET_TINY_RUN['channels'])]
 # Same detector structure (FPN levels, cascade stages, 4conv1fc heads, mask head), narrower: at the
 # published 256/1024 widths the RoI heads dominate a CPU step.
 W = 32
@@ -284,38 +229,29 @@ FAMILY_RUNS = {
     'cascade-mask-rcnn': (
         'configs/replknet/cascade-mask-rcnn_replknet-31b_in1k-pre_fpn_4conv1fc-giou_32xb1-ms-crop-3x_coco.py',
         ['bbox', 'segm'],
-        _arch_options(TINY_REPLKNET) + _TINY_REPLKNET_NECK + _CASCADE + [
+        arch_options(REPLKNET_TINY_RUN) + _TINY_REPLKNET_NECK + _CASCADE + [
             # the DETR-style augmentation, scaled from 480-800 px short sides to the mini images
-            _opt('train_dataloader.dataset.pipeline.3.transforms.0.0.scales', [(128, 80), (128, 96)]),
-            _opt('train_dataloader.dataset.pipeline.3.transforms.1.0.scales', [(128, 64), (128, 80)]),
-            _opt('train_dataloader.dataset.pipeline.3.transforms.1.1.crop_size', (48, 72)),
-            _opt('train_dataloader.dataset.pipeline.3.transforms.1.2.scales', [(128, 80), (128, 96)])]),
+            cfg_option('train_dataloader.dataset.pipeline.3.transforms.0.0.scales', [(128, 80), (128, 96)]),
+            cfg_option('train_dataloader.dataset.pipeline.3.transforms.1.0.scales', [(128, 64), (128, 80)]),
+            cfg_option('train_dataloader.dataset.pipeline.3.transforms.1.1.crop_size', (48, 72)),
+            cfg_option('train_dataloader.dataset.pipeline.3.transforms.1.2.scales', [(128, 80), (128, 96)])]),
     'fcos': (
         'configs/replknet/fcos_replknet-31b_in1k-pre_fpn_8xb2-ms-640-800-2x_coco.py',
         ['bbox'],
-        _arch_options(TINY_REPLKNET) + _TINY_REPLKNET_NECK + [
+        arch_options(REPLKNET_TINY_RUN) + _TINY_REPLKNET_NECK + [
             # 64, not 32: the head's GroupNorm has 32 groups and needs 2+ values per group on the
             # 1x1 stride-128 level of the mini images
             f'model.neck.out_channels={2 * W}', f'model.bbox_head.in_channels={2 * W}',
             f'model.bbox_head.feat_channels={2 * W}', 'model.test_cfg.score_thr=0.0',
             'model.test_cfg.max_per_img=20',
-            _opt('train_dataloader.dataset.pipeline.2.scales', [(128, 80), (128, 96)])]),
+            cfg_option('train_dataloader.dataset.pipeline.2.scales', [(128, 80), (128, 96)])]),
     'mask-rcnn': (
         'configs/repnext/mask-rcnn_repnext-m3_in1k-pre_fpn_8xb2-1x_coco.py',
         ['bbox', 'segm'],
-        _arch_options(TINY_REPNEXT) + [
-            _opt('model.neck.in_channels', TINY_REPNEXT['embed_dims'])] + _MASK_RCNN + [
-            _opt('train_dataloader.dataset.pipeline.2.scale', (128, 96))]),
+        arch_options(REPNEXT_TINY_RUN) + [
+            cfg_option('model.neck.in_channels', REPNEXT_TINY_RUN['embed_dims'])] + _MASK_RCNN + [
+            cfg_option('train_dataloader.dataset.pipeline.2.scale', (128, 96))]),
 }
-
-
-def run_tool(args: Sequence[str], timeout: int = 300) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
-                         cwd=REPO, env=env)
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, log[-4000:]
-    return log
 
 
 @pytest.mark.parametrize('family', sorted(FAMILY_RUNS))

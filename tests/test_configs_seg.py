@@ -8,18 +8,17 @@ pipelines and heads and a small backbone set through ``--cfg-options``, followed
 ``tools/test.py --eval mIoU`` on the checkpoint it wrote.
 """
 import glob
-import os
 import os.path as osp
 import re
-import subprocess
-import sys
 from typing import Dict, List, Sequence
 
 import pytest
 import torch
 from mmengine.config import Config
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from _helpers import (IMAGENET_MEAN, REPLKNET_TINY_RUN, REPNEXT_TINY_RUN, REPO, arch_options, build_full_size,
+                      cfg_option, checkpoint_names, config_ids, published_widths, run_tool)
+
 SEG_CONFIGS = sorted(
     glob.glob(osp.join(REPO, 'configs', 'replknet', 'upernet_*.py')) +
     glob.glob(osp.join(REPO, 'configs', 'repnext', 'upernet_*.py')) +
@@ -41,31 +40,6 @@ EXPECTED = {
 }
 # "<gpus>xb<per gpu>-<k iters>k_<dataset>-<h>x<w>.py"
 NAME_RE = re.compile(r'_(\d+)xb(\d+)-(\d+)k_(ade20k|cityscapes)-(\d+)x(\d+)\.py$')
-IMAGENET_MEAN = [123.675, 116.28, 103.53]
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # One intra-op thread: on the shared 2-core machine a second OpenMP thread spins in barriers
-    # while other processes hold the cores, which made these small graphs 10-20x slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _ids(paths: Sequence[str]) -> List[str]:
-    return [osp.basename(p)[:-3] for p in paths]
-
-
-def _checkpoint_names() -> set:
-    path = osp.join(REPO, 'checkpoints.yaml')
-    if not osp.isfile(path):
-        return set()
-    import yaml
-    with open(path) as f:
-        data = yaml.safe_load(f)
-    return {entry['name'] for entry in data.get('checkpoints', [])}
 
 
 def _pipeline_types(pipeline: Sequence[Dict]) -> List[str]:
@@ -76,7 +50,7 @@ def test_every_expected_config_is_shipped():
     assert {osp.basename(p) for p in SEG_CONFIGS} == EXPECTED
 
 
-@pytest.mark.parametrize('path', SEG_CONFIGS, ids=_ids(SEG_CONFIGS))
+@pytest.mark.parametrize('path', SEG_CONFIGS, ids=config_ids(SEG_CONFIGS))
 def test_config_states_its_recipe(path):
     cfg = Config.fromfile(path)
     name = osp.basename(path)
@@ -104,7 +78,7 @@ def test_config_states_its_recipe(path):
     assert 'momentum' not in cfg.optim_wrapper.optimizer
     num_classes = 19 if dataset == 'cityscapes' else 150
     assert cfg.model.decode_head.num_classes == num_classes
-    names = _checkpoint_names()
+    names = checkpoint_names()
     if names:
         assert backbone.init_cfg.checkpoint in names, backbone.init_cfg
 
@@ -132,30 +106,16 @@ def test_config_states_its_recipe(path):
         assert cfg.optim_wrapper.optimizer.lr == 1e-4
 
 
-def _build_full_size(cfg: Config):
-    """Build ``cfg.model`` in mmseg's scope without pretrained weights, SyncBN -> BN on a CPU."""
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    from mmlk.engine.host_config import replace_syncbn_without_cuda
-    cfg.model.backbone.pop('init_cfg', None)
-    replace_syncbn_without_cuda(cfg)
-    init_default_scope('mmseg')
-    return MODELS.build(cfg.model)
-
-
-@pytest.mark.parametrize('path', SEG_CONFIGS, ids=_ids(SEG_CONFIGS))
+@pytest.mark.parametrize('path', SEG_CONFIGS, ids=config_ids(SEG_CONFIGS))
 def test_full_size_model_builds_and_predicts(path):
     import mmlk  # noqa: F401
     from mmseg.structures import SegDataSample
 
     cfg = Config.fromfile(path)
-    model = _build_full_size(cfg).eval()
+    model = build_full_size(cfg, 'mmseg').eval()
     # full size: the backbone has the published variant's widths, and the heads take them
     arch = cfg.model.backbone.arch
-    settings = type(model.backbone).arch_settings
-    widths = settings[arch if arch in settings else arch.lower()]
-    widths = widths.get('channels', widths.get('embed_dims'))
+    widths = published_widths(model.backbone, arch)
     assert list(model.backbone.out_channels) == list(widths)
     neck = cfg.model.get('neck')
     assert list(neck.in_channels if neck else cfg.model.decode_head.in_channels) == list(widths)
@@ -173,23 +133,6 @@ def test_full_size_model_builds_and_predicts(path):
 
 # ---------------------------------------------------------------- one real run per family
 
-TINY_REPLKNET = dict(large_kernel_sizes=[13, 11, 9, 7], layers=[1, 1, 1, 1], channels=[16, 32, 64, 128],
-                     small_kernel=3, dw_ratio=1, ffn_ratio=2)
-TINY_REPNEXT = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1])
-
-
-def _opt(key: str, value) -> str:
-    """One ``--cfg-options`` item in the syntax mmengine's DictAction parses."""
-    text = repr(value).replace(' ', '').replace("'", '')
-    return f'{key}={text}'
-
-
-def _arch_options(arch: Dict) -> List[str]:
-    # `_delete_` replaces the config's arch string by the dict instead of merging into it
-    return ['model.backbone.arch._delete_=True'] + [_opt(f'model.backbone.arch.{k}', v)
-                                                    for k, v in arch.items()]
-
-
 def seg_mini_options(data_root: str, crop: int = 64) -> List[str]:
     """Point a config's own pipelines at a mini dataset with tiny sizes; 2 iterations, eval at the end."""
     opts = [
@@ -197,11 +140,11 @@ def seg_mini_options(data_root: str, crop: int = 64) -> List[str]:
         f'val_dataloader.dataset.data_root={data_root}',
         f'test_dataloader.dataset.data_root={data_root}',
         # same transforms as published, scaled from 512-px crops to `crop`-px ones
-        _opt('train_dataloader.dataset.pipeline.2.scale', (4 * crop, crop)),
-        _opt('train_dataloader.dataset.pipeline.3.crop_size', (crop, crop)),
-        _opt('val_dataloader.dataset.pipeline.1.scale', (4 * crop, crop)),
-        _opt('test_dataloader.dataset.pipeline.1.scale', (4 * crop, crop)),
-        _opt('model.data_preprocessor.size', (crop, crop)),
+        cfg_option('train_dataloader.dataset.pipeline.2.scale', (4 * crop, crop)),
+        cfg_option('train_dataloader.dataset.pipeline.3.crop_size', (crop, crop)),
+        cfg_option('val_dataloader.dataset.pipeline.1.scale', (4 * crop, crop)),
+        cfg_option('test_dataloader.dataset.pipeline.1.scale', (4 * crop, crop)),
+        cfg_option('model.data_preprocessor.size', (crop, crop)),
         'model.backbone.init_cfg=None',
         'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
         'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1',
@@ -212,26 +155,17 @@ def seg_mini_options(data_root: str, crop: int = 64) -> List[str]:
     return opts
 
 
-def run_tool(args: Sequence[str], timeout: int = 300) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
-                         cwd=REPO, env=env)
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, log[-4000:]
-    return log
-
-
 # Same head types and structure, narrower (the 512-channel UPerHead dominates a CPU step otherwise).
 SMALL_HEADS = ['model.decode_head.channels=32', 'model.auxiliary_head.channels=16']
 FAMILY_RUNS = {
     'upernet': ('configs/replknet/upernet_replknet-31b_in1k-pre_64xb2-40k_ade20k-512x512.py',
-                _arch_options(TINY_REPLKNET) + [
-                    _opt('model.decode_head.in_channels', TINY_REPLKNET['channels']),
-                    _opt('model.auxiliary_head.in_channels', TINY_REPLKNET['channels'][2])] + SMALL_HEADS),
+                arch_options(REPLKNET_TINY_RUN) + [
+                    cfg_option('model.decode_head.in_channels', REPLKNET_TINY_RUN['channels']),
+                    cfg_option('model.auxiliary_head.in_channels', REPLKNET_TINY_RUN['channels'][2])] + SMALL_HEADS),
     'semantic-fpn': ('configs/repnext/fpn_repnext-m3_in1k-pre_8xb4-80k_ade20k-512x512.py',
-                     _arch_options(TINY_REPNEXT) + [
-                         _opt('model.neck.in_channels', TINY_REPNEXT['embed_dims']),
-                         'model.neck.out_channels=32', _opt('model.decode_head.in_channels', [32] * 4),
+                     arch_options(REPNEXT_TINY_RUN) + [
+                         cfg_option('model.neck.in_channels', REPNEXT_TINY_RUN['embed_dims']),
+                         'model.neck.out_channels=32', cfg_option('model.decode_head.in_channels', [32] * 4),
                          'model.decode_head.channels=32', 'train_dataloader.batch_size=2']),
 }
 

@@ -51,15 +51,6 @@ REPNEXT_SPEC = {
 }
 
 
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    """One intra-op thread: on tiny inputs a second thread only spin-waits (10x slower on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def check_spec(ids: Dict[str, int], spec: Dict[str, int], prefix: str = '') -> None:
     for key, want in spec.items():
         names = [n for n in ids if n.startswith(prefix + key)]

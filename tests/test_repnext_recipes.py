@@ -23,20 +23,11 @@ from mmengine.registry import DefaultScope  # noqa: E402
 
 import mmlk  # noqa: E402,F401
 import mmlk.models.classifiers.distill  # noqa: E402,F401  (as the configs' custom_imports do)
-
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from _helpers import REPNEXT_TINY_RUN as TINY  # noqa: E402
+from _helpers import REPO  # noqa: E402
 CIFAR_CONFIGS = [f'configs/repnext/repnext-{a}_4xb512-{e}e_cifar100.py' for a in ('m0', 'm0e')
                  for e in (100, 200, 300, 400)]
 DISTILL_CONFIGS = [f'configs/repnext/repnext-m{i}_distill-regnety160_8xb256_in1k.py' for i in range(6)]
-TINY = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1])
-
-
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_teacher(num_classes: int) -> dict:

@@ -19,28 +19,11 @@ from mmlk.models.backbones.repnext import (ChunkConv, RepNeXt, TimmRepNeXt, Sing
                                            SingleBranchCopyConv)
 from mmlk.ops import LargeKernelDWConv2d
 
-TINY = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 2, 1])
+from _helpers import REPNEXT_TINY as TINY
+from _helpers import merged_outputs, randomise_bn, rel_err
+
 TINY_E = dict(TINY, token_mixer='single')  # the "E" form
 TINY_CHUNK = dict(TINY, token_mixer='chunk')  # upstream README's plain ChunkConv
-
-
-def randomise(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics / affine and non-zero biases everywhere, so every fold is exercised."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, _BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.5)
-                m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.25)
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=gen) * 0.3)
-            elif isinstance(m, nn.Conv2d) and m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.3)
-
-
-def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((a - ref).abs().max() / ref.abs().max()).item()
 
 
 def count(model: nn.Module) -> int:
@@ -104,13 +87,9 @@ def test_e_variant_layout_and_merge():
 def test_e_and_chunk_forms_merge_exactly(arch):
     torch.manual_seed(2)
     model = TimmRepNeXt(arch, num_classes=7)
-    randomise(model)
-    model.eval()
-    x = torch.randn(2, 3, 40, 36)
-    with torch.no_grad():
-        ref = model(x)
-        model.switch_to_deploy()
-        assert rel_err(model(x), ref) <= 1e-5
+    randomise_bn(model, conv_bias=True)
+    ref, out = merged_outputs(model, torch.randn(2, 3, 40, 36))
+    assert rel_err(out, ref) <= 1e-5
     assert not any(isinstance(m, _BatchNorm) for m in model.modules())
     deployed = TimmRepNeXt(arch, num_classes=7, deploy=True)
     deployed.load_state_dict(model.state_dict(), strict=True)
@@ -121,7 +100,7 @@ def test_e_and_chunk_forms_merge_exactly(arch):
 def test_single_branch_deploy_equals_training_form(arch, fold):
     torch.manual_seed(3)
     model = TimmRepNeXt(arch, num_classes=7, fold_block_norm=fold)
-    randomise(model)
+    randomise_bn(model, conv_bias=True)
     model.eval()
     # 40 x 36 has interior rows; at 12 x 12 the last stages are all border (conv_l's inner bias matters)
     xs = [torch.randn(2, 3, 40, 36), torch.randn(1, 3, 12, 12)]
@@ -145,7 +124,7 @@ def test_single_branch_after_plain_merge_and_direct_build_and_loader(tmp_path):
     from mmlk.checkpoint import load_pretrained
     torch.manual_seed(4)
     model = TimmRepNeXt(TINY, num_classes=5)
-    randomise(model)
+    randomise_bn(model, conv_bias=True)
     model.eval()
     released = tmp_path / 'tiny.pth'
     torch.save({'model': model.state_dict()}, released)
@@ -199,8 +178,8 @@ def test_timm_train_script_checkpoint_loads_model_or_ema_weights(tmp_path):
     from mmlk.checkpoint.reader import read_checkpoint
     torch.manual_seed(5)
     src, src_ema = TimmRepNeXt(TINY, num_classes=10), TimmRepNeXt(TINY, num_classes=10)
-    randomise(src, 1)
-    randomise(src_ema, 2)
+    randomise_bn(src, 1, conv_bias=True)
+    randomise_bn(src_ema, 2, conv_bias=True)
     only_model = tmp_path / 'repnext_tiny_sz224_4xbs512_ep300.pth.tar'
     _timm_train_file(only_model, src.state_dict())
     both = tmp_path / 'with_ema.pth.tar'

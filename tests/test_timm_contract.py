@@ -36,14 +36,6 @@ TAGGED = _mmlk_model_names(include_tags=True)
 SMALLEST = ['replknet_31b', 'repnext_m0']
 
 
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_every_family_is_registered():
     assert {'replknet_31b', 'replknet_31l', 'replknet_xl', 'repnext_m0', 'repnext_m5'} <= set(MODELS)
     assert set(SMALLEST) <= set(MODELS)

@@ -33,7 +33,7 @@ class ConvBN(nn.Module):
     """Bias-free conv followed by a norm layer and optionally ReLU (official ``conv_bn[_relu]``).
 
     Children are named ``conv`` and ``bn`` (whatever the norm type) so keys match the official
-    checkpoints. After :meth:`switch_to_deploy` (or when built with ``fused=True``) ``conv`` carries a bias and
+    checkpoints. After :meth:`switch_to_deploy` with ``fuse_bn=True`` (or when built with ``fused=True``) ``conv`` carries a bias and
     ``bn`` is an ``nn.Identity``.
 
     Args:
@@ -47,6 +47,8 @@ class ConvBN(nn.Module):
         fused: Build the folded form (biased conv, no norm) directly.
         lk_impl: Implementation of large depthwise kernels, see :class:`mmlk.ops.LargeKernelDWConv2d`.
     """
+
+    deploy_options = ('fuse_bn', )
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  groups: int = 1, norm_cfg: Optional[dict] = None, relu: bool = False,
@@ -75,9 +77,13 @@ class ConvBN(nn.Module):
             return self.conv.weight, self.conv.bias
         return fuse_conv_bn(self.conv.weight, self.conv.bias, require_batchnorm(self.bn, 'a conv-norm pair'))
 
-    def switch_to_deploy(self) -> None:
-        """Fold the norm into a biased conv in place (idempotent)."""
-        if self.is_fused:
+    def switch_to_deploy(self, fuse_bn: bool = False) -> None:
+        """With ``fuse_bn``, fold the norm into a biased conv in place (idempotent).
+
+        A conv-norm pair is already in RepLKNet's merged form (as in the official deploy checkpoints);
+        folding the norm is the further, optional "fused" form, as at every level of RepLKNet.
+        """
+        if self.is_fused or not fuse_bn:
             return
         weight, bias = self.equivalent_kernel_bias()
         self.conv = conv_like(self.conv, weight.detach(), bias.detach(), self.lk_impl)
@@ -182,6 +188,8 @@ class RepLKBlock(nn.Module):
         lk_impl: Implementation of the large depthwise conv.
     """
 
+    deploy_options = ('fuse_bn', )
+
     def __init__(self, in_channels: int, dw_channels: int, kernel_size: int,
                  small_kernel: Optional[int], drop_path: float = 0.0,
                  norm_cfg: Optional[dict] = None, deploy: bool = False, fused: bool = False,
@@ -205,8 +213,8 @@ class RepLKBlock(nn.Module):
         """Merge the large-kernel branches; with ``fuse_bn`` also fold every norm into a conv."""
         self.large_kernel.switch_to_deploy()
         if fuse_bn:
-            self.pw1.switch_to_deploy()
-            self.pw2.switch_to_deploy()
+            self.pw1.switch_to_deploy(fuse_bn=True)
+            self.pw2.switch_to_deploy(fuse_bn=True)
             if not isinstance(self.prelkb_bn, nn.Identity):
                 _fold_pre_bn(self.prelkb_bn, self.pw1, 'prelkb_bn')
                 self.prelkb_bn = nn.Identity()
@@ -222,6 +230,8 @@ class ConvFFN(nn.Module):
         norm_cfg: mmcv norm config.
         fused: Build every conv-norm pair folded.
     """
+
+    deploy_options = ('fuse_bn', )
 
     def __init__(self, in_channels: int, hidden_channels: int, drop_path: float = 0.0,
                  norm_cfg: Optional[dict] = None, fused: bool = False) -> None:
@@ -240,8 +250,8 @@ class ConvFFN(nn.Module):
     def switch_to_deploy(self, fuse_bn: bool = False) -> None:
         """Nothing to merge structurally; with ``fuse_bn`` fold every norm into a conv."""
         if fuse_bn:
-            self.pw1.switch_to_deploy()
-            self.pw2.switch_to_deploy()
+            self.pw1.switch_to_deploy(fuse_bn=True)
+            self.pw2.switch_to_deploy(fuse_bn=True)
             if not isinstance(self.preffn_bn, nn.Identity):
                 _fold_pre_bn(self.preffn_bn, self.pw1, 'preffn_bn')
                 self.preffn_bn = nn.Identity()
@@ -529,7 +539,7 @@ class RepLKNet(RepBackbone):
                 blk.switch_to_deploy(fuse_bn=fuse_bn)
         if fuse_bn:
             for layer in list(self.stem) + [m for t in self.transitions for m in t]:
-                layer.switch_to_deploy()
+                layer.switch_to_deploy(fuse_bn=True)
             # (timm's num_classes=0 form has no Linear head to absorb the norm: it stays.)
             if (self.has_classifier and not isinstance(self.norm, nn.Identity)
                     and isinstance(self.head, nn.Linear)):
