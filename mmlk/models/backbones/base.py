@@ -28,7 +28,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
-__all__ = ['RepBackbone', 'checkpoint_with_bn_guard', 'stage_depths']
+__all__ = ['RepBackbone', 'TimmAdapter', 'blocks_per_stage', 'checkpoint_with_bn_guard', 'stage_depths']
 
 
 @contextmanager
@@ -89,14 +89,11 @@ def normalize_out_indices(out_indices: Union[int, Sequence[int]], num_stages: in
     return tuple(sorted(normalized))
 
 
-def stage_depths(names: Sequence[str], arch: str, num_stages: int = 4) -> Dict[int, int]:
-    """Number of entries in ``stages.i.blocks`` per stage, read from parameter names (for layer ids).
-
-    Raises:
-        ValueError: unless the names hold exactly ``stages.0`` .. ``stages.{num_stages - 1}``.
-    """
+def blocks_per_stage(keys: Sequence[str]) -> Dict[int, int]:
+    """``{stage index: number of entries in stages.i.blocks}`` read from parameter / state-dict names (0 for a
+    stage whose names hold no block)."""
     depths: Dict[int, int] = {}
-    for name in names:
+    for name in keys:
         m = re.match(r'^stages\.(\d+)\.(.*)$', name)
         if m is None:
             continue
@@ -105,6 +102,16 @@ def stage_depths(names: Sequence[str], arch: str, num_stages: int = 4) -> Dict[i
         block = re.match(r'^blocks\.(\d+)\.', m.group(2))
         if block is not None:
             depths[stage] = max(depths[stage], int(block.group(1)) + 1)
+    return depths
+
+
+def stage_depths(names: Sequence[str], arch: str, num_stages: int = 4) -> Dict[int, int]:
+    """:func:`blocks_per_stage` of parameter names, for layer ids.
+
+    Raises:
+        ValueError: unless the names hold exactly ``stages.0`` .. ``stages.{num_stages - 1}``.
+    """
+    depths = blocks_per_stage(names)
     if sorted(depths) != list(range(num_stages)):
         raise ValueError(f'layer-wise lr decay for {arch} expects {num_stages} stages (stages.0 .. '
                          f'stages.{num_stages - 1} in the parameter names), found stages {sorted(depths)}')
@@ -289,8 +296,50 @@ class RepBackbone(BaseModule):
     # ------------------------------------------------------------------ layer-wise lr decay
     @classmethod
     def layer_ids(cls, names: List[str], decay_type: str = 'layer_wise') -> Tuple[Dict[str, int], int]:
-        """Layer id of every backbone parameter name and the number of layers (see mmlk.engine.layer_decay)."""
+        """Layer id of every backbone parameter name and the number of layers ``L`` (BEiT-style decay).
+
+        The stem is 0, stages 0 and 1 are 1 and 2, the deep stage 2 is cut into groups numbered from 3 (the
+        family says how: :meth:`_stage2_groups`, :meth:`_stage2_group`), the last stage is ``L``; names
+        outside the stem and the stages get :meth:`_outside_layer_id` (``L + 1`` unless the family places
+        them). ``decay_type='stage_wise'``: the stem 0, stage ``s`` and what belongs to it ``s + 1``.
+        """
+        depths = stage_depths(names, cls.display_name, cls.num_stages)
+        stage_wise = decay_type == 'stage_wise'
+        groups = 1 if stage_wise else cls._stage2_groups(depths[2])
+        num_layers = 4 if stage_wise else 3 + groups
+        ids: Dict[str, int] = {}
+        for name in names:
+            parts = name.split('.')
+            if parts[0] == 'stem':
+                layer = 0
+            elif parts[0] == 'stages':
+                stage = int(parts[1])
+                block = re.match(r'^blocks\.(\d+)\.', '.'.join(parts[2:]) + '.')
+                if stage_wise or stage < 2:
+                    layer = stage + 1
+                elif stage == 2:
+                    layer = 3 + cls._stage2_group(int(block.group(1)) if block else None, depths[2], groups)
+                else:
+                    layer = num_layers
+            else:
+                layer = cls._outside_layer_id(parts, stage_wise, groups, num_layers)
+            ids[name] = layer
+        return ids, num_layers
+
+    @classmethod
+    def _stage2_groups(cls, depth: int) -> int:
+        """How many layer ids stage 2 (``depth`` entries in its ``blocks``) spans."""
         raise NotImplementedError
+
+    @classmethod
+    def _stage2_group(cls, block: Optional[int], depth: int, groups: int) -> int:
+        """The group (0-based) of stage 2's ``blocks[block]``, or of its other parameters (``block`` None)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _outside_layer_id(cls, parts: List[str], stage_wise: bool, groups: int, num_layers: int) -> int:
+        """Layer id of a name outside stem and stages (the classifier's norm: no decay)."""
+        return num_layers + 1
 
     def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
         """mmpretrain's layer-decay protocol: ``(layer id, number of ids)`` of a parameter.

@@ -22,7 +22,7 @@ from mmcv.cnn.bricks import DropPath
 from mmlk.registry import MODELS, register_plain_alias
 from ..utils.conv import conv_like, make_conv
 from ..utils.reparam import fold_bn_into_next, fuse_conv_bn, pad_kernel, require_batchnorm
-from .base import RepBackbone, TimmAdapter, checkpoint_with_bn_guard, stage_depths
+from .base import RepBackbone, TimmAdapter, blocks_per_stage, checkpoint_with_bn_guard
 
 __all__ = ['RepLKNet', 'RepLKBlock', 'ConvFFN', 'ReparamLargeKernelConv', 'ConvBN']
 
@@ -164,13 +164,20 @@ class ReparamLargeKernelConv(nn.Module):
             del self.small_conv
 
 
-def _fold_pre_bn(norm: nn.Module, layer: ConvBN, where: str) -> None:
-    """Fold an eval-mode BN that feeds a fused 1x1 conv (``conv(bn(x))``) into that conv."""
-    conv = layer.conv
-    weight, bias = fold_bn_into_next(conv.weight, conv.bias, require_batchnorm(norm, where))
+def _fuse_pre_norm_block(block: nn.Module, pre_norm: str) -> None:
+    """Fold every norm of a ``pw2(act(... pw1(pre_norm(x))))`` block: ``pw1`` / ``pw2`` into biased convs, then
+    the eval-mode ``pre_norm`` into ``pw1`` (exact: a 1x1 conv never sees zero padding)."""
+    block.pw1.switch_to_deploy(fuse_bn=True)
+    block.pw2.switch_to_deploy(fuse_bn=True)
+    norm = getattr(block, pre_norm)
+    if isinstance(norm, nn.Identity):
+        return
+    conv = block.pw1.conv
+    weight, bias = fold_bn_into_next(conv.weight, conv.bias, require_batchnorm(norm, pre_norm))
     with torch.no_grad():
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
+    setattr(block, pre_norm, nn.Identity())
 
 
 class RepLKBlock(nn.Module):
@@ -213,11 +220,7 @@ class RepLKBlock(nn.Module):
         """Merge the large-kernel branches; with ``fuse_bn`` also fold every norm into a conv."""
         self.large_kernel.switch_to_deploy()
         if fuse_bn:
-            self.pw1.switch_to_deploy(fuse_bn=True)
-            self.pw2.switch_to_deploy(fuse_bn=True)
-            if not isinstance(self.prelkb_bn, nn.Identity):
-                _fold_pre_bn(self.prelkb_bn, self.pw1, 'prelkb_bn')
-                self.prelkb_bn = nn.Identity()
+            _fuse_pre_norm_block(self, 'prelkb_bn')
 
 
 class ConvFFN(nn.Module):
@@ -250,11 +253,7 @@ class ConvFFN(nn.Module):
     def switch_to_deploy(self, fuse_bn: bool = False) -> None:
         """Nothing to merge structurally; with ``fuse_bn`` fold every norm into a conv."""
         if fuse_bn:
-            self.pw1.switch_to_deploy(fuse_bn=True)
-            self.pw2.switch_to_deploy(fuse_bn=True)
-            if not isinstance(self.preffn_bn, nn.Identity):
-                _fold_pre_bn(self.preffn_bn, self.pw1, 'preffn_bn')
-                self.preffn_bn = nn.Identity()
+            _fuse_pre_norm_block(self, 'preffn_bn')
 
 
 class RepLKNetStage(nn.Module):
@@ -577,15 +576,11 @@ class RepLKNet(RepBackbone):
     @classmethod
     def describe_shapes(cls, shapes: Dict[str, Tuple[int, ...]]) -> dict:
         """See :meth:`RepBackbone.describe_shapes`; adds ``num_classes`` and ``norm_intermediate_features``."""
-        blocks: Dict[int, set] = {}
-        for k in shapes:
-            m = re.match(r'stages\.(\d+)\.blocks\.(\d+)\.', k)
-            if m:
-                blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+        blocks = {i: n for i, n in blocks_per_stage(list(shapes)).items() if n}
         layers, channels, kernels = [], [], []
         small, dw_ratio, ffn_ratio = None, None, None
         for i in sorted(blocks):
-            layers.append((max(blocks[i]) + 1) // 2)
+            layers.append(blocks[i] // 2)
             lk = shapes.get(f'stages.{i}.blocks.0.large_kernel.lkb_origin.conv.weight',
                             shapes.get(f'stages.{i}.blocks.0.large_kernel.lkb_reparam.weight'))
             pw1 = shapes.get(f'stages.{i}.blocks.0.pw1.conv.weight')
@@ -635,40 +630,24 @@ class RepLKNet(RepBackbone):
         return []
 
     # ------------------------------------------------------------------ layer-wise lr decay
+    # Layer ids follow the upstream fine-tuning code (RepLKNet-pytorch ``optim_factory.py``): stage 2 in groups
+    # of four ``blocks`` entries (two RepLKBlock/ConvFFN pairs); a transition shares the id of the layer just
+    # before it (transition 2 goes with the last group of stage 2).
     @classmethod
-    def layer_ids(cls, names: List[str], decay_type: str = 'layer_wise') -> Tuple[Dict[str, int], int]:
-        """Layer id of every backbone parameter name, following the upstream fine-tuning code
-        (RepLKNet-pytorch ``optim_factory.py``): the stem is 0, stages 0 and 1 are 1 and 2, stage 2 is cut
-        into groups of four consecutive ``blocks`` entries (two RepLKBlock/ConvFFN pairs) numbered from 3,
-        the last stage is ``L``; a transition shares the id of the layer just before it. Names outside
-        stem/stages/transitions (the classifier's final ``norm``) get ``L + 1``. ``decay_type='stage_wise'``:
-        the stem 0, stage ``s`` and what belongs to it ``s + 1``.
-        """
-        depths = stage_depths(names, cls.display_name, cls.num_stages)
-        groups = 1 if decay_type == 'stage_wise' else max(1, math.ceil(depths[2] / 4))
-        num_layers = 4 if decay_type == 'stage_wise' else 3 + groups
-        ids: Dict[str, int] = {}
-        for name in names:
-            parts = name.split('.')
-            if parts[0] == 'stem':
-                layer = 0
-            elif parts[0] == 'stages':
-                stage = int(parts[1])
-                block = re.match(r'^blocks\.(\d+)\.', '.'.join(parts[2:]) + '.')
-                if decay_type == 'stage_wise' or stage < 2:
-                    layer = stage + 1
-                elif stage == 2:
-                    # The optional intermediate norm (stages.2.norm) goes with the last group of the stage.
-                    layer = 3 + (int(block.group(1)) // 4 if block else groups - 1)
-                else:
-                    layer = num_layers
-            elif parts[0] == 'transitions':
-                index = int(parts[1])
-                layer = index + 1 if decay_type == 'stage_wise' or index < 2 else 2 + groups
-            else:
-                layer = num_layers + 1
-            ids[name] = layer
-        return ids, num_layers
+    def _stage2_groups(cls, depth: int) -> int:
+        return max(1, math.ceil(depth / 4))
+
+    @classmethod
+    def _stage2_group(cls, block: Optional[int], depth: int, groups: int) -> int:
+        # the optional intermediate norm (stages.2.norm) goes with the last group of the stage
+        return block // 4 if block is not None else groups - 1
+
+    @classmethod
+    def _outside_layer_id(cls, parts: List[str], stage_wise: bool, groups: int, num_layers: int) -> int:
+        if parts[0] == 'transitions':
+            index = int(parts[1])
+            return index + 1 if stage_wise or index < 2 else 2 + groups
+        return num_layers + 1
 
     def extra_repr(self) -> str:
         name = self.arch_name or 'custom'
@@ -679,7 +658,7 @@ class RepLKNet(RepBackbone):
 # ---------------------------------------------------------------------- timm factories
 try:
     from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-    from timm.models._features import FeatureGetterNet, feature_take_indices
+    from timm.models._features import FeatureGetterNet
     from timm.models._builder import pretrained_cfg_for_features
 except ImportError:  # timm is optional
     build_model_with_cfg = None

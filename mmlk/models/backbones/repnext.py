@@ -42,7 +42,7 @@ from ..heads.repnext_head import RepNeXtClsHead
 from ..utils.conv import LARGE_KERNEL_MIN, conv_from_weights, conv_like, make_conv
 from ..utils.reparam import (bn_scale_shift, dilate_kernel, fold_bn_into_next, fuse_conv_bn, pad_kernel,
                              reparameterize, require_batchnorm, serial_kernel)
-from .base import RepBackbone, TimmAdapter, checkpoint_with_bn_guard, stage_depths
+from .base import RepBackbone, TimmAdapter, blocks_per_stage, checkpoint_with_bn_guard
 
 #: Token mixers an arch can use: re-parameterised branch groups (M0-M5), one single-branch conv ("E"
 #: variants), or plain convs per chunk (the ChunkConv of upstream's README).
@@ -739,14 +739,10 @@ class RepNeXt(RepBackbone):
     @classmethod
     def describe_shapes(cls, shapes: Dict[str, Tuple[int, ...]]) -> dict:
         """See :meth:`RepBackbone.describe_shapes`; adds ``norms_kept`` (a merged file with block norms)."""
-        blocks: Dict[int, set] = {}
-        for k in shapes:
-            m = re.match(r'stages\.(\d+)\.blocks\.(\d+)\.', k)
-            if m:
-                blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+        blocks = {i: n for i, n in blocks_per_stage(list(shapes)).items() if n}
         depths, channels = [], []
         for i in sorted(blocks):
-            depths.append(max(blocks[i]) + 1)
+            depths.append(blocks[i])
             out = (shapes.get(f'stages.{i}.blocks.0.channel_mixer.2.conv.weight')
                    or shapes.get(f'stages.{i}.blocks.0.channel_mixer.2.weight'))
             channels.append(out[0] if out else None)
@@ -779,36 +775,15 @@ class RepNeXt(RepBackbone):
         return []
 
     # ------------------------------------------------------------------ layer-wise lr decay
+    # Layer ids follow ConvNeXt's scheme (which RepNeXt's macro design descends from): stage 2 in
+    # ``min(9, depth)`` nearly equal groups; a stage's downsample goes with its first group.
     @classmethod
-    def layer_ids(cls, names: List[str], decay_type: str = 'layer_wise') -> Tuple[Dict[str, int], int]:
-        """Layer id of every backbone parameter name, following ConvNeXt's scheme (which RepNeXt's macro
-        design descends from): the stem is 0, stages 0 and 1 are 1 and 2, stage 2 is cut into
-        ``min(9, depth)`` nearly equal groups numbered from 3, the last stage is ``L``; a stage's
-        ``downsample`` goes with the first layer of its stage. ``decay_type='stage_wise'``: the stem 0,
-        stage ``s`` ``s + 1``. Other names get ``L + 1``.
-        """
-        depths = stage_depths(names, cls.display_name, cls.num_stages)
-        groups = 1 if decay_type == 'stage_wise' else max(1, min(9, depths[2]))
-        num_layers = 4 if decay_type == 'stage_wise' else 3 + groups
-        ids: Dict[str, int] = {}
-        for name in names:
-            parts = name.split('.')
-            if parts[0] == 'stem':
-                layer = 0
-            elif parts[0] == 'stages':
-                stage = int(parts[1])
-                block = re.match(r'^blocks\.(\d+)\.', '.'.join(parts[2:]) + '.')
-                if decay_type == 'stage_wise' or stage < 2:
-                    layer = stage + 1
-                elif stage == 2:
-                    # the stage's downsample goes with its first group
-                    layer = 3 if block is None else 3 + int(block.group(1)) * groups // depths[2]
-                else:
-                    layer = num_layers
-            else:
-                layer = num_layers + 1
-            ids[name] = layer
-        return ids, num_layers
+    def _stage2_groups(cls, depth: int) -> int:
+        return max(1, min(9, depth))
+
+    @classmethod
+    def _stage2_group(cls, block: Optional[int], depth: int, groups: int) -> int:
+        return 0 if block is None else block * groups // depth
 
 
 class TimmRepNeXt(TimmAdapter, RepNeXt):
