@@ -38,13 +38,18 @@ _WRAPPERS = ('state_dict', 'model')
 _DROP = ('optimizer', 'message_hub', 'param_schedulers', 'ema_state_dict', 'mmlk_rng_state')
 
 
+def _family_names() -> List[str]:
+    from mmlk.models.backbones import FAMILIES
+    return [family.family for family in FAMILIES]
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('src', help='training-form checkpoint')
     parser.add_argument('dst', help='where to write the merged checkpoint')
     parser.add_argument('--config', help='mm config building the whole model (optional)')
-    parser.add_argument('--model', choices=['auto', 'replknet', 'repnext'], default='auto',
+    parser.add_argument('--model', choices=['auto'] + _family_names(), default='auto',
                         help='backbone family when no --config is given (auto: RepLKNet if its '
                         'keys are present)')
     parser.add_argument('--arch', help="backbone arch (RepLKNet: inferred from the keys; RepNeXt: "
