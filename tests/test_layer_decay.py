@@ -195,6 +195,26 @@ def test_lr_and_weight_decay_per_parameter_from_each_host(scope, arch):
     assert groups[id(head)]['lr'] == pytest.approx(LR)
 
 
+@pytest.mark.parametrize('arch', ['replknet', 'repnext'])
+def test_mmpretrain_own_constructor_asks_the_backbone(arch):
+    """mmpretrain's LearningRateDecayOptimWrapperConstructor calls ``get_layer_depth`` on the model (the
+    classifier hands it to the backbone): it gets mmlk's table, the same rate for every parameter as mmlk's
+    own constructor."""
+    pytest.importorskip('mmpretrain')
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = host_model('mmpretrain', arch)
+        ours = group_of(build_optim_wrapper(model, optimizer_cfg()).optimizer)
+        theirs = group_of(build_optim_wrapper(model, dict(
+            constructor='LearningRateDecayOptimWrapperConstructor',
+            optimizer=dict(type='AdamW', lr=LR, weight_decay=WD),
+            paramwise_cfg=dict(layer_decay_rate=RATE))).optimizer)
+    names = dict(model.named_parameters())
+    assert len(theirs) == len(names)
+    for name, param in names.items():
+        assert theirs[id(param)]['lr'] == pytest.approx(ours[id(param)]['lr'], rel=1e-9), name
+    assert min(g['lr'] for g in theirs.values()) == pytest.approx(LR * RATE ** 13)
+
+
 def test_mmpretrain_own_replknet_gets_the_same_table():
     pytest.importorskip('mmpretrain')
     from mmpretrain.registry import MODELS
