@@ -574,6 +574,32 @@ def test_tuner_picks_fastest_and_keeps_native_within_margin(tuning):
     assert ('fwd', 'cl') in timer.calls and ('gx', 'cl') in timer.calls
 
 
+class NoisyWinTimer(FakeTimer):
+    """``fast`` looks ``first`` seconds in its first ``lucky`` timings (a noisy round), ``later`` afterwards."""
+
+    def __init__(self, pass_name, fast, first, later, lucky, default=1.0):
+        super().__init__({pass_name: {fast: first}}, default)
+        self.pass_name, self.fast, self.later, self.lucky = pass_name, fast, later, lucky
+
+    def __call__(self, fn, device):
+        t = super().__call__(fn, device)
+        if fn.probe_scale == 1 and (fn.pass_name, fn.route) == (self.pass_name, self.fast):
+            self.lucky -= 1
+            if self.lucky < 0:
+                return self.later
+        return t
+
+
+@pytest.mark.parametrize('later,expected', [(1.0, 'cl'), (0.8, 'dft')])
+def test_tuner_confirms_a_modest_win_head_to_head(tuning, later, expected):
+    """A route that won one round by 20% is timed again against F.conv2d: kept only if it still wins."""
+    timer = tuning(NoisyWinTimer('gx', 'dft', first=0.8, later=later, lucky=16))
+    x, w = _problem()
+    dwconv2d(x, w)
+    assert dwmod._routes(x, w, 'auto')[1] == expected
+    assert timer.calls.count(('gx', 'dft')) > 16 and timer.calls.count(('gx', 'cl')) >= 7 + 2
+
+
 def test_tuner_inference_times_forward_only(tuning):
     timer = tuning(FakeTimer({'fwd': {'cl': 1.0}}, default=2.0))
     x, w = _problem(grad=False)
