@@ -16,11 +16,10 @@ import sys
 from typing import List
 
 import pytest
+from _helpers import REPLKNET_TINY_RUN
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = 'configs/replknet/upernet_replknet-31b_in1k-pre_32xb2-20k_cityscapes-769x769.py'
-TINY_REPLKNET = dict(large_kernel_sizes=[13, 11, 9, 7], layers=[1, 1, 1, 1], channels=[16, 32, 64, 128],
-                     small_kernel=3, dw_ratio=1, ffn_ratio=2)
 
 
 def _opt(key: str, value) -> str:
@@ -75,9 +74,9 @@ def _options(data_root: str) -> List[str]:
         _opt('val_dataloader.dataset.pipeline.1.scale', (128, 64)),
         _opt('model.data_preprocessor.size', (64, 64)),
         'model.backbone.arch._delete_=True',
-        *[_opt(f'model.backbone.arch.{k}', v) for k, v in TINY_REPLKNET.items()],
-        _opt('model.decode_head.in_channels', TINY_REPLKNET['channels']),
-        _opt('model.auxiliary_head.in_channels', TINY_REPLKNET['channels'][2]),
+        *[_opt(f'model.backbone.arch.{k}', v) for k, v in REPLKNET_TINY_RUN.items()],
+        _opt('model.decode_head.in_channels', REPLKNET_TINY_RUN['channels']),
+        _opt('model.auxiliary_head.in_channels', REPLKNET_TINY_RUN['channels'][2]),
         # same UperNet structure, narrower heads (the 512-channel head dominates a CPU step)
         'model.decode_head.channels=32', 'model.auxiliary_head.channels=16',
         'model.backbone.init_cfg=None',

@@ -26,10 +26,9 @@ import torch
 
 import mmlk  # noqa: F401  (installs the allow-list, as custom_imports does in the tools)
 from mmlk.checkpoint import mmengine_compat
+from _helpers import REPLKNET_TINY_RUN
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY_REPLKNET = dict(large_kernel_sizes=[13, 11, 9, 7], layers=[1, 1, 1, 1], channels=[16, 32, 64, 128],
-                     small_kernel=3, dw_ratio=1, ffn_ratio=2)
 TINY_REPNEXT = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 1, 1])
 
 
@@ -229,9 +228,9 @@ SEG_USER = f"""_base_ = ['mmseg::upernet/upernet_r50_4xb4-80k_ade20k-512x512.py'
 custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)
 model = dict(
     pretrained=None,  # the base's ResNet weights (EncoderDecoder hands `pretrained` to the backbone)
-    backbone=dict(_delete_=True, type='mmlk.RepLKNet', arch={TINY_REPLKNET!r}, out_indices=(0, 1, 2, 3)),
-    decode_head=dict(in_channels={TINY_REPLKNET['channels']!r}),
-    auxiliary_head=dict(in_channels={TINY_REPLKNET['channels'][2]}))
+    backbone=dict(_delete_=True, type='mmlk.RepLKNet', arch={REPLKNET_TINY_RUN!r}, out_indices=(0, 1, 2, 3)),
+    decode_head=dict(in_channels={REPLKNET_TINY_RUN['channels']!r}),
+    auxiliary_head=dict(in_channels={REPLKNET_TINY_RUN['channels'][2]}))
 """
 # CPU: plain BN in the heads (mmseg's base uses SyncBN); narrow heads (512 channels dominate a CPU step).
 SEG_TINY = """model = dict(data_preprocessor=dict(size=(64, 64)),
