@@ -323,6 +323,31 @@ def test_mmseg_upernet_train_and_predict(family):
     assert preds[0].pred_sem_seg.data.shape == (1, 64, 64)
 
 
+def test_reparameterize_merges_the_backbone_inside_a_host_model(family):
+    """The one walker: a segmentor's backbone is merged in place (eval outputs unchanged), the heads are left
+    alone, family options reach the backbone only, an option nobody takes is an error."""
+    from mmlk.models.utils import reparameterize
+    torch.manual_seed(0)
+    model = build_segmentor(
+        backbone=dict(type=f'mmlk.{family.name}', arch=family.tiny, out_indices=(3, )),
+        decode_head=dict(type='FCNHead', in_channels=family.channels[3], in_index=0, channels=8, num_convs=1,
+                         num_classes=3, norm_cfg=dict(type='BN')))
+    randomise_bn(model.backbone)
+    model.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model._forward(x)
+    option = family.cls.deploy_options[0]
+    with pytest.raises(ValueError, match='no_such_option'):
+        reparameterize(copy.deepcopy(model), no_such_option=True)
+    assert reparameterize(model, **{option: True}) == ['backbone']
+    assert model.backbone.build_kwargs['deploy'] and model.backbone.build_kwargs[option]
+    with torch.no_grad():
+        assert rel_err(model._forward(x), ref) <= 1e-5
+    merged_keys = list(model.state_dict())
+    assert reparameterize(model) == ['backbone'] and list(model.state_dict()) == merged_keys  # idempotent
+
+
 # ----------------------------------------------------------------------------- weights
 @pytest.mark.parametrize('layout', ['model', 'state_dict_prefixed'])
 def test_init_cfg_pretrained_loads_through_mmlk(family, layout, tmp_path):

@@ -1,7 +1,8 @@
-"""Arithmetic of structural re-parameterisation, shared by every mmlk backbone.
+"""Structural re-parameterisation, shared by every mmlk backbone: the arithmetic and the module contract.
 
-All functions are pure tensor maths on ``(out, in/groups, kh, kw)`` kernels, so merging is exact up
-to floating-point rounding and independent of how a module stores its parts.
+The arithmetic functions are pure tensor maths on ``(out, in/groups, kh, kw)`` kernels, so merging is exact up
+to floating-point rounding and independent of how a module stores its parts. :func:`reparameterize` is the one
+walker that switches a model's mergeable modules to their deploy form (the contract is in its docstring).
 """
 from typing import List, Optional, Tuple
 
@@ -96,7 +97,6 @@ def serial_kernel(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
         raise ValueError(f'expected a (C, 1, 1, k) row and a (C, 1, k, 1) column kernel, '
                          f'got {row.shape} and {col.shape}')
     return col * row
-
 
 
 # ---------------------------------------------------------------------------------- module contract
