@@ -13,7 +13,6 @@
 Outputs are written atomically (temporary file + ``os.replace``, see :mod:`.atomic`) and never over the input.
 """
 import copy
-import os
 import os.path as osp
 from collections import OrderedDict
 from typing import Any, Optional

@@ -10,7 +10,7 @@ everything a host library or the checkpoint code relies on is implemented once h
   statistics alone (:func:`checkpoint_with_bn_guard`);
 * ``init_cfg=dict(type='Pretrained', ...)`` through :func:`mmlk.checkpoint.load_pretrained`;
 * a strict ``load_state_dict`` whose error names both sides' variant and form
-  (:mod:`mmlk.models.state_dict`);
+  (:mod:`mmlk.checkpoint.state_dict`);
 * ``switch_to_deploy(**options)`` with the family's options, and ``build_kwargs``: the constructor
   arguments of the model *as it is now* (a deploy switch updates them), from which the checkpoint loader
   builds a twin;

@@ -12,7 +12,7 @@ Module names reproduce the official checkpoints' key layout exactly (``stem.N.co
 import copy
 import math
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
