@@ -812,7 +812,7 @@ class TimmRepNeXt(TimmAdapter, RepNeXt):
             raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         super().__init__(arch=arch, in_channels=in_chans, out_indices=(-1, ), **kwargs)
         # Own constructor kwargs (all backbone settings with their defaults included), so
-        # ``type(m)(**m._build_kwargs)`` rebuilds this class (the checkpoint loader's twins).
+        # ``type(m)(**m.build_kwargs)`` rebuilds this class (the checkpoint loader's twins).
         backbone_kwargs = {k: v for k, v in self.build_kwargs.items() if k not in ('in_channels', 'out_indices')}
         self.build_kwargs = dict(backbone_kwargs, num_classes=num_classes, in_chans=in_chans,
                                   global_pool=global_pool, drop_rate=drop_rate, distillation=distillation)
