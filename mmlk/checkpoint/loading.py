@@ -318,7 +318,8 @@ def _merge_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', 
     """Replace training-form weights of merged (deploy) sub-modules by their merged equivalents.
 
     For each deploy-form module a training-form twin is built, loaded strictly from the matching part
-    of ``source``, merged with ``switch_to_deploy()`` and its state dict substituted into ``source``.
+    of ``source``, merged with :func:`~mmlk.models.utils.reparam.reparameterize` and its state dict substituted
+    into ``source``.
     Returns ``(new source, names of merged modules, keys the twins left initialised)``.
     """
     merged_names: List[str] = []
@@ -354,8 +355,8 @@ def _refold_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]'
 
     Upstream's fused files keep every block / downsample BatchNorm; mmlk's default deploy form
     (``fold_block_norm=True``) folds them into the neighbouring convs. A twin in the upstream layout
-    (``deploy=True, fold_block_norm=False``) is loaded strictly and its units are then folded with the
-    backbone's own ``switch_to_deploy`` (the merged convs are left alone, only the norms are folded).
+    (``deploy=True, fold_block_norm=False``) is loaded strictly and its norms are then folded with
+    ``RepNeXt.fold_block_norms()`` (the merged convs are left alone).
     """
     done: List[str] = []
     for name, m in _deployable(model):
