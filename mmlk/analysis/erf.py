@@ -36,11 +36,8 @@ def list_images(folder: str, limit: Optional[int] = None) -> List[str]:
     return found[:limit] if limit else found
 
 
-def load_image(path: str, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """RGB image -> normalised (3, size, size) tensor: resize the short side to ``size``, centre-crop.
-
-    ``mean``/``std`` are on the 0-255 scale (the mm configs' convention), applied in RGB order.
-    """
+def read_rgb(path: str, size: int) -> np.ndarray:
+    """An RGB uint8 ``(size, size, 3)`` image: the short side resized to ``size``, then centre-cropped."""
     from PIL import Image
     with Image.open(path) as img:
         img = img.convert('RGB')
@@ -49,10 +46,19 @@ def load_image(path: str, size: int, mean: Sequence[float], std: Sequence[float]
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
         img = img.resize((nw, nh), Image.BILINEAR)
         left, top = (nw - size) // 2, (nh - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-        arr = np.asarray(img, dtype=np.float32)
-    arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+        return np.asarray(img.crop((left, top, left + size, top + size)))
+
+
+def normalise_rgb(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(H, W, 3)`` RGB -> normalised ``(3, H, W)`` float tensor; ``mean``/``std`` on the 0-255 scale (the mm
+    configs' convention), in RGB order."""
+    arr = (rgb.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def load_image(path: str, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """:func:`read_rgb` then :func:`normalise_rgb`: a normalised ``(3, size, size)`` model input."""
+    return normalise_rgb(read_rgb(path, size), mean, std)
 
 
 # ------------------------------------------------------------------------------ the gradient map

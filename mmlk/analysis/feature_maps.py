@@ -95,16 +95,3 @@ def save_grid(images_rgb: Sequence[np.ndarray], maps: Dict[str, torch.Tensor], p
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def read_rgb(path: str, size: int) -> np.ndarray:
-    """An RGB uint8 image resized (short side) and centre-cropped to ``size`` for display."""
-    from PIL import Image
-    with Image.open(path) as img:
-        img = img.convert('RGB')
-        w, h = img.size
-        s = size / min(w, h)
-        nw, nh = max(size, round(w * s)), max(size, round(h * s))
-        img = img.resize((nw, nh), Image.BILINEAR)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        return np.asarray(img.crop((left, top, left + size, top + size)))

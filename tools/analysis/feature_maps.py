@@ -33,8 +33,8 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     import torch
 
-    from mmlk.analysis.erf import list_images, load_image
-    from mmlk.analysis.feature_maps import branch_maps, read_rgb, save_grid
+    from mmlk.analysis.erf import list_images, normalise_rgb, read_rgb
+    from mmlk.analysis.feature_maps import branch_maps, save_grid
     from mmlk.analysis.models import build_from_spec
 
     paths = []
@@ -45,11 +45,12 @@ def main(argv=None) -> str:
         raise SystemExit(f'error: image not found: {missing[0]}')
     paths = paths[:args.max_images]
     built = build_from_spec(args.model, args.checkpoint, backbone_only=args.model.endswith('.py'))
-    batch = torch.stack([load_image(p, args.size, built.mean, built.std) for p in paths])
+    images = [read_rgb(p, args.size) for p in paths]  # read once: the model input and the grid's first column
+    batch = torch.stack([normalise_rgb(rgb, built.mean, built.std) for rgb in images])
     forward = built.model.forward_features if built.kind == 'timm' else built.backbone
     maps = branch_maps(built.backbone, batch, args.stage, args.block, forward=forward)
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    save_grid([read_rgb(p, args.size) for p in paths], maps, args.out,
+    save_grid(images, maps, args.out,
               title=f'stage {args.stage}, block {args.block}: ChunkConv branches')
     print(f'feature maps: {args.out}')
     return args.out
