@@ -344,15 +344,20 @@ class RepBackbone(BaseModule):
     def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
         """mmpretrain's layer-decay protocol: ``(layer id, number of ids)`` of a parameter.
 
+        mmpretrain asks once per parameter: the table of every name is computed on the first call and kept until
+        a name it lacks is asked for (a deploy switch renames parameters), not rebuilt per call.
+
         Args:
             param_name: Full parameter name, e.g. ``'backbone.stages.2.blocks.3.pw1.conv.weight'``.
             prefix: The backbone's prefix in ``param_name`` (``'backbone.'`` in a classifier).
         """
-        names = [n for n, _ in self.named_parameters()]
-        ids, num_layers = self.layer_ids(names)
-        if not param_name.startswith(prefix):
-            return num_layers + 1, num_layers + 2
-        return ids.get(param_name[len(prefix):], num_layers + 1), num_layers + 2
+        name = param_name[len(prefix):] if param_name.startswith(prefix) else None
+        table = self.__dict__.get('_layer_id_table')
+        if table is None or (name is not None and name not in table[0]):
+            table = self.layer_ids([n for n, _ in self.named_parameters()])
+            self.__dict__['_layer_id_table'] = table
+        ids, num_layers = table
+        return ids.get(name, num_layers + 1), num_layers + 2
 
 
 class TimmAdapter:
