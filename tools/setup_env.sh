@@ -11,6 +11,10 @@
 #   library that does not import).
 # A second run on a set-up machine only re-verifies: the install steps are skipped while the stamp
 # (a hash of every file that decides what is installed) is unchanged.
+#
+# The console gets one line per step; pip's and the build's output go to the log file below (a machine whose
+# pip configuration names package locations that do not exist makes pip print a warning per location and
+# package). On a failure the log's last lines are shown with what to do.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,8 +23,30 @@ venv="$repo/.venv"
 py="$venv/bin/python"
 constraints="$repo/requirements/constraints.txt"
 
-log() { printf '[setup] %s\n' "$*"; }
-die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+setup_log="$repo/work_dirs/logs/setup_env.log"
+mkdir -p "$(dirname "$setup_log")"
+printf '# tools/setup_env.sh, %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')" > "$setup_log"
+
+log() { printf '[setup] %s\n' "$*"; printf '[setup] %s\n' "$*" >> "$setup_log"; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; printf '[setup] ERROR: %s\n' "$*" >> "$setup_log"; exit 1; }
+# quietly CMD...: run CMD with its output in the log; on failure show the log's last lines and stop.
+quietly() {
+    printf '$ %s\n' "$*" >> "$setup_log"
+    local rc=0
+    "$@" >> "$setup_log" 2>&1 || rc=$?
+    if [ "$rc" != 0 ]; then
+        printf '[setup] FAILED (exit %s): %s\n' "$rc" "$*" >&2
+        printf '[setup] last lines of %s:\n' "$setup_log" >&2
+        # (pip's warnings about configured package locations that do not exist would crowd out the error)
+        grep -v -e '^\[setup\]' -e 'is ignored: it is neither a file nor a directory' "$setup_log" \
+            | tail -n 25 | sed 's/^/    /' >&2 || true
+        printf '[setup] what to do: read the error above (full output in %s), fix its cause (network, disk space,\n' \
+            "$setup_log" >&2
+        printf '[setup]   a compiler, a package pin in requirements/) and re-run tools/setup_env.sh (or make setup)\n' >&2
+        exit "$rc"
+    fi
+}
+log "full output of pip and the build: ${setup_log#"$repo"/}"
 
 pin() {  # pin NAME -> the version in constraints.txt (first '==' entry)
     sed -n "s/^$1==\([^ ]*\).*/\1/p" "$constraints" | head -n 1
@@ -28,7 +54,7 @@ pin() {  # pin NAME -> the version in constraints.txt (first '==' entry)
 
 if [ ! -x "$py" ]; then
     log "creating virtual environment in $venv"
-    python3 -m venv "$venv" || die "python3 -m venv failed; install python3-venv and re-run"
+    python3 -m venv "$venv" >> "$setup_log" 2>&1 || die "python3 -m venv failed; install python3-venv and re-run"
 fi
 
 # mmcv's compiled ops: CPU-only unless a CUDA GPU is present. Detection (mmdet's RoIAlign, NMS, ...) on a GPU needs
@@ -62,7 +88,7 @@ stamp_file="$venv/.mmlk-setup-stamp"
 stamp=$( (cat "$constraints" requirements/runtime.txt requirements/tests.txt setup.py tools/setup_env.sh; \
           echo "$cuda_tag") | sha256sum | cut -d' ' -f1)
 
-pip_install() { "$py" -m pip install --disable-pip-version-check -q -c "$constraints" "$@"; }
+pip_install() { quietly "$py" -m pip install --disable-pip-version-check -q -c "$constraints" "$@"; }
 
 build_mmcv_wheel() {  # build_mmcv_wheel CACHE_DIR
     local cache_dir=$1 work
@@ -73,7 +99,7 @@ build_mmcv_wheel() {  # build_mmcv_wheel CACHE_DIR
     # Leave nothing half-built behind: the cache only ever receives a finished, checked wheel.
     trap 'rm -rf "${mmcv_build_dir:-}"' EXIT
     log "building mmcv $mmcv_version with ops from source (about 15 min on 2 cores, once per machine)"
-    "$py" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
+    quietly "$py" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
         "mmcv==$mmcv_version" -d "$work/sdist"
     tar -xzf "$work"/sdist/mmcv-*.tar.gz -C "$work"
     local src
@@ -89,7 +115,7 @@ build_mmcv_wheel() {  # build_mmcv_wheel CACHE_DIR
         log "building mmcv's CUDA ops with $(basename "$nvcc_bin") ($cuda_tag) for compute capability $arch"
         cuda_env=(FORCE_CUDA=1 "TORCH_CUDA_ARCH_LIST=$arch" "CUDA_HOME=$CUDA_HOME")
     fi
-    env ${cuda_env[@]+"${cuda_env[@]}"} MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} "$py" -m pip wheel --disable-pip-version-check -q \
+    quietly env ${cuda_env[@]+"${cuda_env[@]}"} MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} "$py" -m pip wheel --disable-pip-version-check -q \
         --no-build-isolation --no-deps -w "$work/wheel" "$src"
     local whl
     whl=$(ls "$work"/wheel/mmcv-*.whl) || die "the mmcv build produced no wheel"
@@ -136,22 +162,37 @@ else
     echo "$stamp" > "$stamp_file"
 fi
 
-# Verify what silently goes wrong.
-if ! "$py" -c 'import mmcv.ops' 2>/dev/null; then
+# Verify what silently goes wrong (one interpreter: torch is imported once).
+verify_rc=0
+verified=$("$py" - 2>>"$setup_log" <<'EOF'
+import importlib
+import sys
+try:
+    import mmcv.ops  # noqa: F401
+except Exception as exc:  # noqa: BLE001 - reported with the fix below
+    print(f'mmcv.ops: {type(exc).__name__}: {exc}', file=sys.stderr)
+    sys.exit(3)
+versions = []
+for name in ('mmengine', 'mmcv', 'mmdet', 'mmseg', 'mmpretrain', 'timm', 'mmlk'):
+    mod = importlib.import_module(name)
+    versions.append(f'{name} {getattr(mod, "__version__", "?")}')
+print(', '.join(versions))
+EOF
+) || verify_rc=$?
+if [ "$verify_rc" != 0 ]; then
     rm -f "$stamp_file"
-    die "mmcv is installed without its compiled ops ('import mmcv.ops' fails). Delete the cached wheel under ${MMLK_WHEEL_CACHE:-$HOME/.cache/mmlk/wheels} and re-run tools/setup_env.sh to rebuild it."
+    if [ "$verify_rc" = 3 ]; then
+        die "mmcv is installed without its compiled ops ('import mmcv.ops' fails). Delete the cached wheel under ${MMLK_WHEEL_CACHE:-$HOME/.cache/mmlk/wheels} and re-run tools/setup_env.sh to rebuild it."
+    fi
+    tail -n 15 "$setup_log" | sed 's/^/    /' >&2
+    die "a host library does not import; see the traceback above (full log: $setup_log)"
 fi
 if [ "$cuda_tag" != cpu ] && ! "$py" -c 'import torch
 from mmcv.ops import nms
 b = torch.tensor([[0., 0., 1., 1.]], device="cuda")
-nms(b, torch.ones(1, device="cuda"), 0.5)' 2>/dev/null; then
+nms(b, torch.ones(1, device="cuda"), 0.5)' >>"$setup_log" 2>&1; then
     rm -f "$stamp_file"
     die "mmcv's ops do not run on the GPU (built without CUDA?). Delete the cached wheel under ${MMLK_WHEEL_CACHE:-$HOME/.cache/mmlk/wheels} (the *_${cuda_tag} directory) and re-run tools/setup_env.sh."
 fi
-"$py" - <<'EOF' || { rm -f "$stamp_file"; die "a host library does not import; see the traceback above"; }
-import importlib
-for name in ('mmengine', 'mmcv', 'mmdet', 'mmseg', 'mmpretrain', 'timm', 'mmlk'):
-    mod = importlib.import_module(name)
-    print(f'[setup]   {name:<11} {getattr(mod, "__version__", "?")}')
-EOF
+log "verified: $verified"
 log "ready: activate with 'source .venv/bin/activate'"
