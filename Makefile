@@ -1,8 +1,11 @@
 # The two commands of the README: `make demo` (set up + main job) and `make test` (set up + tests).
+# `make test` is the full suite (what CI runs) and ends with the 25 slowest tests; `make test-fast` is the
+# unit tier for the edit-test loop: it deselects the tests marked `slow` (host training runs, subprocess
+# flows, full-size models, packaging; see tests/conftest.py).
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast clean
 setup:
 	bash tools/setup_env.sh
 
@@ -10,7 +13,10 @@ demo: setup
 	$(PY) tools/demo.py
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_ARGS) tests
+
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m 'not slow' --durations=10 $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf work_dirs data

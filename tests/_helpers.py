@@ -226,13 +226,44 @@ def arch_options(arch: Dict) -> List[str]:
                                                     for k, v in arch.items()]
 
 
-def run_tool(args: Sequence[str], timeout: int = 300) -> str:
-    """Run a repository tool (``tools/train.py`` ...) in a subprocess; its output, asserting success."""
+class FlowLogs(list):
+    """The output of each command of a flow (:func:`run_flow`), in order; ``codes``: their exit codes."""
+    codes: List[int]
+
+
+def run_flow(*commands: Sequence[str], cwd: str = REPO, timeout: int = 600, env: Optional[Dict[str, str]] = None,
+             step_env: Optional[Sequence[Optional[Dict[str, str]]]] = None, expect_ok: bool = True) -> FlowLogs:
+    """Run tool command lines (``[script, *args]``, what a user types after ``python``) one after another in ONE
+    subprocess (``tests/_tool_flow.py``: each runs as ``__main__``; one interpreter start and host-library
+    import per flow); the output of each command, in order.
+
+    ``env`` replaces the subprocess's environment (default: this one, one OpenMP thread, this checkout first on
+    ``PYTHONPATH``); ``step_env[i]`` is added before command ``i``. With ``expect_ok`` every command must exit
+    0; otherwise the flow stops at the first failing one, and the outputs returned end with that one's.
+    """
     import os
+    import re
     import subprocess
     import sys
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, log[-4000:]
-    return log
+    if env is None:
+        env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    env = dict(env, PYTHONUNBUFFERED='1')
+    steps = [dict(argv=list(c), env=dict((step_env or [None] * len(commands))[i] or {}))
+             for i, c in enumerate(commands)]
+    import json
+    out = subprocess.run([sys.executable, osp.join(REPO, 'tests', '_tool_flow.py'), json.dumps(steps)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, cwd=cwd,
+                         env=env)
+    parts = re.split(r'^@@tool-flow step \d+@@\n', out.stdout, flags=re.M)
+    logs = FlowLogs(parts[1:] if len(parts) > 1 else [out.stdout])
+    logs.codes = [int(c) for c in re.findall(r'^@@tool-flow rc \d+=(-?\d+)@@$', out.stdout, flags=re.M)]
+    codes = logs.codes
+    if expect_ok:
+        assert out.returncode == 0 and len(codes) == len(commands), \
+            f'step {len(codes) - 1} of {commands[max(0, len(codes) - 1)][:1]} failed:\n{out.stdout[-4000:]}'
+    return logs
+
+
+def run_tool(args: Sequence[str], timeout: int = 300) -> str:
+    """Run a repository tool (``tools/train.py`` ...) in a subprocess; its output, asserting success."""
+    return run_flow(args, timeout=timeout)[0]

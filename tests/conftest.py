@@ -17,6 +17,13 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
 
 
+def pytest_configure(config) -> None:
+    # `make test-fast` deselects these (-m 'not slow'); `make test` and CI run everything.
+    config.addinivalue_line(
+        'markers', 'slow: a test that runs a host training run, a subprocess flow (tools, demo, packaging), '
+        'a full-size model or another multi-second job; deselected by `make test-fast`')
+
+
 @pytest.fixture(scope='session')
 def repo_root() -> str:
     return REPO

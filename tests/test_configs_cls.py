@@ -9,18 +9,15 @@ RepLKNet configs (same blocks, other widths: 31L, XL) are built and counted with
 RepNeXt config and deploy variant runs a forward.
 """
 import glob
-import os
 import os.path as osp
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from _helpers import IMAGENET_MEAN, IMAGENET_STD, randomise_bn
+from _helpers import IMAGENET_MEAN, IMAGENET_STD, randomise_bn, run_flow
 
 pytest.importorskip('mmpretrain')
 
@@ -176,14 +173,6 @@ def _cli_overrides(data_root: str, num_classes: int, pretrained: str) -> list:
     return opts
 
 
-def _run(args: list, timeout: int) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    out = subprocess.run([sys.executable] + args, capture_output=True, text=True, timeout=timeout,
-                         cwd=REPO, env=env)
-    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
-    return out.stdout + out.stderr
-
-
 @pytest.fixture(scope='module')
 def mini_imagenet(tmp_path_factory) -> str:
     from mmlk.synthetic import make_imagenet
@@ -214,6 +203,7 @@ def test_mini_imagenet_is_deterministic_balanced_and_read_by_mmpretrain(mini_ima
         make_imagenet(str(tmp_path / 'bad'), num_classes=11)
 
 
+@pytest.mark.slow
 def test_train_then_test_a_finetune_config_on_mini_imagenet(mini_imagenet, tmp_path):
     """22K->1K fine-tune recipe (its own 224 px pipelines, layer-wise lr decay, EMA) on 16 images.
 
@@ -228,7 +218,10 @@ def test_train_then_test_a_finetune_config_on_mini_imagenet(mini_imagenet, tmp_p
     config = 'configs/replknet/replknet-31b_in21k-pre_32xb32_in1k-224.py'
     work_dir = str(tmp_path / 'work')
     opts = _cli_overrides(mini_imagenet, num_classes=5, pretrained=pretrained) + ['train_cfg.max_epochs=1']
-    log = _run(['tools/train.py', config, '--work-dir', work_dir, '--cfg-options'] + opts, timeout=240)
+    ckpt = osp.join(work_dir, 'epoch_1.pth')
+    log, out = run_flow(['tools/train.py', config, '--work-dir', work_dir, '--cfg-options'] + opts,
+                        ['tools/test.py', config, ckpt, '--eval', 'accuracy', '--work-dir', work_dir,
+                         '--cfg-options'] + opts, timeout=360)
     # The backbone's init_cfg went through mmlk's loader (the config dump alone would not say 'matched').
     assert re.search(r'pretrained_22k\.pth.*\d+ matched', log), log[-3000:]
     assert 'layer-wise lr decay 0.7' in log and '4 backbone layers' in log
@@ -236,11 +229,8 @@ def test_train_then_test_a_finetune_config_on_mini_imagenet(mini_imagenet, tmp_p
     assert 'the global batch is 4 (1 process(es) x 4)' in log and '--auto-scale-lr' in log, log[-3000:]
     assert 'LR is set based on batch size' not in log
     assert re.search(r'Epoch\(train\)\s+\[1\]\[4/4\]', log), log[-2000:]
-    ckpt = osp.join(work_dir, 'epoch_1.pth')
     assert osp.isfile(ckpt)
 
-    out = _run(['tools/test.py', config, ckpt, '--eval', 'accuracy', '--work-dir', work_dir,
-                '--cfg-options'] + opts, timeout=120)
     top1 = re.search(r'accuracy/top1: ([0-9.]+)', out)
     assert top1 is not None, out[-2000:]
     assert 0.0 <= float(top1.group(1)) <= 100.0

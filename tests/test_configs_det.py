@@ -17,7 +17,7 @@ import torch
 from mmengine.config import Config
 
 from _helpers import (IMAGENET_MEAN, REPLKNET_TINY_RUN, REPNEXT_TINY_RUN, REPO, arch_options, build_full_size,
-                      cfg_option, checkpoint_names, config_ids, published_widths, run_tool)
+                      cfg_option, checkpoint_names, config_ids, published_widths, run_flow)
 
 DET_CONFIGS = sorted(
     glob.glob(osp.join(REPO, 'configs', 'replknet', '*_coco.py')) +
@@ -254,19 +254,22 @@ FAMILY_RUNS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', sorted(FAMILY_RUNS))
 def test_train_then_test_on_mini_coco(family, mini_coco, tmp_path):
+    """tools/train.py (one epoch of 2 iterations) -> tools/test.py --eval on its checkpoint, in one process."""
     config, metrics, model_opts = FAMILY_RUNS[family]
     work_dir = str(tmp_path / 'work')
     opts = det_mini_options(mini_coco) + model_opts
-    log = run_tool(['tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *opts])
+    ckpt = osp.join(work_dir, 'epoch_1.pth')
+    log, test_log = run_flow(['tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *opts],
+                             ['tools/test.py', config, ckpt, '--eval', *metrics, '--work-dir', work_dir,
+                              '--cfg-options', *opts])
     losses = [float(v) for v in re.findall(r'Epoch\(train\)\s+\[1\]\[\s*\d+/2\].*?\bloss: ([0-9.naif]+)', log)]
     assert len(losses) == 2 and all(v == v and v != float('inf') for v in losses), log[-3000:]
-    ckpt = osp.join(work_dir, 'epoch_1.pth')
     assert osp.isfile(ckpt)
 
-    log = run_tool(['tools/test.py', config, ckpt, '--eval', *metrics, '--work-dir', work_dir,
-                    '--cfg-options', *opts])
+    log = test_log
     found = {}
     for metric in metrics:
         match = re.search(rf'coco/{metric}_mAP: ([0-9.]+)', log)

@@ -17,7 +17,7 @@ import torch
 from mmengine.config import Config
 
 from _helpers import (IMAGENET_MEAN, REPLKNET_TINY_RUN, REPNEXT_TINY_RUN, REPO, arch_options, build_full_size,
-                      cfg_option, checkpoint_names, config_ids, published_widths, run_tool)
+                      cfg_option, checkpoint_names, config_ids, published_widths, run_flow)
 
 SEG_CONFIGS = sorted(
     glob.glob(osp.join(REPO, 'configs', 'replknet', 'upernet_*.py')) +
@@ -170,22 +170,44 @@ FAMILY_RUNS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', sorted(FAMILY_RUNS))
 def test_train_then_test_on_mini_ade20k(family, mini_ade20k, tmp_path):
+    """tools/train.py (2 iterations, validation at 2) -> tools/test.py --eval mIoU, one process per flow.
+
+    UperNet's flow also stops and resumes: tools/train.py --resume continues from iter_2.pth to iteration 4 and
+    tools/test.py evaluates iter_4.pth (per-class table): the train -> resume -> test cycle of mmlk's tools.
+    """
     config, model_opts = FAMILY_RUNS[family]
     work_dir = str(tmp_path / 'work')
     opts = seg_mini_options(mini_ade20k) + model_opts
-    log = run_tool(['tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *opts])
+    train = ['tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *opts]
+    resumes = family == 'upernet'
+    ckpt = osp.join(work_dir, 'iter_4.pth' if resumes else 'iter_2.pth')
+    test = ['tools/test.py', config, ckpt, '--eval', 'mIoU', '--work-dir', work_dir, '--cfg-options', *opts]
+    flow = [train, train[:3] + ['--work-dir', work_dir, '--resume', '--cfg-options', *opts, 'train_cfg.max_iters=4'],
+            test] if resumes else [train, test]
+    logs = run_flow(*flow)
+    log = logs[0]
     # two optimisation steps with finite losses, then the validation at iteration 2
     losses = [float(v) for v in re.findall(r'Iter\(train\) \[\s*\d+/2\].*?\bloss: ([0-9.naif]+)', log)]
     assert len(losses) == 2 and all(v == v and v != float('inf') for v in losses), log[-3000:]
     assert re.search(r'Iter\(val\) .*mIoU: [0-9.]+', log), log[-3000:]
-    ckpt = osp.join(work_dir, 'iter_2.pth')
-    assert osp.isfile(ckpt)
+    assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
+    if resumes:
+        log = logs[1]
+        assert re.search(r'resumed epoch: 0, iter: 2', log), log[-3000:]
+        assert 'replaced' in log and 'SyncBN' in log  # the CPU switch is logged
+        assert re.search(r'Iter\(train\) \[\s*4/4\]', log), log[-3000:]
+        assert osp.isfile(ckpt)
 
-    log = run_tool(['tools/test.py', config, ckpt, '--eval', 'mIoU', '--work-dir', work_dir,
-                    '--cfg-options', *opts])
+    log = logs[-1]
     miou = re.search(r'mIoU: ([0-9.]+)', log)
     assert miou is not None, log[-3000:]
     assert 0.0 <= float(miou.group(1)) <= 100.0
-    print(f'{family}: {config} on mini ADE20K after 2 iterations: mIoU {miou.group(1)}')
+    if resumes:
+        assert 'per class results' in log
+        for name in ('wall', 'building', 'ceiling'):
+            assert re.search(rf'\|\s*{name}\s*\|', log), name
+        assert 0.0 <= float(re.findall(r'^mIoU: ([0-9.]+)$', log, flags=re.M)[-1]) <= 100.0
+    print(f'{family}: {config} on mini ADE20K after {4 if resumes else 2} iterations: mIoU {miou.group(1)}')

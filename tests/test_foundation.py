@@ -2,7 +2,6 @@
 import hashlib
 import os
 import os.path as osp
-import re
 import subprocess
 import sys
 
@@ -176,44 +175,8 @@ def test_cpu_adaptation_and_resume_semantics(tmp_path):
 
 # ---------------------------------------------------------------- tools: train, resume, test
 
-def _tool(args, timeout=600):
-    out = subprocess.run([sys.executable] + args, capture_output=True, text=True, cwd=REPO, timeout=timeout)
-    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-5000:])
-    return out.stdout + out.stderr
-
-
-def test_train_resume_and_test_cycle_through_the_tools(mini_ade20k, tmp_path):
-    work = str(tmp_path / 'work')
-    common = [f'{k}.dataset.data_root={mini_ade20k}' for k in
-              ('train_dataloader', 'val_dataloader', 'test_dataloader')]
-    small = common + [
-        # (DictAction cannot parse a dict literal, so the arch fields are set one by one.)
-        *[f'model.backbone.arch.{k}={v!r}'.replace(' ', '') for k, v in TINY_REPLKNET.items()],
-        'model.decode_head.in_channels=[8,16,32,64]', 'model.decode_head.channels=16',
-        'model.auxiliary_head.in_channels=32', 'model.auxiliary_head.channels=8',
-        'train_dataloader.batch_size=2', 'val_dataloader.batch_size=4', 'test_dataloader.batch_size=4',
-        'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False', 'val_dataloader.persistent_workers=False',
-        'test_dataloader.persistent_workers=False',
-        'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1',
-        'param_scheduler.0.end=1', 'param_scheduler.1.begin=1', 'param_scheduler.1.end=4',
-    ]
-    # The "interrupted" run stops after 2 of 4 iterations, leaving iter_2.pth behind.
-    _tool(['tools/train.py', DEMO_CONFIG, '--work-dir', work, '--cfg-options'] + small +
-          ['train_cfg.max_iters=2', 'train_cfg.val_interval=100'])
-    assert osp.isfile(osp.join(work, 'iter_2.pth'))
-    log = _tool(['tools/train.py', DEMO_CONFIG, '--work-dir', work, '--resume', '--cfg-options'] + small +
-                ['train_cfg.max_iters=4', 'train_cfg.val_interval=4'])
-    assert re.search(r'resumed epoch: 0, iter: 2', log), log[-3000:]
-    assert 'replaced' in log and 'SyncBN' in log  # the CPU switch is logged
-    assert osp.isfile(osp.join(work, 'iter_4.pth'))
-    out = _tool(['tools/test.py', DEMO_CONFIG, osp.join(work, 'iter_4.pth'), '--eval', 'mIoU',
-                 '--work-dir', str(tmp_path / 'eval'), '--cfg-options'] + small)
-    assert 'per class results' in out
-    for name in ('wall', 'building', 'ceiling'):
-        assert re.search(rf'\|\s*{name}\s*\|', out), name
-    miou = float(re.findall(r'^mIoU: ([0-9.]+)$', out, flags=re.M)[-1])
-    assert 0.0 <= miou <= 100.0
+# The train -> interrupt -> --resume -> test cycle of tools/train.py and tools/test.py runs in
+# tests/test_configs_seg.py::test_train_then_test_on_mini_ade20k[upernet] (one process for the whole flow).
 
 
 def test_test_tool_rejects_unknown_metric_and_missing_checkpoint(tmp_path):

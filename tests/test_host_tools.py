@@ -5,6 +5,8 @@ Configs are user-style: they inherit a host (``mmseg::`` / ``mmdet::``) or mmlk 
 iterations) come from ``--cfg-options`` or, where the host tool takes no options, from a child config. The
 scripts are the copies the wheels ship under ``site-packages/<lib>/.mim/tools``. No environment variable is
 set, except ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` where a test shows that a malicious file is refused anyway.
+Each library's commands run as one flow in one process (``_helpers.run_flow``: each command is its own
+``__main__``), and its work dir then serves the API and inferencer tests in this process.
 
 Covered: mmseg ``train.py`` -> ``train.py --resume`` -> ``test.py``, ``init_model`` / ``inference_model``,
 ``MMSegInferencer``; mmdet ``train.py`` -> ``test.py``, ``init_detector`` / ``inference_detector``,
@@ -16,9 +18,8 @@ import os
 import os.path as osp
 import pickle
 import re
-import subprocess
 import sys
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ import torch
 
 import mmlk  # noqa: F401  (installs the allow-list, as custom_imports does in the tools)
 from mmlk.checkpoint import mmengine_compat
-from _helpers import REPLKNET_TINY_RUN
+from _helpers import REPLKNET_TINY_RUN, run_flow
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_REPNEXT = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 1, 1])
@@ -55,14 +56,6 @@ def _env(**extra: str) -> Dict[str, str]:
     env.update(OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join(filter(None, [REPO, env.get('PYTHONPATH')])))
     env.update(extra)
     return env
-
-
-def run(args: Sequence[str], cwd: str, expect_ok: bool = True, timeout: int = 300, **env: str) -> str:
-    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                         env=_env(**env))
-    log = out.stdout + out.stderr
-    assert (out.returncode == 0) == expect_ok, log[-4000:]
-    return log
 
 
 # ------------------------------------------------------------------------------------ malicious files
@@ -252,33 +245,37 @@ def seg_options(data_root: str, crop: int = 64) -> List[str]:
 
 @pytest.fixture(scope='module')
 def seg_run(mini_ade20k, tmp_path_factory):
-    """mmseg's train.py for 2 iterations, then ``train.py --resume`` to iteration 3."""
+    """One process: mmseg's train.py for 2 iterations, ``train.py --resume`` to iteration 3, then its test.py on
+    the checkpoint and on a malicious file (with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``)."""
     tmp = str(tmp_path_factory.mktemp('seg'))
     config = write_configs(tmp, 'upernet_replknet_ade20k', SEG_USER, SEG_TINY)
     work_dir = osp.join(tmp, 'work')
     opts = seg_options(mini_ade20k)
-    train = host_tool('mmseg', 'train.py')
-    log = run([train, config, '--work-dir', work_dir, '--cfg-options', *opts], cwd=tmp)
-    assert re.search(r'Iter\(train\) \[2/2\]', log), log[-3000:]
-    # mmseg's --resume is a flag: the latest checkpoint of the work dir (it holds the message hub's buffers)
-    log = run([train, config, '--work-dir', work_dir, '--resume', '--cfg-options', *opts,
-               'train_cfg.max_iters=3'], cwd=tmp)
-    assert 'resumed epoch: 0, iter: 2' in log, log[-3000:]
-    assert re.search(r'Iter\(train\) \[3/3\]', log), log[-3000:]
-    return dict(config=config, ckpt=osp.join(work_dir, 'iter_3.pth'), opts=opts, tmp=tmp)
+    train, test = host_tool('mmseg', 'train.py'), host_tool('mmseg', 'test.py')
+    ckpt = osp.join(work_dir, 'iter_3.pth')
+    marker = osp.join(tmp, 'PWNED')
+    evil = write_malicious(osp.join(tmp, 'evil.pth'), marker)
+    logs = run_flow(
+        [train, config, '--work-dir', work_dir, '--cfg-options', *opts],
+        # mmseg's --resume is a flag: the latest checkpoint of the work dir (it holds the message hub's buffers)
+        [train, config, '--work-dir', work_dir, '--resume', '--cfg-options', *opts, 'train_cfg.max_iters=3'],
+        [test, config, ckpt, '--work-dir', osp.join(tmp, 'test'), '--cfg-options', *opts],
+        [test, config, evil, '--work-dir', osp.join(tmp, 'test'), '--cfg-options', *opts],
+        step_env=[None, None, None, dict(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1')],
+        cwd=tmp, env=_env(), expect_ok=False)
+    assert logs.codes[:3] == [0, 0, 0], logs[-1][-4000:]
+    assert re.search(r'Iter\(train\) \[2/2\]', logs[0]), logs[0][-3000:]
+    assert 'resumed epoch: 0, iter: 2' in logs[1], logs[1][-3000:]
+    assert re.search(r'Iter\(train\) \[3/3\]', logs[1]), logs[1][-3000:]
+    return dict(config=config, ckpt=ckpt, opts=opts, tmp=tmp, test_log=logs[2], evil_log=logs[3],
+                evil_code=logs.codes[3], marker=marker)
 
 
-def test_mmseg_test_script_reads_the_trained_checkpoint_and_refuses_a_malicious_one(seg_run, tmp_path):
-    test = host_tool('mmseg', 'test.py')
-    log = run([test, seg_run['config'], seg_run['ckpt'], '--work-dir', str(tmp_path / 'test'),
-               '--cfg-options', *seg_run['opts']], cwd=seg_run['tmp'])
-    assert re.search(r'mIoU: [0-9.]+', log), log[-3000:]
-    marker = str(tmp_path / 'PWNED')
-    evil = write_malicious(str(tmp_path / 'evil.pth'), marker)
-    log = run([test, seg_run['config'], evil, '--work-dir', str(tmp_path / 'test'), '--cfg-options',
-               *seg_run['opts']], cwd=seg_run['tmp'], expect_ok=False, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1')
-    assert 'Unsupported global' in log, log[-3000:]
-    assert not osp.exists(marker)
+def test_mmseg_test_script_reads_the_trained_checkpoint_and_refuses_a_malicious_one(seg_run):
+    assert re.search(r'mIoU: [0-9.]+', seg_run['test_log']), seg_run['test_log'][-3000:]
+    assert seg_run['evil_code'] != 0, seg_run['evil_log'][-3000:]
+    assert 'Unsupported global' in seg_run['evil_log'], seg_run['evil_log'][-3000:]
+    assert not osp.exists(seg_run['marker'])
 
 
 def test_mmseg_apis_and_inferencer(seg_run, malicious):
@@ -313,7 +310,7 @@ model = dict(
 
 @pytest.fixture(scope='module')
 def det_run(tmp_path_factory):
-    """mmdet's train.py for one epoch (2 iterations) on a 4-image mini COCO."""
+    """One process: mmdet's train.py for one epoch (2 iterations) on a 4-image mini COCO, then its test.py."""
     from mmlk.synthetic import make_coco
     tmp = str(tmp_path_factory.mktemp('det'))
     data_root = osp.join(tmp, 'coco_mini')
@@ -327,15 +324,17 @@ def det_run(tmp_path_factory):
         _opt('test_dataloader.dataset.pipeline.1.scale', (128, 96)),
         'train_dataloader.batch_size=2', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=2']
     work_dir = osp.join(tmp, 'work')
-    log = run([host_tool('mmdet', 'train.py'), config, '--work-dir', work_dir, '--cfg-options', *opts], cwd=tmp)
+    ckpt = osp.join(work_dir, 'epoch_1.pth')
+    log, test_log = run_flow(
+        [host_tool('mmdet', 'train.py'), config, '--work-dir', work_dir, '--cfg-options', *opts],
+        [host_tool('mmdet', 'test.py'), config, ckpt, '--work-dir', osp.join(tmp, 'test'), '--cfg-options', *opts],
+        cwd=tmp, env=_env())
     assert re.search(r'Epoch\(train\)\s+\[1\]\[2/2\]', log), log[-3000:]
-    return dict(config=config, ckpt=osp.join(work_dir, 'epoch_1.pth'), opts=opts, tmp=tmp)
+    return dict(config=config, ckpt=ckpt, opts=opts, tmp=tmp, test_log=test_log)
 
 
-def test_mmdet_test_script_apis_and_inferencer(det_run, malicious, tmp_path):
-    log = run([host_tool('mmdet', 'test.py'), det_run['config'], det_run['ckpt'], '--work-dir',
-               str(tmp_path / 'test'), '--cfg-options', *det_run['opts']], cwd=det_run['tmp'])
-    assert re.search(r'bbox_mAP: [-0-9.]+', log), log[-3000:]
+def test_mmdet_test_script_apis_and_inferencer(det_run, malicious):
+    assert re.search(r'bbox_mAP: [-0-9.]+', det_run['test_log']), det_run['test_log'][-3000:]
 
     from mmdet.apis import DetInferencer, inference_detector, init_detector
     model = init_detector(det_run['config'], det_run['ckpt'], device='cpu')
@@ -357,7 +356,8 @@ data_preprocessor = dict(num_classes=5)
 
 @pytest.fixture(scope='module')
 def cls_run(tmp_path_factory):
-    """mmpretrain's train.py (EMA on) for one epoch, then its reparameterize_model.py (backbone only)."""
+    """One process: mmpretrain's train.py (EMA on) for one epoch, its reparameterize_model.py (backbone only), and
+    its test.py on both forms."""
     from mmlk.synthetic import make_imagenet
     tmp = str(tmp_path_factory.mktemp('cls'))
     data_root = osp.join(tmp, 'imagenet_mini')
@@ -371,15 +371,21 @@ def cls_run(tmp_path_factory):
                                         ('train_dataloader', 'val_dataloader', 'test_dataloader')]
     opts += ['train_cfg.max_epochs=1', 'train_cfg.val_interval=2']
     work_dir = osp.join(tmp, 'work')
-    log = run([host_tool('mmpretrain', 'train.py'), train_cfg, '--work-dir', work_dir, '--cfg-options', *opts],
-              cwd=tmp)
+    ckpt = osp.join(work_dir, 'epoch_1.pth')
+    deploy = osp.join(tmp, 'deploy.pth')
+    test = host_tool('mmpretrain', 'test.py')
+    log, _, train_form_log, deploy_form_log = run_flow(
+        [host_tool('mmpretrain', 'train.py'), train_cfg, '--work-dir', work_dir, '--cfg-options', *opts],
+        [host_tool('mmpretrain', 'model_converters', 'reparameterize_model.py'), train_cfg, ckpt, deploy],
+        # the host test.py on the training form (EMA hook) and on the deploy config (no EMA hook)
+        [test, train_cfg, ckpt, '--work-dir', osp.join(tmp, 'test'), '--cfg-options', *opts],
+        [test, deploy_cfg, deploy, '--work-dir', osp.join(tmp, 'test'), '--cfg-options', *opts],
+        cwd=tmp, env=_env())
     # mmlk's config keeps auto_scale_lr off (host convention) and its hook says so in the host's log
     assert re.search(r'WARNING - mmlk: the global batch is 4 .* NOT scaled.*--auto-scale-lr', log), log[-3000:]
-    ckpt = osp.join(work_dir, 'epoch_1.pth')
     assert 'ema_state_dict' in torch.load(ckpt, weights_only=True), 'the config enables EMA'
-    deploy = osp.join(tmp, 'deploy.pth')
-    run([host_tool('mmpretrain', 'model_converters', 'reparameterize_model.py'), train_cfg, ckpt, deploy], cwd=tmp)
-    return dict(train_cfg=train_cfg, deploy_cfg=deploy_cfg, ckpt=ckpt, deploy=deploy, opts=opts, tmp=tmp)
+    return dict(train_cfg=train_cfg, deploy_cfg=deploy_cfg, ckpt=ckpt, deploy=deploy, opts=opts, tmp=tmp,
+                test_logs=(train_form_log, deploy_form_log))
 
 
 def test_mmpretrain_reparameterized_checkpoint_equals_the_trained_model(cls_run):
@@ -404,13 +410,10 @@ def test_mmpretrain_reparameterized_checkpoint_equals_the_trained_model(cls_run)
         assert 0 <= inferencer(an_image())[0]['pred_label'] < 5
 
 
-def test_mmpretrain_test_script_on_the_deploy_config_matches_the_training_form(cls_run, tmp_path):
+def test_mmpretrain_test_script_on_the_deploy_config_matches_the_training_form(cls_run):
     """The host test.py with the deploy config (no EMA hook) reports the training-form accuracy."""
-    test = host_tool('mmpretrain', 'test.py')
     top1 = []
-    for config, ckpt in ((cls_run['train_cfg'], cls_run['ckpt']), (cls_run['deploy_cfg'], cls_run['deploy'])):
-        log = run([test, config, ckpt, '--work-dir', str(tmp_path / 'test'), '--cfg-options', *cls_run['opts']],
-                  cwd=cls_run['tmp'])
+    for log in cls_run['test_logs']:
         found = re.search(r'accuracy/top1: ([0-9.]+)', log)
         assert found, log[-3000:]
         top1.append(float(found.group(1)))

@@ -11,7 +11,8 @@
    effective receptive field (``tools/analysis/erf.py``'s method), and prints their paths.
 
 Every step is the command a user would type, run as a subprocess; their full logs go to
-``<work dir>/logs/`` (``--verbose`` streams them to the console as well).
+``<work dir>/logs/`` (``--verbose`` streams them to the console as well), and so do the Python warnings of
+the host libraries imported by the demo itself (``logs/demo_warnings.log``).
 """
 import argparse
 import os
@@ -63,6 +64,19 @@ def run(cmd: List[str], log_path: str, verbose: bool = False, bar=None) -> str:
         raise SystemExit(f'{tail}\ndemo: command failed with exit code {proc.returncode}: {" ".join(cmd)}\n'
                          f'full log: {log_path}')
     return ''.join(lines)
+
+
+def send_warnings_to(log_path: str) -> None:
+    """Python warnings raised in this process (the host libraries' deprecation and User warnings when the pictures
+    are drawn) go to ``log_path`` instead of the console, which keeps the demo's own lines only."""
+    import warnings
+    os.makedirs(osp.dirname(log_path), exist_ok=True)
+    stream = open(log_path, 'a', buffering=1)  # noqa: SIM115 - open for the life of the process
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        stream.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    warnings.showwarning = show
 
 
 def miou_from(output: str) -> float:
@@ -147,6 +161,8 @@ def main() -> None:
     start = time.time()
     py = sys.executable
     logs = osp.join(args.work_dir, 'logs')
+    if not args.verbose:
+        send_warnings_to(osp.join(logs, 'demo_warnings.log'))
     vis_dir = osp.join(args.work_dir, 'vis')
     opts = [f'train_dataloader.dataset.data_root={args.data_root}',
             f'val_dataloader.dataset.data_root={args.data_root}',
