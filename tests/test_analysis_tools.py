@@ -153,6 +153,7 @@ def test_flops_handle_of_the_custom_op_node():
     assert dwconv_flop_handle([Value([2, 4, 9, 9]), Value([4, 1, 7, 5])], [Value([2, 4, 9, 9])]) == 2 * 4 * 81 * 35
 
 
+@pytest.mark.slow
 def test_replknet_31b_flops_match_the_paper():
     # RepLKNet paper: 31B at 224, 15.6G before merging, 15.4G after.
     import get_flops
@@ -162,6 +163,7 @@ def test_replknet_31b_flops_match_the_paper():
     assert res['train']['params'] == 79_864_168
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config,shape', [
     (DEMO_CONFIG, None),
     ('configs/repnext/fpn_repnext-m3_in1k-pre_8xb4-80k_ade20k-512x512.py', ['128']),
@@ -204,6 +206,7 @@ def test_repnext_feature_map_grid(tmp_path, image_dir):
 
 
 # ------------------------------------------------------------------------------------------- export
+@pytest.mark.slow
 @pytest.mark.parametrize('config,shape', [
     ('configs/repnext/repnext-m0_8xb256_in1k.py', None),  # real size: 224
     (DEMO_CONFIG, None),  # the demo segmentor at its real 128 px
@@ -217,6 +220,7 @@ def test_export_onnx_classifier_and_segmentor(tmp_path, config, shape):
 
 
 # --------------------------------------------------------------------------------------------- demo
+@pytest.mark.slow
 def test_demo_console_is_short_and_writes_pictures(tmp_path):
     out = subprocess.run(
         [sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--work-dir', str(tmp_path / 'wd'),

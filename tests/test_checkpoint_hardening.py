@@ -274,6 +274,7 @@ def test_mmengine_loading_through_the_tools_is_weights_only(tmp_path, monkeypatc
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_test_tool_refuses_code_even_when_torch_is_told_to_run_it(mini_ade20k, tmp_path):
     marker = tmp_path / 'pwned'
     evil = str(tmp_path / 'evil.pth')
@@ -349,6 +350,7 @@ atomic_save({{'big': torch.zeros(1 << 18), 'slow': Slow()}}, {dst!r})
 '''
 
 
+@pytest.mark.slow
 def test_temporaries_of_a_killed_converter_are_removed_by_the_next_run(tmp_path):
     from mmlk.checkpoint.atomic import atomic_save
     dst = str(tmp_path / 'out.pth')

@@ -100,6 +100,7 @@ def _forward(model: torch.nn.Module) -> torch.Tensor:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', [c for c in CONFIGS if 'replknet' in c])
 def test_replknet_config_builds_full_size_model(path):
     cfg = load(path)
@@ -114,6 +115,7 @@ def test_replknet_config_builds_full_size_model(path):
     assert max(rates) == pytest.approx(cfg.model.backbone.drop_path_rate)  # the recipe's stochastic depth
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', [c for c in DEPLOY_CONFIGS if 'replknet' in c])
 def test_replknet_deploy_config_builds_the_merged_model(path):
     cfg = load(path)
@@ -125,6 +127,7 @@ def test_replknet_deploy_config_builds_the_merged_model(path):
     assert cfg.model.backbone.get('init_cfg') is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('index', range(6))
 def test_repnext_configs_build_and_their_deploy_variant_is_the_merged_model(index):
     cfg = load(CONFIGS[6 + index])
@@ -144,6 +147,7 @@ def test_repnext_configs_build_and_their_deploy_variant_is_the_merged_model(inde
     torch.testing.assert_close(_forward(deployed), reference, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_replknet_deploy_config_matches_merged_training_model():
     """31B: train-form model merged in place loads strictly into the deploy config's model."""
     model = build(load(CONFIGS[0]))

@@ -97,6 +97,7 @@ def test_config_states_its_recipe(path):
         assert cfg.param_scheduler[-1].milestones == [8, 11]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', DET_CONFIGS, ids=config_ids(DET_CONFIGS))
 def test_full_size_model_builds_and_predicts(path):
     import mmlk  # noqa: F401

@@ -106,6 +106,7 @@ def test_config_states_its_recipe(path):
         assert cfg.optim_wrapper.optimizer.lr == 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', SEG_CONFIGS, ids=config_ids(SEG_CONFIGS))
 def test_full_size_model_builds_and_predicts(path):
     import mmlk  # noqa: F401

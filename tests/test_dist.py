@@ -88,6 +88,7 @@ def _options(data_root: str) -> List[str]:
     return opts
 
 
+@pytest.mark.slow
 def test_dist_train_two_cpu_processes(mini_cityscapes, tmp_path):
     work_dir = str(tmp_path / 'work')
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()), OMP_NUM_THREADS='1',

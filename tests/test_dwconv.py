@@ -375,6 +375,7 @@ TRITON_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_triton_kernels_under_interpreter(repo_root):
     env = dict(os.environ, TRITON_INTERPRET='1')
     proc = subprocess.run([sys.executable, '-c', TRITON_SCRIPT, repo_root], capture_output=True, text=True,
@@ -683,6 +684,7 @@ DIST_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_tuner_distributed_ranks_agree(tmp_path, repo_root):
     import socket
     with socket.socket() as s:
@@ -737,6 +739,7 @@ IMPORT_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('how', ['import', 'loader'])
 def test_ops_import_without_mmengine_and_mmcv(repo_root, how):
     """A bare GPU machine has torch (+ triton) only: plain `import mmlk.ops` (and the tools' loader) must work."""
@@ -796,6 +799,7 @@ CONFIGS_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_triton_autotune_configs_are_correct(repo_root):
     """Every block configuration the CUDA autotuner may pick gives correct results (CPU interpreter)."""
     proc = subprocess.run([sys.executable, '-c', CONFIGS_SCRIPT, repo_root], capture_output=True, text=True,

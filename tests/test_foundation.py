@@ -179,12 +179,14 @@ def test_cpu_adaptation_and_resume_semantics(tmp_path):
 # tests/test_configs_seg.py::test_train_then_test_on_mini_ade20k[upernet] (one process for the whole flow).
 
 
+@pytest.mark.slow
 def test_test_tool_rejects_unknown_metric_and_missing_checkpoint(tmp_path):
     out = subprocess.run([sys.executable, 'tools/test.py', DEMO_CONFIG, str(tmp_path / 'nope.pth')],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode != 0 and 'checkpoint not found' in out.stderr
 
 
+@pytest.mark.slow
 def test_test_tool_refuses_a_checkpoint_that_does_not_fit(mini_ade20k, tmp_path):
     import torch
     bad = tmp_path / 'other_model.pth'

@@ -271,6 +271,7 @@ def seg_run(mini_ade20k, tmp_path_factory):
                 evil_code=logs.codes[3], marker=marker)
 
 
+@pytest.mark.slow
 def test_mmseg_test_script_reads_the_trained_checkpoint_and_refuses_a_malicious_one(seg_run):
     assert re.search(r'mIoU: [0-9.]+', seg_run['test_log']), seg_run['test_log'][-3000:]
     assert seg_run['evil_code'] != 0, seg_run['evil_log'][-3000:]
@@ -278,6 +279,7 @@ def test_mmseg_test_script_reads_the_trained_checkpoint_and_refuses_a_malicious_
     assert not osp.exists(seg_run['marker'])
 
 
+@pytest.mark.slow
 def test_mmseg_apis_and_inferencer(seg_run, malicious):
     from mmseg.apis import MMSegInferencer, inference_model, init_model
     model = init_model(seg_run['config'], seg_run['ckpt'], device='cpu')
@@ -333,6 +335,7 @@ def det_run(tmp_path_factory):
     return dict(config=config, ckpt=ckpt, opts=opts, tmp=tmp, test_log=test_log)
 
 
+@pytest.mark.slow
 def test_mmdet_test_script_apis_and_inferencer(det_run, malicious):
     assert re.search(r'bbox_mAP: [-0-9.]+', det_run['test_log']), det_run['test_log'][-3000:]
 
@@ -388,6 +391,7 @@ def cls_run(tmp_path_factory):
                 test_logs=(train_form_log, deploy_form_log))
 
 
+@pytest.mark.slow
 def test_mmpretrain_reparameterized_checkpoint_equals_the_trained_model(cls_run):
     from mmengine.runner import load_checkpoint
     from mmpretrain.apis import ImageClassificationInferencer, init_model
@@ -410,6 +414,7 @@ def test_mmpretrain_reparameterized_checkpoint_equals_the_trained_model(cls_run)
         assert 0 <= inferencer(an_image())[0]['pred_label'] < 5
 
 
+@pytest.mark.slow
 def test_mmpretrain_test_script_on_the_deploy_config_matches_the_training_form(cls_run):
     """The host test.py with the deploy config (no EMA hook) reports the training-form accuracy."""
     top1 = []
@@ -420,6 +425,7 @@ def test_mmpretrain_test_script_on_the_deploy_config_matches_the_training_form(c
     assert top1[0] == top1[1]
 
 
+@pytest.mark.slow
 def test_mmpretrain_init_model_refuses_a_malicious_checkpoint(cls_run, malicious):
     from mmpretrain.apis import init_model
     evil, marker = malicious

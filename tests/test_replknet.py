@@ -331,6 +331,7 @@ def test_inputs_smaller_than_kernel_merge():
 # Inductor's cold C++ compile of even this tiny graph takes 1-2 minutes on the shared 2-core machine,
 # so CI compiles through dynamo + AOTAutograd ('aot_eager': graph capture, functionalisation and the
 # large-kernel op's fake implementation); MMLK_TEST_INDUCTOR=1 adds the inductor code path.
+@pytest.mark.slow
 @pytest.mark.parametrize('backend', [
     'aot_eager',
     pytest.param('inductor', marks=pytest.mark.skipif(

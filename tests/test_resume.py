@@ -84,6 +84,7 @@ def _equal(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_resumed_run_repeats_the_uninterrupted_one(tmp_path, restore_determinism):
     full = _train(tmp_path / 'full', 6, hook=True)
     _train(tmp_path / 'cut', 3, hook=True)  # "killed" after the checkpoint of iteration 3
@@ -149,6 +150,7 @@ def _rank_main(rank, port, root, queue):
         queue.put((rank, f'error: {e!r}', None))
 
 
+@pytest.mark.slow
 def test_each_rank_gets_its_own_states_back(tmp_path):
     """Two gloo ranks under DDP, each with its own seed, data shard and dropout masks: rank 0 writes both
     ranks' states, and each rank gets its own back."""
