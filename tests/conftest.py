@@ -24,6 +24,68 @@ def pytest_configure(config) -> None:
         'a full-size model or another multi-second job; deselected by `make test-fast`')
 
 
+# ----------------------------------------------------------------------------- test isolation
+# A test's result must not depend on which tests ran before it in the same process (a fresh clone's CI run once
+# failed a test of test_replknet.py that passed alone). So every test starts from the same random state, and the
+# process-wide settings a test may change are put back after it (and reported: the test should restore them).
+_LEAKS: list = []
+
+
+def _global_state() -> dict:
+    state = dict(threads=torch.get_num_threads(), default_dtype=torch.get_default_dtype(),
+                 deterministic=torch.are_deterministic_algorithms_enabled(), grad=torch.is_grad_enabled(),
+                 autocast_cpu=torch.is_autocast_enabled('cpu'),
+                 env={k: os.environ.get(k) for k in ('MMLK_DWCONV_TUNE', 'MMLK_CACHE_DIR', 'OMP_NUM_THREADS')})
+    tune = sys.modules.get('mmlk.ops._tune')
+    if tune is not None:
+        state['tuner_timer'] = tune.get_tuner().timer
+    return state
+
+
+def _restore(before: dict, after: dict) -> None:
+    if after['threads'] != before['threads']:
+        torch.set_num_threads(before['threads'])
+    if after['default_dtype'] != before['default_dtype']:
+        torch.set_default_dtype(before['default_dtype'])
+    if after['deterministic'] != before['deterministic']:
+        torch.use_deterministic_algorithms(before['deterministic'])
+    if after['grad'] != before['grad']:
+        torch.set_grad_enabled(before['grad'])
+    for k, v in before['env'].items():
+        if after['env'][k] != v:
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if 'tuner_timer' in before and after.get('tuner_timer') is not before['tuner_timer']:
+        sys.modules['mmlk.ops._tune'].set_timer(before['tuner_timer'])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_global_state(request):
+    import random
+
+    import numpy as np
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    before = _global_state()
+    yield
+    after = _global_state()
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    if changed:
+        _LEAKS.append(f'{request.node.nodeid}: ' + ', '.join(f'{k} {before[k]!r} -> {after.get(k)!r}'
+                                                             for k in changed))
+        _restore(before, after)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _LEAKS:
+        terminalreporter.section('process-wide state changed by a test (restored after it)')
+        for line in _LEAKS:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope='session')
 def repo_root() -> str:
     return REPO
