@@ -186,7 +186,7 @@ def test_train_then_test_on_mini_ade20k(family, mini_ade20k, tmp_path):
     resumes = family == 'upernet'
     ckpt = osp.join(work_dir, 'iter_4.pth' if resumes else 'iter_2.pth')
     test = ['tools/test.py', config, ckpt, '--eval', 'mIoU', '--work-dir', work_dir, '--cfg-options', *opts]
-    flow = [train, train[:3] + ['--work-dir', work_dir, '--resume', '--cfg-options', *opts, 'train_cfg.max_iters=4'],
+    flow = [train, train[:2] + ['--work-dir', work_dir, '--resume', '--cfg-options', *opts, 'train_cfg.max_iters=4'],
             test] if resumes else [train, test]
     logs = run_flow(*flow)
     log = logs[0]
