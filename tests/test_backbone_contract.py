@@ -269,6 +269,7 @@ def test_channels_last_and_bf16_autocast(family, size, deploy):
 
 
 # ----------------------------------------------------------------------------- export
+@pytest.mark.slow
 def test_onnx_export_of_merged_model(family, tmp_path):
     onnx = pytest.importorskip('onnx')
     from onnx.reference import ReferenceEvaluator

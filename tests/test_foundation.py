@@ -28,12 +28,14 @@ def run_python(code: str, timeout: int = 120) -> str:
 
 # ---------------------------------------------------------------- import hygiene and registry
 
+@pytest.mark.slow
 def test_import_mmlk_leaves_host_libraries_unimported():
     out = run_python('import sys, mmlk; '
                      'print(sorted(m for m in ("mmdet", "mmseg", "mmpretrain") if m in sys.modules))')
     assert out.strip() == '[]'
 
 
+@pytest.mark.slow
 def test_import_mmlk_works_when_a_host_library_is_missing():
     # A meta-path finder that makes mmdet, mmseg and mmpretrain un-importable, as on a machine
     # that has none of them installed.
@@ -131,6 +133,7 @@ def test_mini_dataset_is_deterministic_reused_and_never_overwrites(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['a', 'b', 'precious']
 
 
+@pytest.mark.slow
 def test_mini_dataset_cli_reports_errors_cleanly(tmp_path):
     (tmp_path / 'x').mkdir()
     (tmp_path / 'x' / 'file').write_text('1')

@@ -143,6 +143,7 @@ def test_features_only_and_forward_intermediates(name):
 
 
 # RepLKNet's merged form is scripted through the same static branch as its training form (CI time).
+@pytest.mark.slow
 @pytest.mark.parametrize('name, deploy', [('replknet_31b', False), ('repnext_m0', False), ('repnext_m0', True)])
 def test_torchscript(name, deploy):
     """timm's test_model_forward_torchscript (set_scriptable), also on the merged form; output equals eager."""
@@ -166,6 +167,7 @@ def _fx_model(model, train: bool):
                                     eval_return_nodes=[eval_nodes[-1]], tracer_kwargs=kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', SMALLEST)
 def test_fx_forward_equals_eager_and_backward_reaches_every_parameter(name):
     model = timm.create_model(name, pretrained=False).eval()
