@@ -600,6 +600,24 @@ def test_tuner_confirms_a_modest_win_head_to_head(tuning, later, expected):
     assert timer.calls.count(('gx', 'dft')) > 16 and timer.calls.count(('gx', 'cl')) >= 7 + 2
 
 
+class LoadedNativeTimer(FakeTimer):
+    """F.conv2d's route ('cl' on channels_last) usually looks slow (load), but every 4th sample shows its real cost."""
+
+    def __call__(self, fn, device):
+        t = super().__call__(fn, device)
+        if (fn.pass_name, fn.route) == ('gx', 'cl') and fn.probe_scale == 1:
+            return 0.7 if self.calls.count(('gx', 'cl')) % 4 == 0 else 1.0
+        return t
+
+
+def test_tuner_keeps_native_when_it_is_faster_at_its_best(tuning):
+    """A challenger that wins on medians but not on the fastest samples (noise only adds time) is not kept."""
+    tuning(LoadedNativeTimer({'gx': {'dft': 0.8}}))
+    x, w = _problem()
+    dwconv2d(x, w)
+    assert dwmod._routes(x, w, 'auto')[1] == 'cl'
+
+
 def test_tuner_inference_times_forward_only(tuning):
     timer = tuning(FakeTimer({'fwd': {'cl': 1.0}}, default=2.0))
     x, w = _problem(grad=False)
@@ -860,14 +878,21 @@ def _profiled_ops(fn):
     return [e.name for e in prof.events() if e.name.startswith('aten::')]
 
 
-_COPIES = ('aten::copy_', 'aten::clone', 'aten::contiguous', 'aten::to', 'aten::_to_copy', 'aten::empty_like')
+def _aten_reference(g, x, w, mask):
+    """The call F.conv2d's autograd node (ConvolutionBackward0) makes for these gradients."""
+    return lambda: _executor.aten_backward(g, x, w, mask)
+
+
+def _aten_reference(g, x, w, mask):
+    """The call F.conv2d's autograd node (ConvolutionBackward0) makes for these gradients."""
+    return lambda: _executor.aten_backward(g, x, w, mask)
 
 
 @pytest.mark.parametrize('cl', [False, True], ids=['nchw', 'cl'])
 def test_all_native_routes_are_plain_conv2d_under_torch_autograd(tuning, cl):
     """When the tuner keeps F.conv2d's route for every pass, the op IS F.conv2d: its autograd node, no Function."""
     tuning(FakeTimer())  # every route equally fast: the native one is kept for every pass
-    x, w = _problem(cl=cl, h=28, k=29)
+    x, w = _problem(cl=cl, h=100, k=9)  # far from the shipped table's shapes: no prior prunes any route
     y = dwconv2d(x, w)
     assert dwmod._decide(x, w, 'auto', True) == (_executor.native(x),) * 3
     assert type(y.grad_fn).__name__ == 'ConvolutionBackward0'
@@ -875,26 +900,25 @@ def test_all_native_routes_are_plain_conv2d_under_torch_autograd(tuning, cl):
 
 @pytest.mark.parametrize('cl', [False, True], ids=['nchw', 'cl'])
 def test_mixed_routes_run_aten_passes_as_aten_does(cl):
-    """Forward native, weight gradient Fourier: the forward is one F.conv2d call, the input gradient one
-    convolution_backward call, and no pass makes a copy (inputs already in their layout)."""
-    x, w, _, g = _data(2, 8, 14, 14, 13, 13, dtype=torch.float32)
+    """Forward and input gradient native, weight gradient Fourier: the forward runs exactly F.conv2d's aten ops,
+    the input gradient exactly the one convolution_backward call aten's autograd makes (no extra kernel, copy or
+    layout conversion); with both gradients native, one call for both (and the bias), as ConvolutionBackward0."""
+    x, w, b, g = _data(2, 8, 14, 14, 13, 13, dtype=torch.float32)
     if cl:
         x, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, g))
     nat = _executor.native(x)
     xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
     holder = {}
     fwd = _profiled_ops(lambda: holder.update(y=_executor.run(xr, wr, None, (nat, nat, 'dft'), True)))
-    assert fwd.count('aten::conv2d') == 1 and not set(fwd) & set(_COPIES), fwd
-    # backward: aten's input gradient in ONE call (mask input only), the weight gradient through dft
+    xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+    assert sorted(fwd) == sorted(_profiled_ops(lambda: F.conv2d(xs, ws, None, 1, 6, 1, 8)))
     gx_ops = _profiled_ops(lambda: _executor.backward(g, x, w, (nat, nat, 'dft'), True, False))
-    assert gx_ops == ['aten::convolution_backward'] or gx_ops.count('aten::convolution_backward') == 1, gx_ops
-    assert not set(gx_ops) & set(_COPIES), gx_ops
-    # both gradients aten's: one call, as ConvolutionBackward0 makes it
+    assert sorted(gx_ops) == sorted(_profiled_ops(_aten_reference(g, x, w, (True, False, False))))
     both = _profiled_ops(lambda: _executor.backward(g, x, w, ('dft', nat, nat), True, True, True))
-    assert both.count('aten::convolution_backward') == 1 and not set(both) & set(_COPIES), both
+    assert sorted(both) == sorted(_profiled_ops(_aten_reference(g, x, w, (True, True, True))))
+    assert both.count('aten::convolution_backward') == 1
     # and the numbers are aten's
     holder['y'].backward(g)
-    xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
     F.conv2d(xs, ws, None, 1, 6, 1, 8).backward(g)
     assert torch.equal(xr.grad, xs.grad)
     assert _rel(wr.grad, ws.grad) < 1e-5
@@ -904,8 +928,8 @@ def test_tuner_times_the_native_route_as_aten_runs_it():
     """The candidates the tuner times for F.conv2d's route are the bare aten calls (no executor, no wrapper)."""
     x, w, _, g = _data(1, 8, 14, 14, 13, 13, dtype=torch.float32)
     with torch.no_grad():
-        assert _profiled_ops(_tune._pass_fn('gx', 'nchw', x, w, g)) == ['aten::convolution_backward']
-        assert _profiled_ops(_tune._pass_fn('gw', 'nchw', x, w, g)) == ['aten::convolution_backward']
+        for p, mask in (('gx', (True, False, False)), ('gw', (False, True, False))):
+            assert _profiled_ops(_tune._pass_fn(p, 'nchw', x, w, g)) == _profiled_ops(_aten_reference(g, x, w, mask))
         fwd = _profiled_ops(_tune._pass_fn('fwd', 'nchw', x, w, g))
         assert fwd == _profiled_ops(lambda: F.conv2d(x, w, None, 1, 6, 1, 8))
 
