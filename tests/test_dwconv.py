@@ -966,6 +966,18 @@ def test_ops_modules_import_no_circle(repo_root):
 # ----------------------------------------------------------------------------------------------
 # symbolic sizes (issue 22, point 3) and FX then TorchScript (issue 21), on a tiny model of every family
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('impl', ['auto', 'fft'])
+def test_export_dynamic_batch_where_the_size_shortcut_would_guard(impl):
+    """16 x 28 x 28 with a 7x7 kernel: 'auto''s tiny-problem threshold falls at batch 6.5, inside Dim('b', max=8);
+    comparing the symbolic batch with it crashed torch.export (issue 22, point 3)."""
+    from torch.export import Dim
+    m = torch.nn.Sequential(LargeKernelDWConv2d(16, 7, bias=True, impl=impl)).eval()
+    ep = torch.export.export(m, (torch.randn(2, 16, 28, 28),), dynamic_shapes=({0: Dim('b', max=8)},))
+    for n in (1, 3, 8):
+        x = torch.randn(n, 16, 28, 28)
+        torch.testing.assert_close(ep.module()(x), m(x))
+
+
 def _tiny_families():
     """(name, builder of a tiny merged-or-not eval model) for every registered backbone family."""
     from _helpers import REPLKNET_TINY, REPNEXT_TINY

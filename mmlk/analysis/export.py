@@ -38,6 +38,9 @@ def export(module: nn.Module, x: torch.Tensor, path: str, opset: int = 18, dynam
     module = eval_mode(module)
     errors = []
     output_names = None
+    if dynamic_batch and x.shape[0] == 1:
+        # an example of batch 1 would be specialised to 1 by the exporters: trace with 2, run with any
+        x = torch.cat([x, x])
     if dynamic_batch:
         with torch.no_grad():
             output_names = [f'output_{i}' for i in range(len(flatten_outputs(module(x))))]

@@ -36,6 +36,7 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from . import _dispatch, _executor, _tune, registry
 
@@ -257,7 +258,9 @@ def _tiny(x: torch.Tensor, weight: torch.Tensor) -> bool:
     if x.dim() != 4 or weight.dim() != 4:
         return False
     macs = x.numel() * weight.shape[-2] * weight.shape[-1]
-    return isinstance(macs, int) and macs < _TINY_MACS
+    # a plain bool for concrete sizes; for symbolic ones, True only if it holds for every size the trace allows
+    # (no guard is added)
+    return statically_known_true(macs < _TINY_MACS)
 
 
 def _check_arguments(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
