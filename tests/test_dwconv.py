@@ -978,6 +978,32 @@ def test_export_dynamic_batch_where_the_size_shortcut_would_guard(impl):
         torch.testing.assert_close(ep.module()(x), m(x))
 
 
+def _counting_backend(graphs):
+    """aot_autograd with compilers that record every graph (forward and backward) and run it as traced."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    def count(gm, example_inputs):
+        graphs.append(gm)
+        return make_boxed_func(gm.forward)
+    return aot_autograd(fw_compiler=count, bw_compiler=count)
+
+
+def test_compile_dynamic_block_traces_once():
+    """torch.compile(dynamic=True): one forward and one backward graph for three batch / map sizes ('auto' used
+    to guard on the size comparison of its tiny-problem shortcut and recompile)."""
+    torch._dynamo.reset()
+    graphs = []
+    m = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 1), LargeKernelDWConv2d(16, 13, bias=True, impl='auto'))
+    cm = torch.compile(m, dynamic=True, backend=_counting_backend(graphs))
+    for shape in ((2, 16, 33, 21), (3, 16, 20, 24), (5, 16, 40, 40)):
+        x = torch.randn(shape, requires_grad=True)
+        y = cm(x)
+        y.sum().backward()
+        torch.testing.assert_close(y, m(x), rtol=1e-4, atol=1e-4)
+    assert len(graphs) == 2, f'{len(graphs)} graphs: the op guarded on a size'
+
+
 def _tiny_families():
     """(name, builder of a tiny merged-or-not eval model) for every registered backbone family."""
     from _helpers import REPLKNET_TINY, REPNEXT_TINY
@@ -1037,16 +1063,10 @@ def test_export_with_dynamic_batch_and_spatial_dims(name):
 
 @pytest.mark.parametrize('name', _family_ids())
 def test_compile_dynamic_traces_once_and_trains(name):
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
+    torch._dynamo.reset()
     graphs = []
-
-    def count(gm, example_inputs):
-        graphs.append(gm)
-        return make_boxed_func(gm.forward)
-
     model = _tiny_model(name, deploy=False).train()
-    compiled = torch.compile(model, dynamic=True, backend=aot_autograd(fw_compiler=count, bw_compiler=count))
+    compiled = torch.compile(model, dynamic=True, backend=_counting_backend(graphs))
     for shape in ((2, 3, 64, 64), (3, 3, 96, 64)):
         x = torch.randn(shape)
         sum(o.float().mean() for o in compiled(x)).backward()
