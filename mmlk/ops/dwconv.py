@@ -24,11 +24,12 @@ Fourier routes' round-off model is stated in :mod:`mmlk.ops._fourier`; a backwar
 (``create_graph=True``) runs through aten's differentiable ``convolution_backward``.
 
 The op is registered with :func:`torch.library.custom_op` (``mmlk::dwconv2d`` and its backward) with an
-autograd formula and fake implementations, so ``torch.compile`` and ``torch.export`` see one opaque node;
-plain eager calls take a lighter ``autograd.Function`` around the same executors, or ``F.conv2d`` itself
-when the chosen routes are its own kernels.
-TorchScript tracing and ONNX export take the plain ``F.conv2d`` path, so an exported graph holds a
-standard ``Conv`` node.
+autograd formula and fake implementations, so ``torch.compile`` and ``torch.export`` see one opaque node (and no
+size of the input is compared on the way there: dynamic batch and spatial dims trace without guards);
+plain eager calls take a lighter ``autograd.Function`` around the same executors (:mod:`mmlk.ops._executor`,
+one forward and one backward for both paths), or ``F.conv2d`` itself under PyTorch's autograd when every pass
+is its own kernel. TorchScript (also of a torch.fx graph that recorded the call), tracing and ONNX export take
+the plain ``F.conv2d`` path, so an exported graph holds a standard ``Conv`` node.
 """
 from typing import Dict, Optional, Tuple, Union
 
