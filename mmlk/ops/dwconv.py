@@ -24,11 +24,12 @@ Fourier routes' round-off model is stated in :mod:`mmlk.ops._fourier`; a backwar
 (``create_graph=True``) runs through aten's differentiable ``convolution_backward``.
 
 The op is registered with :func:`torch.library.custom_op` (``mmlk::dwconv2d`` and its backward) with an
-autograd formula and fake implementations, so ``torch.compile`` and ``torch.export`` see one opaque node;
-plain eager calls take a lighter ``autograd.Function`` around the same executors, or ``F.conv2d`` itself
-when the chosen routes are its own kernels.
-TorchScript tracing and ONNX export take the plain ``F.conv2d`` path, so an exported graph holds a
-standard ``Conv`` node.
+autograd formula and fake implementations, so ``torch.compile`` and ``torch.export`` see one opaque node (and no
+size of the input is compared on the way there: dynamic batch and spatial dims trace without guards);
+plain eager calls take a lighter ``autograd.Function`` around the same executors (:mod:`mmlk.ops._executor`,
+one forward and one backward for both paths), or ``F.conv2d`` itself under PyTorch's autograd when every pass
+is its own kernel. TorchScript (also of a torch.fx graph that recorded the call), tracing and ONNX export take
+the plain ``F.conv2d`` path, so an exported graph holds a standard ``Conv`` node.
 """
 from typing import Dict, Optional, Tuple, Union
 
@@ -36,8 +37,9 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-from . import _dispatch, _tune, registry
+from . import _dispatch, _executor, _tune, registry
 
 # 'auto' and 'torch' choose among routes; every other impl names one route (registered as ``selectable``)
 IMPLS = ('auto', 'torch') + registry.selectable()
@@ -49,28 +51,29 @@ _TINY_MACS = 4_000_000
 # ----------------------------------------------------------------------------------------------
 # envelope and route selection
 # ----------------------------------------------------------------------------------------------
+def _static_envelope(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """The part of :func:`in_envelope` that reads no size of ``x`` (safe on symbolic sizes; the channel count
+    is compared with the weight's, which F.conv2d's ``groups=C`` fixes anyway): 4-D, one filter per channel,
+    odd kernel sides, matching floating dtypes and devices."""
+    if x.dim() != 4 or weight.dim() != 4:
+        return False
+    kh, kw = weight.shape[-2:]
+    return (weight.shape[0] == x.shape[1] and weight.shape[1] == 1 and kh % 2 == 1 and kw % 2 == 1
+            and x.dtype == weight.dtype and x.dtype in _FLOAT_DTYPES and x.device == weight.device)
+
+
 def in_envelope(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether (x, weight) is a depthwise conv the fast routes handle (else ``F.conv2d`` is used).
 
     The stride-1 / dilation-1 / 'same' padding part of the envelope is implied by the call itself;
-    here: 4-D input, one filter per channel, odd kernel sides, matching floating dtypes and devices.
+    here: :func:`_static_envelope` and a non-empty input.
     """
-    if x.dim() != 4 or weight.dim() != 4:
-        return False
-    c = x.shape[1]
-    kh, kw = weight.shape[-2:]
-    return (weight.shape[0] == c and weight.shape[1] == 1 and kh % 2 == 1 and kw % 2 == 1 and c > 0
-            and x.dtype == weight.dtype and x.dtype in _FLOAT_DTYPES and x.device == weight.device
-            and x.numel() > 0)
+    return _static_envelope(x, weight) and x.numel() > 0
 
 
 def _check_impl(impl: str) -> None:
     if impl not in IMPLS:
         raise ValueError(f'dwconv2d: unknown impl {impl!r}; choose one of {IMPLS}')
-
-
-def _is_channels_last(x: torch.Tensor) -> bool:
-    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str, needs_grad: bool = True,
@@ -86,7 +89,7 @@ def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str, needs_grad: bool =
         if reason is not None:
             raise RuntimeError(reason)
         return impl, impl, impl
-    native = _native(x)
+    native = _executor.native(x)
     if impl == 'torch' or x.device.type not in ('cpu', 'cuda'):
         return native, native, native
     # auto: untuned passes take the shipped table on CPU and cuDNN on CUDA (Triton only when measured faster)
@@ -95,7 +98,7 @@ def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str, needs_grad: bool =
     else:
         n, _, h, w = x.shape
         kh, kw = weight.shape[-2:]
-        fallback = _dispatch.select_routes(kh, kw, h, w, n, _is_channels_last(x), x.shape[1])
+        fallback = _dispatch.select_routes(kh, kw, h, w, n, native == 'cl', x.shape[1])
     if x.dtype == torch.float64 or not _tune.enabled():
         return fallback
     passes = _tune.PASSES if needs_grad else ('fwd',)
@@ -108,74 +111,13 @@ def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str, needs_grad: bool =
 
 
 # ----------------------------------------------------------------------------------------------
-# custom op registration
+# custom op registration (torch.compile / torch.export see one opaque node; the executors do the work)
 # ----------------------------------------------------------------------------------------------
-def _finite(t: torch.Tensor) -> bool:
-    """Whether every element of ``t`` is finite, with one reduction and no tensor-sized temporary.
-
-    A NaN or Inf anywhere makes the sum non-finite; a finite tensor whose sum overflows only costs a detour
-    through the direct route.
-    """
-    return bool(torch.isfinite(t.sum()))
-
-
-def _direct_if_nonfinite(route: str, native: str, *tensors: torch.Tensor) -> str:
-    """A Fourier route spreads one NaN / Inf over the whole plane (every output depends on every input
-    through the transform); F.conv2d confines it to the kernel's footprint. Non-finite operands therefore
-    take the direct aten route in the input's layout, which reproduces F.conv2d's pattern exactly."""
-    if registry.get(route).finite_only and not all(_finite(t) for t in tensors):
-        return native
-    return route
-
-
-def _op_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                routes: Tuple[str, str, str]) -> torch.Tensor:
-    route = _direct_if_nonfinite(routes[0], _native(x), x, weight)
-    y = registry.run_forward(x, weight, route, bias)
-    return y.contiguous(memory_format=_memory_format(x))
-
-
-def _op_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, routes: Tuple[str, str, str],
-                 need_input: bool, need_weight: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    grad = grad.contiguous(memory_format=_memory_format(x))
-    native = _native(x)
-    gx_route = _direct_if_nonfinite(routes[1], native, grad, weight) if need_input else routes[1]
-    gw_route = _direct_if_nonfinite(routes[2], native, grad, x) if need_weight else routes[2]
-    gx, gw = registry.run_backward(grad, x, weight, gx_route, gw_route, need_input, need_weight)
-    if gx is not None:
-        gx = gx.contiguous(memory_format=_memory_format(x))
-    if gw is not None:
-        gw = gw.to(weight.dtype).contiguous()
-    return gx, gw
-
-
-def _differentiable_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_input: bool,
-                             need_weight: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """Both gradients through aten's ``convolution_backward``, which has a derivative (double backward).
-
-    Used when the backward itself is recorded (``create_graph=True``): the fast routes write into
-    preallocated buffers (``out=``), which autograd cannot differentiate.
-    """
-    kh, kw = weight.shape[-2:]
-    gx, gw, _ = torch.ops.aten.convolution_backward(
-        grad, x, weight, None, [1, 1], [kh // 2, kw // 2], [1, 1], False, [0, 0], x.shape[1],
-        [need_input, need_weight, False])
-    return (gx if need_input else None), (gw if need_weight else None)
-
-
-def _backward_is_recorded(*tensors: Optional[torch.Tensor]) -> bool:
-    """Whether this backward runs under ``create_graph=True`` with something to differentiate."""
-    return torch.is_grad_enabled() and not torch.compiler.is_compiling() and any(
-        t is not None and t.requires_grad for t in tensors)
-
-
-def _native(x: torch.Tensor) -> str:
-    return 'cl' if _is_channels_last(x) else 'nchw'
-
-
 @torch.library.custom_op('mmlk::dwconv2d', mutates_args=())
 def _dwconv2d_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], impl: str) -> torch.Tensor:
-    return _op_forward(x, weight, bias, _routes(x, weight, impl))
+    if not in_envelope(x, weight):  # e.g. an empty batch, which the traced graph could not rule out
+        return _executor.plain(x, weight, bias)
+    return _executor.forward(x, weight, bias, _routes(x, weight, impl)[0])
 
 
 @_dwconv2d_op.register_fake
@@ -184,51 +126,40 @@ def _dwconv2d_fake(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
 
 
 @torch.library.custom_op('mmlk::dwconv2d_backward', mutates_args=())
-def _dwconv2d_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, impl: str,
-                          need_input: bool, need_weight: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    gx, gw = _op_backward(grad, x, weight, _routes(x, weight, impl), need_input, need_weight)
+def _dwconv2d_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, impl: str, need_input: bool,
+                          need_weight: bool, need_bias: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    routes = _routes(x, weight, impl) if in_envelope(x, weight) else (_executor.native(x),) * 3
+    gx, gw, gb = _executor.backward(grad, x, weight, routes, need_input, need_weight, need_bias)
     # custom ops cannot return None: an unneeded gradient comes back as an empty tensor
-    return (x.new_empty(0) if gx is None else gx), (weight.new_empty(0) if gw is None else gw)
+    return ((x.new_empty(0) if gx is None else gx), (weight.new_empty(0) if gw is None else gw),
+            (weight.new_empty(0) if gb is None else gb))
 
 
 @_dwconv2d_backward_op.register_fake
-def _dwconv2d_backward_fake(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, impl: str,
-                            need_input: bool, need_weight: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+def _dwconv2d_backward_fake(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, impl: str, need_input: bool,
+                            need_weight: bool, need_bias: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gx = torch.empty_like(x) if need_input else x.new_empty(0)
     gw = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else weight.new_empty(0)
-    return gx, gw
+    gb = weight.new_empty(weight.shape[0]) if need_bias else weight.new_empty(0)
+    return gx, gw, gb
 
 
 def _setup_context(ctx, inputs, output) -> None:
     x, weight, bias, impl = inputs
     ctx.impl = impl
-    ctx.has_bias = bias is not None
-    need_x = ctx.needs_input_grad[0]
-    need_w = ctx.needs_input_grad[1]
-    # the input is only needed for the weight gradient, the weight only for the input gradient
-    ctx.save_for_backward(x if need_w else None, weight)
-    ctx.need = (need_x, need_w)
+    _executor.save_for_backward(ctx, x, weight, bias)
+
+
+def _compiled_backward(impl: str) -> _executor.Compute:
+    def compute(grad, x, weight, need_x, need_w, need_b):
+        gx, gw, gb = _dwconv2d_backward_op(grad, x, weight, impl, need_x, need_w, need_b)
+        return (gx if need_x else None), (gw if need_w else None), (gb if need_b else None)
+    return compute
 
 
 def _backward_formula(ctx, grad: torch.Tensor):
-    x, weight = ctx.saved_tensors
-    need_x, need_w = ctx.need
-    gx = gw = gb = None
-    if (need_x or need_w) and _backward_is_recorded(grad, x, weight):
-        gx, gw = _differentiable_backward(grad, grad if x is None else x, weight, need_x, need_w)
-    elif need_x or need_w:
-        # x is only read for the weight gradient; otherwise grad (same shape and dtype) stands in for it
-        x_arg = grad if x is None else x
-        gx_t, gw_t = _dwconv2d_backward_op(grad.contiguous(memory_format=_memory_format(x_arg)), x_arg, weight,
-                                           ctx.impl, need_x, need_w)
-        gx = gx_t if need_x else None
-        gw = gw_t if need_w else None
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        gb = grad.sum((0, 2, 3))
+    gx, gw, gb = _executor.backward_formula(ctx, grad, _compiled_backward(ctx.impl))
     return gx, gw, gb, None
-
-
-_memory_format = registry.memory_format
 
 
 _dwconv2d_op.register_autograd(_backward_formula, setup_context=_setup_context)
@@ -237,11 +168,6 @@ _dwconv2d_op.register_autograd(_backward_formula, setup_context=_setup_context)
 # ----------------------------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------------------------
-def _plain(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    kh, kw = weight.shape[-2:]
-    return F.conv2d(x, weight, bias, 1, (kh // 2, kw // 2), 1, x.shape[1])
-
-
 def _onnx_export_flag():
     """A cheap reader of "an ONNX export is running" (called on every eager call of the op).
 
@@ -258,10 +184,6 @@ def _onnx_export_flag():
 
 
 _in_onnx_export = _onnx_export_flag()
-
-
-def _exporting() -> bool:
-    return torch.jit.is_scripting() or torch.jit.is_tracing() or bool(_in_onnx_export())
 
 
 def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -286,23 +208,34 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     Returns:
         Tensor of shape (N, C, H, W) in the input's dtype and memory format.
     """
-    if not torch.jit.is_tracing():  # under tracing, sizes are traced values; the traced graph is F.conv2d's
-        _check_arguments(x, weight, bias)
+    if torch.jit.is_scripting():
+        # TorchScript (also of a torch.fx graph that recorded this call) compiles only this branch
+        kh, kw = weight.shape[-2], weight.shape[-1]
+        return F.conv2d(x, weight, bias, 1, (kh // 2, kw // 2), 1, x.shape[1])
+    return _dispatch_call(x, weight, bias, impl)
+
+
+@torch.jit.unused
+def _dispatch_call(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], impl: str) -> torch.Tensor:
+    """:func:`dwconv2d` outside TorchScript. Under torch.compile / export nothing here reads a size of ``x``
+    (sizes may be symbolic there: a comparison would guard or specialise them); the weight's sizes are static."""
+    if torch.jit.is_tracing():
+        # sizes are traced values and the traced graph is F.conv2d's (TorchScript tracing, the ONNX exporter)
+        return _executor.plain(x, weight, bias)
+    _check_arguments(x, weight, bias)
     if impl == 'torch':
-        return _plain(x, weight, bias)
-    if impl == 'auto' and x.dim() == 4 and weight.dim() == 4 and \
-            x.numel() * weight.shape[-2] * weight.shape[-1] < _TINY_MACS:
-        # a conv this small takes well under a millisecond in F.conv2d and no route was measured to win
-        # beyond timing noise there (dispatch MIN_GAIN): skip the dispatch itself, its cost is not negligible
-        return _plain(x, weight, bias)
+        return _executor.plain(x, weight, bias)
     _check_impl(impl)
     if torch.compiler.is_compiling():
         # torch.compile / torch.export see one opaque, fake-able node; the ONNX exporter a plain conv
-        if torch.onnx.is_in_onnx_export() or not in_envelope(x, weight):
-            return _plain(x, weight, bias)
+        if torch.onnx.is_in_onnx_export() or not _static_envelope(x, weight) or \
+                (impl == 'auto' and _tiny(x, weight)):
+            return _executor.plain(x, weight, bias)
         return _dwconv2d_op(x, weight, bias, impl)
-    if _exporting():
-        return _plain(x, weight, bias)
+    if bool(_in_onnx_export()):
+        return _executor.plain(x, weight, bias)
+    if impl == 'auto' and _tiny(x, weight):
+        return _executor.plain(x, weight, bias)
     if x.device.type in ('cpu', 'cuda') and torch.is_autocast_enabled(x.device.type):
         # cast the way autocast casts F.conv2d, so that the fast routes see one dtype (not a mixed pair,
         # which would fall back to F.conv2d); the casts are differentiable, the gradients return in fp32
@@ -312,12 +245,23 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     needs_grad = _needs_grad(x, weight, bias)
     routes = _decide(x, weight, impl, needs_grad)
     if routes is None:
-        return _plain(x, weight, bias)
-    native = _native(x)
-    if routes[0] == native and (routes[1] == routes[2] == native or not needs_grad):
-        # F.conv2d's own kernels would run anyway: skip the autograd wrapper and its overhead
-        return _plain(x, weight, bias)
-    return _EagerDWConv.apply(x, weight, bias, routes)
+        return _executor.plain(x, weight, bias)
+    return _executor.run(x, weight, bias, routes, needs_grad)
+
+
+def _tiny(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """A conv this small takes well under a millisecond in F.conv2d and no route was measured to win beyond timing
+    noise there (dispatch MIN_GAIN): 'auto' skips the dispatch itself, whose cost is not negligible.
+
+    False whenever a size is symbolic (torch.compile(dynamic=True), export with dynamic dims): comparing it would
+    guard on it, so the opaque op, which decides on the real sizes, is kept instead.
+    """
+    if x.dim() != 4 or weight.dim() != 4:
+        return False
+    macs = x.numel() * weight.shape[-2] * weight.shape[-1]
+    # a plain bool for concrete sizes; for symbolic ones, True only if it holds for every size the trace allows
+    # (no guard is added)
+    return statically_known_true(macs < _TINY_MACS)
 
 
 def _check_arguments(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
@@ -325,7 +269,8 @@ def _check_arguments(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
 
     An even kernel has no symmetric 'same' padding (``k // 2`` on both sides grows the map by one), so it is an
     error, not a silent fallback. A bias that F.conv2d would reject (wrong shape, dtype or device) is handed to
-    F.conv2d so that the error is exactly F.conv2d's, whatever the route.
+    F.conv2d so that the error is exactly F.conv2d's, whatever the route. Only the weight's and the bias's sizes
+    are read (static under torch.compile / export).
     """
     if weight.dim() == 4 and (weight.shape[-2] % 2 == 0 or weight.shape[-1] % 2 == 0):
         raise ValueError(f'dwconv2d needs an odd kernel (stride-1 "same" padding k // 2 on both sides); got a '
@@ -334,8 +279,7 @@ def _check_arguments(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     if bias is not None and x.dim() == 4 and weight.dim() == 4 and (
             bias.dim() != 1 or bias.shape[0] != weight.shape[0] or bias.dtype != x.dtype
             or bias.device != x.device) and not torch.is_autocast_enabled(x.device.type):
-        kh, kw = weight.shape[-2:]
-        F.conv2d(x, weight, bias, 1, (kh // 2, kw // 2), 1, x.shape[1])  # raises F.conv2d's own error
+        _executor.plain(x, weight, bias)  # raises F.conv2d's own error
         raise RuntimeError(f'dwconv2d: bias of shape {tuple(bias.shape)} and dtype {bias.dtype} does not match '
                            f'the {x.shape[1]} channels / {x.dtype} of the input')
 
@@ -376,36 +320,6 @@ def reset_decisions() -> None:
 def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                         or (bias is not None and bias.requires_grad))
-
-
-class _EagerDWConv(torch.autograd.Function):
-    """Eager-mode autograd wrapper around the same executors as the custom op (cheaper to dispatch).
-
-    The custom op ``mmlk::dwconv2d`` is what torch.compile / torch.export trace; in eager mode its
-    dispatcher round trip costs ~0.1 ms per call, comparable to a whole small depthwise conv.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                routes: Tuple[str, str, str]) -> torch.Tensor:
-        ctx.routes = routes
-        ctx.has_bias = bias is not None
-        need_w = ctx.needs_input_grad[1]
-        ctx.save_for_backward(x if need_w else None, weight)
-        return _op_forward(x, weight, bias, routes)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gx = gw = gb = None
-        if (need_x or need_w) and _backward_is_recorded(grad, x, weight):
-            gx, gw = _differentiable_backward(grad, grad if x is None else x, weight, need_x, need_w)
-        elif need_x or need_w:
-            gx, gw = _op_backward(grad, grad if x is None else x, weight, ctx.routes, need_x, need_w)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = grad.sum((0, 2, 3))
-        return gx, gw, gb, None
 
 
 class LargeKernelDWConv2d(nn.Conv2d):

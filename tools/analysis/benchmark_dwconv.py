@@ -5,7 +5,9 @@ Modes:
 * default: per-pass table, mmlk's op against ``F.conv2d`` with inputs in the SAME layout and dtype (``--layout``,
   ``--dtype``), with the routes 'auto' chose and the one-time tuning cost of each problem (cold cache: a fresh,
   empty tuning cache unless ``--warm-cache``); the summary lists every pass below 0.95x whose baseline takes at
-  least 0.3 ms.
+  least 0.3 ms. ``--profile`` adds, for every pass that runs F.conv2d's own route, whether ours ran exactly
+  F.conv2d's aten ops (torch.profiler: no extra kernel, copy or layout conversion), a check that timing noise
+  cannot blur.
 * ``--best-layout``: the older per-pass table (forward, input gradient, weight gradient, and forward+backward through autograd)
   for the RepLKNet-31B stage shapes at 224 input and RepNeXt-M3's 7x7 / 1x11 / 11x1 / 11x11 shapes, at
   batch 1 and 8. Every timing is a median over ``--repeats`` samples, with all candidates of a pass timed
@@ -19,6 +21,8 @@ Modes:
 Examples::
 
     python tools/analysis/benchmark_dwconv.py --only replknet --dtype float32 bfloat16 --threads 2 --repeats 7
+    python tools/analysis/benchmark_dwconv.py --only unireplknet --shape 'UniT s4' --batch 1 --repeats 5
+    python tools/analysis/benchmark_dwconv.py --profile --repeats 0   # structural check only: same aten ops
     python tools/analysis/benchmark_dwconv.py --best-layout --threads 2 --repeats 7
     python tools/analysis/benchmark_dwconv.py --write-table --threads 2
     python tools/analysis/benchmark_dwconv.py --model --channels-last --model-batch 1 2 --threads 2
@@ -49,7 +53,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from ops_loader import load_ops  # noqa: E402  (tools/analysis; works without mmengine)
 
 load_ops()
-from mmlk.ops import _dispatch, _tune, dwconv, registry  # noqa: E402
+from mmlk.ops import _dispatch, _executor, _tune, dwconv, registry  # noqa: E402
 from mmlk.ops.dwconv import dwconv2d  # noqa: E402
 
 # (label, C, H, W, kh, kw)
@@ -60,6 +64,17 @@ REPLKNET_31B = [('31B s1', 128, 56, 56, 31, 31), ('31B s2', 256, 28, 28, 29, 29)
 REPNEXT_M3 = [('M3 s1 7x7', 16, 56, 56, 7, 7), ('M3 s2 7x7', 32, 28, 28, 7, 7), ('M3 s3 7x7', 64, 14, 14, 7, 7),
               ('M3 s4 7x7', 128, 7, 7, 7, 7), ('M3 s1 1x11', 16, 56, 56, 1, 11), ('M3 s1 11x1', 16, 56, 56, 11, 1),
               ('M3 s3 1x11', 64, 14, 14, 1, 11), ('M3 s2 11x11', 32, 28, 28, 11, 11)]
+# UniRepLKNet (Ding et al., CVPR 2024): 13x13 depthwise kernels (Dilated Reparam Block, merged) at strides
+# 4 / 8 / 16 / 32 of a 224 input; T dims 80-640, S dims 96-768 (stage 1 is 3x3 in the default kernel tables,
+# kept here for configurations that give it a 13x13 kernel).
+def _stages(label: str, dims: Sequence[int], maps: Sequence[int] = (56, 28, 14, 7), k: int = 13) -> list:
+    return [(f'{label} s{i + 1}', c, m, m, k, k) for i, (c, m) in enumerate(zip(dims, maps))]
+
+
+UNIREPLKNET_T = _stages('UniT', (80, 160, 320, 640))
+UNIREPLKNET_S = _stages('UniS', (96, 192, 384, 768))
+# --only choices: one list of (label, C, H, W, kh, kw) per model family; add a family by adding an entry
+SHAPES = {'replknet': REPLKNET_31B, 'repnext': REPNEXT_M3, 'unireplknet': UNIREPLKNET_T + UNIREPLKNET_S}
 PASS_NAMES = {'fwd': 'forward', 'gx': 'input grad', 'gw': 'weight grad', 'fb': 'fwd+bwd'}
 
 
@@ -174,8 +189,8 @@ def ours_candidates(x, w, gy, impl: str = 'auto') -> Dict[str, Dict[str, Callabl
             out['gx'][f'ours_{lay}'] = lambda xl=xl, gl=gl: _aten_bwd(gl, xl, w, [True, False, False])
             out['gw'][f'ours_{lay}'] = lambda xl=xl, gl=gl: _aten_bwd(gl, xl, w, [False, True, False])
             continue
-        out['gx'][f'ours_{lay}'] = lambda xl=xl, gl=gl, r=routes: dwconv._op_backward(gl, xl, w, r, True, False)
-        out['gw'][f'ours_{lay}'] = lambda xl=xl, gl=gl, r=routes: dwconv._op_backward(gl, xl, w, r, False, True)
+        out['gx'][f'ours_{lay}'] = lambda xl=xl, gl=gl, r=routes: _executor.backward(gl, xl, w, r, True, False)
+        out['gw'][f'ours_{lay}'] = lambda xl=xl, gl=gl, r=routes: _executor.backward(gl, xl, w, r, False, True)
     return out
 
 
@@ -244,8 +259,60 @@ def summarize(rows: List[dict]) -> str:
 # ----------------------------------------------------------------------------------------------
 # same-layout benchmark (the issue #12 targets): ours vs F.conv2d in the input's own layout and dtype
 # ----------------------------------------------------------------------------------------------
+def same_layout_candidates(x, w, gy, routes: Tuple[str, str, str], impl: str):
+    """Per pass, F.conv2d's call (what PyTorch's autograd runs) and mmlk's (what the op runs for ``routes``).
+
+    Ours: the forward is the public op without autograd (inference); the gradients are the op's one backward
+    executor with the decided routes, or aten's own call when every route is aten's (the op is then plain
+    F.conv2d under PyTorch's autograd); ``fb`` is a whole forward + backward through autograd for both.
+    """
+    kh, kw = w.shape[-2:]
+    c = x.shape[1]
+    pad = (kh // 2, kw // 2)
+    tc = {'fwd': lambda: F.conv2d(x, w, None, 1, pad, 1, c),
+          'gx': lambda: _aten_bwd(gy, x, w, [True, False, False]),
+          'gw': lambda: _aten_bwd(gy, x, w, [False, True, False]),
+          'fb': _fwd_bwd(lambda a, b: F.conv2d(a, b, None, 1, pad, 1, c), x, w, gy)}
+    if routes == (_executor.native(x),) * 3:
+        ogx, ogw = tc['gx'], tc['gw']
+    else:
+        ogx = lambda: _executor.backward(gy, x, w, routes, True, False)  # noqa: E731
+        ogw = lambda: _executor.backward(gy, x, w, routes, False, True)  # noqa: E731
+    oc = {'fwd': lambda: dwconv2d(x, w, None, impl), 'gx': ogx, 'gw': ogw,
+          'fb': _fwd_bwd(lambda a, b: dwconv2d(a, b, None, impl), x, w, gy)}
+    return tc, oc
+
+
+def _pass_routes(routes: Tuple[str, str, str], p: str) -> Tuple[str, ...]:
+    return routes if p == 'fb' else (routes[{'fwd': 0, 'gx': 1, 'gw': 2}[p]],)
+
+
+def _aten_ops(fn: Callable[[], object]) -> List[str]:
+    """The aten ops one call of ``fn`` runs (profiler events, nested ones included), in order."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return [e.name for e in prof.events() if e.name.startswith('aten::')]
+
+
+def same_kernels(torch_fn, ours_fn, routes: Sequence[str], layout: str) -> str:
+    """Where every route of the pass is aten's in the input's layout: 'same' when ours ran exactly the aten ops
+    F.conv2d's call ran (same kernels, no extra copy or conversion), else what differs; other routes: 'route'."""
+    if any(r != layout for r in routes):
+        return 'route'
+    if torch.is_grad_enabled():
+        theirs, ours = sorted(_aten_ops(torch_fn)), sorted(_aten_ops(ours_fn))
+    else:  # pragma: no cover - the benchmark runs with grad enabled
+        return 'unknown'
+    if theirs == ours:
+        return 'same'
+    extra = sorted(set(ours) - set(theirs)) or [f'{k} x{ours.count(k)}' for k in sorted(set(ours))
+                                                if ours.count(k) != theirs.count(k)]
+    return 'DIFF: ' + ', '.join(extra)
+
+
 def bench_same_layout(shapes, batches: Sequence[int], device: str, dtypes: Sequence[torch.dtype],
-                      layouts: Sequence[str], repeats: int, impl: str) -> List[dict]:
+                      layouts: Sequence[str], repeats: int, impl: str, profile: bool = False) -> List[dict]:
     """Per pass, mmlk's op against F.conv2d with inputs in the same layout and dtype.
 
     Before a problem is timed its routes are decided with an autograd call (what a training step's first
@@ -269,24 +336,17 @@ def bench_same_layout(shapes, batches: Sequence[int], device: str, dtypes: Seque
                     tune_s = tuner.tuning_seconds - before
                     first_s = time.perf_counter() - t0
                     routes = dwconv._decide(xr, wr, impl, True) or (lay, lay, lay)
-                    pad = (kh // 2, kw // 2)
-                    tc = {'fwd': lambda: F.conv2d(x, w, None, 1, pad, 1, c),
-                          'gx': lambda: _aten_bwd(gy, x, w, [True, False, False]),
-                          'gw': lambda: _aten_bwd(gy, x, w, [False, True, False]),
-                          'fb': _fwd_bwd(lambda a, b: F.conv2d(a, b, None, 1, pad, 1, c), x, w, gy)}
-                    if routes == (lay, lay, lay):
-                        ogx = tc['gx']
-                        ogw = tc['gw']
-                    else:
-                        ogx = lambda r=routes: dwconv._op_backward(gy, x, w, r, True, False)  # noqa: E731
-                        ogw = lambda r=routes: dwconv._op_backward(gy, x, w, r, False, True)  # noqa: E731
-                    oc = {'fwd': lambda: dwconv2d(x, w, None, impl), 'gx': ogx, 'gw': ogw,
-                          'fb': _fwd_bwd(lambda a, b: dwconv2d(a, b, None, impl), x, w, gy)}
+                    tc, oc = same_layout_candidates(x, w, gy, routes, impl)
                     row = dict(label=label, n=n, c=c, h=h, w=w_, kh=kh, kw=kw, dtype=str(dtype).replace('torch.', ''),
                                layout=lay, routes='/'.join(routes), tune_ms=tune_s * 1e3, first_ms=first_s * 1e3)
                     for p in PASS_NAMES:
-                        t = race(timer, {'torch': tc[p], 'ours': oc[p]}, repeats)
-                        row[p] = dict(torch=t['torch'], ours=t['ours'], ratio=t['torch'] / t['ours'])
+                        if repeats > 0:
+                            t = race(timer, {'torch': tc[p], 'ours': oc[p]}, repeats)
+                            row[p] = dict(torch=t['torch'], ours=t['ours'], ratio=t['torch'] / t['ours'])
+                        else:
+                            row[p] = dict(torch=float('nan'), ours=float('nan'), ratio=float('nan'))
+                        if profile:
+                            row[p]['kernels'] = same_kernels(tc[p], oc[p], _pass_routes(routes, p), lay)
                     rows.append(row)
                     print(_format_same_row(row), flush=True)
     return rows
@@ -298,7 +358,9 @@ def _format_same_header() -> str:
 
 
 def _format_same_row(r: dict) -> str:
-    cells = [f"{r[p]['torch'] * 1e3:.2f} / {r[p]['ours'] * 1e3:.2f} ({r[p]['ratio']:.2f}x)" for p in PASS_NAMES]
+    marks = {'same': ' =aten', 'route': ''}
+    cells = [f"{r[p]['torch'] * 1e3:.2f} / {r[p]['ours'] * 1e3:.2f} ({r[p]['ratio']:.2f}x)"
+             + (marks.get(r[p]['kernels'], ' ' + r[p]['kernels']) if 'kernels' in r[p] else '') for p in PASS_NAMES]
     shape = f"{r['label']} ({r['c']},{r['h']},{r['w']},{r['kh']}x{r['kw']})"
     return (f"| {r['dtype']} | {r['layout']} | {shape} | {r['n']} | {r['routes']} | " + ' | '.join(cells)
             + f" | {r['tune_ms']:.0f} |")
@@ -312,6 +374,15 @@ def summarize_same(rows: List[dict], floor: float = 0.95, min_base: float = 3e-4
         chosen = routes if p == 'fb' else [routes[{'fwd': 0, 'gx': 1, 'gw': 2}[p]]]
         return all(c == r['layout'] for c in chosen)
 
+    profiled = [(r, p) for r in rows for p in PASS_NAMES if r[p].get('kernels', 'route') != 'route']
+    if profiled:
+        diff = [(r['dtype'], r['layout'], r['label'], r['n'], PASS_NAMES[p], r[p]['kernels']) for r, p in profiled
+                if r[p]['kernels'] != 'same']
+        lines.append(f'passes on F.conv2d\'s own route: {len(profiled)}; running exactly its aten ops (profiler): '
+                     f'{len(profiled) - len(diff)}' + (f'; DIFFERENT: {diff}' if diff else ''))
+    rows = [r for r in rows if all(r[p]['torch'] == r[p]['torch'] for p in PASS_NAMES)]  # timed ones (not NaN)
+    if not rows:
+        return '\n'.join(lines + ['(not timed: --repeats 0)'])
     bad = [(round(r[p]['ratio'], 2), r['dtype'], r['layout'], r['label'], r['n'], PASS_NAMES[p],
             'same kernel as torch' if same_kernel(r, p) else 'other route') for r in rows
            for p in PASS_NAMES if r[p]['torch'] >= min_base and r[p]['ratio'] < floor]
@@ -523,7 +594,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--warm-cache', action='store_true',
                    help="keep the user's tuning cache (default: a fresh, empty one, so tuning cost is measured)")
     p.add_argument('--impl', default='auto', help="mmlk impl to time (default 'auto')")
-    p.add_argument('--only', choices=['replknet', 'repnext'], help='restrict the shape list')
+    p.add_argument('--only', nargs='+', choices=sorted(SHAPES), help='restrict the shape list to these families')
+    p.add_argument('--shape', nargs='+', help='restrict further to shapes whose label contains one of these '
+                                              "(e.g. '31B s3' 'UniT s4')")
+    p.add_argument('--profile', action='store_true',
+                   help="same-layout mode: per pass on F.conv2d's own route, check with torch.profiler that ours "
+                        'runs exactly the aten ops of F.conv2d (no extra kernel, copy or layout conversion); '
+                        'with --repeats 0 only this check, no timing (meaningful on a loaded machine)')
     p.add_argument('--write-table', action='store_true', help='measure all CPU routes and write the table')
     p.add_argument('--table-path', default=_dispatch.TABLE_PATH)
     p.add_argument('--reselect', action='store_true',
@@ -564,7 +641,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         bench_models(args.device, args.repeats, args.model_batch[0], args.model_batch[1], args.size,
                      args.channels_last, args.amp)
         return
-    shapes = {'replknet': REPLKNET_31B, 'repnext': REPNEXT_M3}.get(args.only, REPLKNET_31B + REPNEXT_M3)
+    shapes = [s for fam in (args.only or sorted(SHAPES)) for s in SHAPES[fam]]
+    if args.shape:
+        shapes = [s for s in shapes if any(sel in s[0] for sel in args.shape)]
+        if not shapes:
+            raise SystemExit(f'--shape {args.shape}: no shape label matches')
     if not args.best_layout:
         dwconv.reset_decisions()
         print(f'# tuning {"on" if _tune.enabled() else "off (MMLK_DWCONV_TUNE=0: shipped table)"}, cache '
@@ -572,7 +653,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
               'layout and dtype / ours, > 1 means mmlk is faster')
         print(_format_same_header())
         rows = bench_same_layout(shapes, args.batch, args.device, [getattr(torch, d) for d in args.dtype],
-                                 args.layout, args.repeats, args.impl)
+                                 args.layout, args.repeats, args.impl, args.profile)
         print()
         print(summarize_same(rows))
         if args.json:

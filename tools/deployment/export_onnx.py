@@ -2,7 +2,7 @@
 """Merge a trained model, export it to ONNX and check the graph against PyTorch.
 
     python tools/deployment/export_onnx.py CONFIG CHECKPOINT [--out model.onnx] [--shape H [W]]
-                                           [--batch-size 1] [--no-merge] [--tolerance 1e-4]
+                                           [--batch-size 1] [--static-batch] [--no-merge] [--tolerance 1e-4]
 
 1. builds CONFIG's model (mmpretrain classifier, mmseg segmentor, mmdet detector up to its raw head
    outputs) and loads CHECKPOINT (use "none" for the random initialisation);
@@ -11,7 +11,8 @@
    decode head's resolution; no post-processing) with torch's ONNX exporter;
 4. runs the .onnx on a random input of the config's real size (--shape overrides) with onnxruntime,
    or onnx's reference evaluator when onnxruntime is missing, and compares every output with
-   PyTorch's (max |diff| / max |PyTorch|); exits non-zero above --tolerance.
+   PyTorch's (max |diff| / max |PyTorch|); exits non-zero above --tolerance. The batch axis is dynamic
+   unless --static-batch: the graph is checked at --batch-size and at --batch-size + 2.
 """
 import argparse
 import os
@@ -31,6 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--shape', type=int, nargs='+', help='input H [W] (default: the config\'s crop size, else 224)')
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--no-merge', action='store_true', help='export the training form as is')
+    parser.add_argument('--static-batch', action='store_true',
+                        help='fix the batch axis to --batch-size (default: a dynamic batch axis, checked at '
+                             '--batch-size and --batch-size + 2)')
     parser.add_argument('--tolerance', type=float, default=1e-4, help='max relative error accepted')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     return parser.parse_args(argv)
@@ -50,16 +54,20 @@ def main(argv=None) -> dict:
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     print(f'{args.config}: {"merged" if merged else "not merged"}, exporting at {args.batch_size}x3x{h}x{w}')
     try:
-        result = export_and_check(tensor_model(built), (args.batch_size, 3, h, w), out, args.tolerance)
+        result = export_and_check(tensor_model(built), (args.batch_size, 3, h, w), out, args.tolerance,
+                                  dynamic_batch=not args.static_batch)
     except RuntimeError as exc:
         raise SystemExit(f'error: {exc}')
     # The dynamo exporter keeps large weights in a side file next to the graph.
     size = sum(osp.getsize(p) for p in (out, out + '.data') if osp.isfile(p))
     print(f'exported with the {result["exporter"]} exporter in {result["export_s"]:.1f} s: {out} '
           f'({size / 1e6:.1f} MB{", weights in " + osp.basename(out) + ".data" if osp.isfile(out + ".data") else ""})')
+    if result['static_batch_reason']:
+        print(f'note: exported with a fixed batch of {args.batch_size}: {result["static_batch_reason"]}')
     for i, row in enumerate(result['outputs']):
         print(f'  output {i} {row["shape"]}: max |diff| {row["max_abs"]:.2e}, relative {row["rel"]:.2e}')
-    print(f'check: {result["runtime"]} vs PyTorch, max relative error {result["worst_rel"]:.2e} '
+    print(f'check: {result["runtime"]} vs PyTorch at batch {", ".join(map(str, result["checked_batches"]))}, '
+          f'max relative error {result["worst_rel"]:.2e} '
           f'<= {args.tolerance:.0e}: OK ({result["run_s"]:.1f} s)')
     return result
 
