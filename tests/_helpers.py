@@ -22,6 +22,8 @@ REPLKNET_TINY_SMALLK = dict(large_kernel_sizes=[5, 5, 5, 5], layers=[1, 1, 1, 1]
 REPLKNET_TINY_31 = dict(large_kernel_sizes=[31, 29, 27, 13], layers=[1, 1, 1, 1], channels=[8, 8, 16, 16],
                         small_kernel=5, dw_ratio=1, ffn_ratio=2)
 REPNEXT_TINY = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 2, 1])
+# A Dilated Reparam Block at 13 and at 7, plain 3x3 blocks, an identity (kernel 0) block.
+UNIREPLKNET_TINY = dict(depths=[1, 1, 3, 1], dims=[16, 32, 48, 64], kernel_sizes=[[3], [13], [13, 3, 0], [7]])
 
 IMAGENET_MEAN = [123.675, 116.28, 103.53]
 IMAGENET_STD = [58.395, 57.12, 57.375]

@@ -1,4 +1,4 @@
-"""The contract every mmlk backbone family keeps, checked on a tiny variant of each (RepLKNet, RepNeXt).
+"""The contract every mmlk backbone family keeps, checked on a tiny variant of each (RepLKNet, RepNeXt, UniRepLKNet).
 
 Arguments and their errors, features, freezing, checkpointing, merging, inputs, export, registries, loading
 and timm. Where the families differ today, the difference is a field of ``Family`` with a comment, so a test
@@ -17,9 +17,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import mmlk  # noqa: F401  (registers mmlk classes and timm names)
 from mmlk.models.backbones.replknet import RepLKNet
 from mmlk.models.backbones.repnext import RepNeXt, TimmRepNeXt
+from mmlk.models.backbones.unireplknet import UniRepLKNet
 
-from _helpers import (REPLKNET_TINY, REPLKNET_TINY_XL, REPNEXT_TINY, build_segmentor, expected_hw, merged_outputs,
-                      randomise_bn, rel_err, seg_data, train_and_predict)
+from _helpers import (REPLKNET_TINY, REPLKNET_TINY_XL, REPNEXT_TINY, UNIREPLKNET_TINY, build_segmentor, expected_hw,
+                      merged_outputs, randomise_bn, rel_err, seg_data, train_and_predict)
 
 
 @dataclass
@@ -89,7 +90,27 @@ REPNEXT = Family(
     wide=dict(embed_dims=[32, 64, 128, 256], depths=[1, 1, 2, 1]), wide_description='channels (32, 64, 128, 256)',
     named='m3', named_description='RepNeXt-M3', timm_name='repnext_m0', timm_channels=[40, 80, 160, 320],
     onnx_case=_repnext_onnx_case)
-FAMILIES = [REPLKNET, REPNEXT]
+
+
+def _unireplknet_onnx_case():
+    torch.manual_seed(0)
+    model = UniRepLKNet(arch=UNIREPLKNET_TINY, num_classes=4, out_indices=(1, 3)).eval()
+    randomise_bn(model, 5)
+    model.switch_to_deploy()
+    return model, torch.randn(1, 3, 64, 64), 3
+
+
+UNIREPLKNET = Family(
+    name='UniRepLKNet', cls=UniRepLKNet, tiny=UNIREPLKNET_TINY, channels=[16, 32, 48, 64],
+    classifier=lambda **kw: UniRepLKNet(arch=UNIREPLKNET_TINY, **kw), extra=dict(num_classes=3),
+    frozen_prefixes=('downsample_layers.0.', 'downsample_layers.1.', 'stages.0.', 'stages.1.'),
+    # (the layer scale starts at 1e-6: the weights behind it barely move in one step, the scale itself does)
+    trained_keys=('stages.2.0.norm.running_mean', 'stages.2.0.gamma'),
+    last_stage_param='stages.3.0.gamma',
+    wide=dict(UNIREPLKNET_TINY, dims=[32, 64, 96, 128]), wide_description='dims (32, 64, 96, 128)',
+    named='a', named_description='UniRepLKNet-A', timm_name='unireplknet_a', timm_channels=[40, 80, 160, 320],
+    onnx_case=_unireplknet_onnx_case)
+FAMILIES = [REPLKNET, REPNEXT, UNIREPLKNET]
 
 
 @pytest.fixture(params=FAMILIES, ids=lambda f: f.name)
@@ -338,11 +359,12 @@ def test_reparameterize_merges_the_backbone_inside_a_host_model(family):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         ref = model._forward(x)
-    option = family.cls.deploy_options[0]
+    # a family option where the family has one (UniRepLKNet's merge has no variants)
+    options = {family.cls.deploy_options[0]: True} if family.cls.deploy_options else {}
     with pytest.raises(ValueError, match='no_such_option'):
         reparameterize(copy.deepcopy(model), no_such_option=True)
-    assert reparameterize(model, **{option: True}) == ['backbone']
-    assert model.backbone.build_kwargs['deploy'] and model.backbone.build_kwargs[option]
+    assert reparameterize(model, **options) == ['backbone']
+    assert model.backbone.build_kwargs['deploy'] and all(model.backbone.build_kwargs[k] for k in options)
     with torch.no_grad():
         assert rel_err(model._forward(x), ref) <= 1e-5
     merged_keys = list(model.state_dict())

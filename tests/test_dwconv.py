@@ -1011,9 +1011,9 @@ def test_compile_dynamic_block_traces_once():
 
 def _tiny_families():
     """(name, builder of a tiny merged-or-not eval model) for every registered backbone family."""
-    from _helpers import REPLKNET_TINY, REPNEXT_TINY
+    from _helpers import REPLKNET_TINY, REPNEXT_TINY, UNIREPLKNET_TINY
     from mmlk.models.backbones import FAMILIES
-    tiny = {'replknet': dict(REPLKNET_TINY), 'repnext': dict(REPNEXT_TINY)}
+    tiny = {'replknet': dict(REPLKNET_TINY), 'repnext': dict(REPNEXT_TINY), 'unireplknet': dict(UNIREPLKNET_TINY)}
     missing = [f.__name__ for f in FAMILIES if f.family not in tiny]
     assert not missing, f'give these families a tiny arch here: {missing}'
     return [(f.family, f, tiny[f.family]) for f in FAMILIES]

@@ -33,11 +33,12 @@ def _mmlk_model_names(include_tags: bool = False):
 MODELS = _mmlk_model_names()
 TAGGED = _mmlk_model_names(include_tags=True)
 # The smallest variant of each family carries the scripting / FX checks (same classes as the others).
-SMALLEST = ['replknet_31b', 'repnext_m0']
+SMALLEST = ['replknet_31b', 'repnext_m0', 'unireplknet_a']
 
 
 def test_every_family_is_registered():
     assert {'replknet_31b', 'replknet_31l', 'replknet_xl', 'repnext_m0', 'repnext_m5'} <= set(MODELS)
+    assert {f'unireplknet_{v}' for v in ('a', 'f', 'p', 'n', 't', 's', 'b', 'l', 'xl')} <= set(MODELS)
     assert set(SMALLEST) <= set(MODELS)
 
 
@@ -144,7 +145,8 @@ def test_features_only_and_forward_intermediates(name):
 
 # RepLKNet's merged form is scripted through the same static branch as its training form (CI time).
 @pytest.mark.slow
-@pytest.mark.parametrize('name, deploy', [('replknet_31b', False), ('repnext_m0', False), ('repnext_m0', True)])
+@pytest.mark.parametrize('name, deploy', [('replknet_31b', False), ('repnext_m0', False), ('repnext_m0', True),
+                                          ('unireplknet_a', False), ('unireplknet_a', True)])
 def test_torchscript(name, deploy):
     """timm's test_model_forward_torchscript (set_scriptable), also on the merged form; output equals eager."""
     with timm.layers.set_scriptable(True):
@@ -197,7 +199,10 @@ def test_group_matcher_orders_every_parameter_and_grad_checkpointing_reaches_eve
         groups = group_parameters(model, model.group_matcher(coarse=coarse))
         order = sorted(groups)
         assert sorted(n for g in groups.values() for n in g) == all_names
-        assert all(n.startswith('stem.') for n in groups[order[0]])
+        stem = model.pretrained_cfg['first_conv'].split('.')[0] + '.'
+        if stem == 'downsample_layers.':  # UniRepLKNet's stem is its first downsample layer
+            stem = 'downsample_layers.0.'
+        assert all(n.startswith(stem) for n in groups[order[0]])
         assert any(n.startswith('head') for n in groups[order[-1]])
         assert len(order) > (5 if coarse else 10)
     model.set_grad_checkpointing(True)

@@ -218,7 +218,7 @@ def _mismatch_message(src: Dict[str, torch.Tensor], tgt: Dict[str, torch.Size], 
         if s['family'] != t['family']:
             lines.append('This file is for a different architecture family.')
         elif s['variant']:
-            arch = s['variant'].lower() if s['family'] == 'repnext' else s['variant']  # the configs' spelling
+            arch = s['arch_name'] or s['variant']  # the family's own spelling (its arch_settings key)
             lines.append(f'Build the model with arch=\'{arch}\' (and the config paired with the file in '
                          'checkpoints.yaml), or pick the checkpoint of the model\'s variant.')
         else:
@@ -254,15 +254,17 @@ def _match(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', label: st
 
     filled = set(mapping.values()) | {t for _, t in bad_shapes}  # shape clashes are reported on their own
     reinit_targets = {t for _, t in reinit_head}
-    src_has_stage_norm = any(re.search(r'(^|\.)stages\.\d+\.norm\.', k) for k in source)
+    # per-stage output norms exist only in downstream models; each family names its own
+    output_norm = '|'.join(f'(?:{fam.output_norm_pattern})' for fam in SD.families())
+    src_has_stage_norm = any(re.search(output_norm, k) for k in source)
     fresh, missing = [], []
     for k in target:
         if k in filled:
             continue
         if k.endswith('num_batches_tracked') or k in reinit_targets:
             fresh.append(k)
-        elif re.search(r'(^|\.)stages\.\d+\.norm\.', k) and not src_has_stage_norm:
-            fresh.append(k)  # per-stage output norms exist only in downstream models
+        elif re.search(output_norm, k) and not src_has_stage_norm:
+            fresh.append(k)
         elif (SD.is_downstream_key(k) or SD.is_classifier_key(k)) and _top(k) not in source_tops and mapping:
             fresh.append(k)  # a whole component (detector head, classifier) the file does not have
         elif SD.is_classifier_key(k) and not any(SD.is_classifier_key(s) for s in source):

@@ -1,4 +1,4 @@
-"""Layer-wise learning-rate decay for RepLKNet and RepNeXt, usable from any OpenMMLab 1.x/3.x config.
+"""Layer-wise learning-rate decay for RepLKNet, RepNeXt and UniRepLKNet, usable from any OpenMMLab 1.x/3.x config.
 
 Fine-tuning a pretrained backbone works better when the layers near the input move less than the
 layers near the head (BEiT, ConvNeXt). RepLKNet's README promised this for its fine-tuning recipes;
@@ -27,6 +27,10 @@ Layer ids (``decay_type='layer_wise'``, the default):
   stages 0 and 1 are 1 and 2, stage 2 is cut into ``min(9, depth)`` nearly equal groups numbered from
   3, the last stage is ``L``; a stage's ``downsample`` goes with the first layer of its stage. For every
   published variant ``L = 12``.
+* UniRepLKNet, following ConvNeXt's scheme as its fine-tuning code does (upstream's constructor hard-codes
+  ConvNeXt's names; here the backbone gives its own ids, :meth:`UniRepLKNet.layer_ids`): the stem
+  (``downsample_layers.0``) is 0, stages 0 and 1 with their downsamples 1 and 2, stage 2 in groups of three
+  blocks from 3, the last stage ``L = 3 + ceil(depth / 3)`` (12 for S / B / L / XL, 9 for T, 5 for A..P).
 
 ``decay_type='stage_wise'`` gives the stem id 0 and stage ``s`` (with what belongs to it) id ``s + 1``.
 """
@@ -76,7 +80,7 @@ def _find_backbone(model: nn.Module, prefix: Optional[str]) -> Tuple[nn.Module, 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class LearningRateDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
-    """Optimizer-wrapper constructor with layer-wise learning-rate decay for RepLKNet and RepNeXt.
+    """Optimizer-wrapper constructor with layer-wise learning-rate decay for mmlk backbones.
 
     The decay schedule follows the fine-tuning code of RepLKNet (Ding et al., "Scaling Up Your Kernels
     to 31x31", CVPR 2022), which adapts BEiT's layer decay to convolutional stages; see the module

@@ -1,4 +1,4 @@
-"""Convert a training-form RepLKNet / RepNeXt checkpoint into its merged (deploy) form.
+"""Convert a training-form RepLKNet / RepNeXt / UniRepLKNet checkpoint into its merged (deploy) form.
 
 Structural re-parameterisation (RepLKNet, Ding et al., CVPR 2022; RepNeXt, arXiv:2406.16004) turns
 parallel conv-BN branches into one conv after training. This tool loads a training-form checkpoint,
@@ -7,9 +7,9 @@ calls ``switch_to_deploy()`` and saves the merged weights, which then load into 
 
 Usage::
 
-    # Flat / wrapped backbone or classifier weights; variant inferred from the keys for RepLKNet.
+    # Flat / wrapped backbone or classifier weights; family and variant inferred from the keys.
     python tools/model_converters/reparameterize.py train.pth deploy.pth [--fuse-bn]
-    # RepNeXt needs its arch.
+    # Custom numbers the keys do not name: give the family and the arch.
     python tools/model_converters/reparameterize.py train.pth deploy.pth --model repnext --arch m3
     # Any mm model (segmentor, detector, classifier): build it from its config.
     python tools/model_converters/reparameterize.py train.pth deploy.pth --config CFG.py
@@ -50,10 +50,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('dst', help='where to write the merged checkpoint')
     parser.add_argument('--config', help='mm config building the whole model (optional)')
     parser.add_argument('--model', choices=['auto'] + _family_names(), default='auto',
-                        help='backbone family when no --config is given (auto: RepLKNet if its '
-                        'keys are present)')
-    parser.add_argument('--arch', help="backbone arch (RepLKNet: inferred from the keys; RepNeXt: "
-                        "required, e.g. 'm3'); a JSON dict is accepted")
+                        help='backbone family when no --config is given (auto: the family whose keys '
+                        'the file holds)')
+    parser.add_argument('--arch', help="backbone arch (default: the published variant the keys describe), "
+                        "e.g. '31B', 'm3', 't'; a JSON dict is accepted")
     parser.add_argument('--kwargs', default='{}',
                         help='extra backbone constructor kwargs as JSON (no --config)')
     parser.add_argument('--fuse-bn', action='store_true',
@@ -125,35 +125,27 @@ def verify(train_model: nn.Module, merged: nn.Module, size: int, in_channels: in
 
 def _build_backbone(args: argparse.Namespace, sd: Dict[str, torch.Tensor]) -> nn.Module:
     import mmlk  # noqa: F401  (registers the backbones)
-    from mmlk.checkpoint.state_dict import check_state_dict_fits, shapes_of
-    from mmlk.models.backbones import RepLKNet
-    from mmlk.registry import MODELS
+    from mmlk.checkpoint.state_dict import check_state_dict_fits, families, shapes_of
     kwargs = json.loads(args.kwargs)
-    family = args.model
-    if family == 'auto':
-        family = 'replknet' if any('.large_kernel.' in k for k in sd) else None
-        if family is None:
-            raise ValueError('cannot tell the backbone family from the keys; pass --model '
-                             'repnext --arch ... (or --config)')
-    arch = _parse_arch(args.arch)
-    if family == 'replknet':
-        info = RepLKNet.describe_shapes(shapes_of(sd))
-        if info['form'] != 'train':
-            raise ValueError(f'the checkpoint is already in {info["form"]} form; nothing to merge')
-        if arch is None:
-            if info['arch'] is None:
-                raise ValueError('the keys do not describe a RepLKNet; pass --arch')
-            arch = info['arch_name'] or info['arch']
-        kwargs.setdefault('num_classes', info['num_classes'])
-        kwargs.setdefault('norm_intermediate_features', info['norm_intermediate_features'])
-        if kwargs['num_classes']:
-            kwargs.setdefault('out_indices', ())
-        model = RepLKNet(arch=arch, **kwargs)
-        check_state_dict_fits(model, sd)
+    by_name = {fam.family: fam for fam in families()}
+    if args.model == 'auto':
+        fam = next((f for f in families() if f.owns_keys(list(sd))), None)
+        if fam is None:
+            raise ValueError(f'cannot tell the backbone family from the keys; pass --model ({", ".join(by_name)}) '
+                             '--arch ... (or --config)')
     else:
-        if arch is None:
-            raise ValueError('RepNeXt needs --arch (e.g. m3)')
-        model = MODELS.get('RepNeXt')(arch=arch, **kwargs)
+        fam = by_name[args.model]
+    info = fam.describe_shapes(shapes_of(sd))
+    if info['form'] not in (None, 'train'):
+        raise ValueError(f'the checkpoint is already in {info["form"]} form; nothing to merge')
+    arch = _parse_arch(args.arch)
+    built = fam.kwargs_for_state_dict(info)
+    if arch is not None:
+        built['arch'] = arch
+    elif built.get('arch') is None:
+        raise ValueError(f'the keys do not name a {fam.display_name} variant; pass --arch')
+    model = fam(**{**built, **kwargs})
+    check_state_dict_fits(model, sd)
     model.load_state_dict(sd, strict=True)
     return model
 

@@ -1,8 +1,10 @@
 from .base import RepBackbone
 from .replknet import RepLKNet
 from .repnext import RepNeXt
+from .unireplknet import UniRepLKNet
+from . import unireplknet_timm  # noqa: F401,E402  (timm names unireplknet_*, when timm imports)
 
 #: Every backbone family mmlk knows; the checkpoint code asks each of them about a state dict's keys.
-FAMILIES = (RepLKNet, RepNeXt)
+FAMILIES = (RepLKNet, RepNeXt, UniRepLKNet)
 
-__all__ = ['RepBackbone', 'RepLKNet', 'RepNeXt', 'FAMILIES']
+__all__ = ['RepBackbone', 'RepLKNet', 'RepNeXt', 'UniRepLKNet', 'FAMILIES']

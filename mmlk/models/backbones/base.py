@@ -137,6 +137,7 @@ class RepBackbone(BaseModule):
             code names files with it too).
         num_stages: Number of stages (feature maps at strides 4 .. 32).
         deploy_options: Keyword options :meth:`switch_to_deploy` accepts besides none.
+        output_norm_pattern: Regex of the per-stage output norms that exist only in downstream models.
     """
 
     # TorchScript compiles every property: mmengine's ``is_init`` setter assigns values it cannot type and
@@ -148,6 +149,8 @@ class RepBackbone(BaseModule):
     arch_settings: ClassVar[Dict[str, dict]] = {}
     num_stages: ClassVar[int] = 4
     deploy_options: ClassVar[Tuple[str, ...]] = ()
+    #: Regex of the per-stage output norms only downstream models have (a classifier file lacks them).
+    output_norm_pattern: ClassVar[str] = r'(^|\.)stages\.\d+\.norm\.'
 
     def __init__(self, init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -272,6 +275,12 @@ class RepBackbone(BaseModule):
     def state_dict_hints(self, info: dict) -> List[str]:
         """What to do when a state dict described by ``info`` does not fit this model (form clashes)."""
         return []
+
+    @classmethod
+    def kwargs_for_state_dict(cls, info: dict) -> Dict[str, Any]:
+        """Constructor arguments of a training-form model that takes the state dict :meth:`describe_shapes`
+        described as ``info`` (``arch`` None when the keys name no variant and hold no whole arch)."""
+        return dict(arch=info.get('arch_name') or info.get('arch'))
 
     # ------------------------------------------------------------------ deployment
     def switch_to_deploy(self, **options: Any) -> None:

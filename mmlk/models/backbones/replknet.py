@@ -12,7 +12,7 @@ Module names reproduce the official checkpoints' key layout exactly (``stem.N.co
 import copy
 import math
 import re
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -628,6 +628,14 @@ class RepLKNet(RepBackbone):
             return ['It holds merged weights: build the model with deploy=True'
                     + (', fuse_bn=True' if info['form'] == 'fused' else '') + '.']
         return []
+
+    @classmethod
+    def kwargs_for_state_dict(cls, info: dict) -> Dict[str, Any]:
+        kwargs = dict(arch=info['arch_name'] or info['arch'], num_classes=info['num_classes'],
+                      norm_intermediate_features=info['norm_intermediate_features'])
+        if info['num_classes']:
+            kwargs['out_indices'] = ()
+        return kwargs
 
     # ------------------------------------------------------------------ layer-wise lr decay
     # Layer ids follow the upstream fine-tuning code (RepLKNet-pytorch ``optim_factory.py``): stage 2 in groups

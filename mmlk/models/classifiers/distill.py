@@ -164,8 +164,8 @@ class DistillImageClassifier(ImageClassifier):
         teacher = self._teacher.module
         loader = self.teacher_loader
         if loader == 'auto':
-            from mmlk.models.backbones import RepLKNet, RepNeXt
-            loader = 'mmlk' if any(isinstance(m, (RepLKNet, RepNeXt)) for m in teacher.modules()) else 'state_dict'
+            from mmlk.models.backbones import RepBackbone
+            loader = 'mmlk' if any(isinstance(m, RepBackbone) for m in teacher.modules()) else 'state_dict'
         if loader == 'mmlk':
             from mmlk.checkpoint import load_pretrained
             load_pretrained(teacher, self.teacher_checkpoint)
