@@ -1,0 +1,17 @@
+# Cascade Mask R-CNN + UniRepLKNet-S (in1k pretrained) on COCO, 3x, 1280x800.
+# Upstream: box AP 53.0 / mask AP 45.9, #params 113M (UniRepLKNet README); weights `cascade-mask-rcnn_unireplknet-s_in1k-pre_coco-3x`.
+# Heads / schedule: inherited from the RepLKNet Cascade Mask R-CNN 3x config (4conv1fc GIoU heads);
+# upstream Detection/ configs NOT yet compared. Evaluate the released weights:
+#   python tools/test.py configs/unireplknet/cascade-mask-rcnn_unireplknet-s_in1k-pre_fpn_4conv1fc-giou_3x_coco.py CKPT
+_base_ = ['../replknet/cascade-mask-rcnn_replknet-31b_in1k-pre_fpn_4conv1fc-giou_32xb1-ms-crop-3x_coco.py']
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='mmlk.UniRepLKNet',
+        arch='s',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.0,
+        norm_cfg=dict(type='SyncBN', requires_grad=True),
+        init_cfg=dict(type='Pretrained', checkpoint='unireplknet-s_in1k-224')),
+    neck=dict(in_channels=[96, 192, 384, 768]))
