@@ -41,7 +41,7 @@ HEADER = ('# Generated from checkpoints.yaml by tools/misc/generate_metafiles.py
 def weights_location(entry: dict) -> Optional[str]:
     """The best place to get a checkpoint: a direct download where one exists, else the manual source."""
     dl = entry.get('download') or {}
-    for key in ('github_release', 'openmmlab'):
+    for key in ('github_release', 'huggingface', 'openmmlab'):
         if dl.get(key):
             return dl[key]
     if dl.get('google_drive_id'):
