@@ -25,6 +25,13 @@ COLLECTIONS: Dict[str, dict] = {
                                     'Batch normalisation']),
         Paper='https://arxiv.org/abs/2406.16004',
         Code='https://github.com/suous/RepNeXt'),
+    'unireplknet': dict(
+        Name='UniRepLKNet',
+        Metadata=dict(Architecture=['Dilated Reparam Block', 'Large-kernel depthwise convolution',
+                                    'Structural re-parameterisation', 'Squeeze-and-excitation',
+                                    'Global response normalisation', 'Batch normalisation']),
+        Paper='https://arxiv.org/abs/2311.15599',
+        Code='https://github.com/AILab-CVC/UniRepLKNet'),
 }
 
 # checkpoints.yaml task -> the task names OpenMMLab metafiles use.
