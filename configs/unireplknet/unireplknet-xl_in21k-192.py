@@ -4,7 +4,8 @@
 # AdamW lr 0.001, drop path 0.2, 90 epochs with 5 warm-up epochs, input 192.
 # Data: mmlk ships no ImageNet-22K pipeline; the inherited ImageNet-1k 224 pipeline is a placeholder -
 # point train_dataloader at your 22K image folder and set the crops to 192 before training.
-# This file mainly describes the released model (the 21841-class head is what the file holds).
+# Mixup 0.8 / cutmix 1.0, weight decay 0.05 and label smoothing 0.1 are main.py / ConvNeXt defaults, not
+# stated in Image/README.md. This file mainly describes the released model (its 21841-class head).
 _base_ = ['./unireplknet-s_in1k-224.py']
 
 model = dict(
