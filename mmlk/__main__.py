@@ -24,6 +24,8 @@ def _where(entry: dict) -> str:
     dl = entry.get('download') or {}
     if dl.get('github_release'):
         return 'github'
+    if dl.get('huggingface'):
+        return 'huggingface'
     if dl.get('openmmlab'):
         return 'openmmlab'
     return 'manual (drive/baidu)'

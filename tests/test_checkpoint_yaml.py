@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-FORMATS = {'replknet-official', 'repnext-official', 'timm-train', 'repnext-torchscript', 'mmpretrain', 'mmseg0.x',
+FORMATS = {'replknet-official', 'repnext-official', 'unireplknet-official', 'timm-train', 'repnext-torchscript', 'mmpretrain', 'mmseg0.x',
            'mmdet2.x', 'coreml'}
 TASKS = {'classification', 'segmentation', 'detection', 'instance-segmentation'}
 FIELDS = ('name', 'arch', 'variant', 'task', 'dataset', 'pretraining', 'resolution', 'mean', 'std', 'num_classes',
@@ -40,6 +40,10 @@ def test_covers_every_release():
     assert len(by[('replknet', 'mmseg0.x')]) == 5 and len(by[('replknet', 'mmdet2.x')]) == 5
     assert len(by[('repnext', 'repnext-official')]) == 6 and len(by[('repnext', 'repnext-torchscript')]) == 6
     assert len(by[('repnext', 'mmdet2.x')]) == 3 and len(by[('repnext', 'mmseg0.x')]) == 3
+    # UniRepLKNet: 1K 224 A-S (6), 22K S/B/L/XL (4), 22K->1K 384 S/B/L/XL (4); COCO Cascade Mask R-CNN 3x (6);
+    # ADE20K UperNet 160k with a download location (5: S-22K 640 and XL-22K 640 are 'TBA' upstream)
+    assert len(by[('unireplknet', 'unireplknet-official')]) == 14
+    assert len(by[('unireplknet', 'mmdet2.x')]) == 6 and len(by[('unireplknet', 'mmseg0.x')]) == 5
     # StarNet-recipe releases (timm train.py .pth.tar), M0-M2, plain and distilled
     starnet = by[('repnext', 'timm-train')]
     assert sorted(e['file_name'] for e in starnet) == sorted(
@@ -49,7 +53,7 @@ def test_covers_every_release():
 @pytest.mark.parametrize('entry', ENTRIES, ids=[e['name'] for e in ENTRIES])
 def test_schema(entry):
     assert set(FIELDS) <= set(entry), set(FIELDS) - set(entry)
-    assert entry['arch'] in ('replknet', 'repnext')
+    assert entry['arch'] in ('replknet', 'repnext', 'unireplknet')
     assert entry['task'] in TASKS
     assert entry['format'] in FORMATS
     assert entry['form'] in ('train', 'merged')
@@ -62,13 +66,13 @@ def test_schema(entry):
     sha = entry['sha256']
     assert sha is None or re.fullmatch(r'[0-9a-f]{8}|[0-9a-f]{64}', sha), sha
     dl = entry['download']
-    assert set(dl) == {'github_release', 'google_drive_id', 'baidu', 'openmmlab'}
+    assert set(dl) == {'github_release', 'google_drive_id', 'baidu', 'openmmlab', 'huggingface'}
     assert any(dl.values()), 'every entry needs at least one download location'
     if dl['google_drive_id']:
         assert re.fullmatch(r'[A-Za-z0-9_-]{25,40}', dl['google_drive_id'])
     if dl['baidu']:
         assert dl['baidu']['url'].startswith('https://pan.baidu.com/s/') and dl['baidu']['code']
-    for key in ('github_release', 'openmmlab'):
+    for key in ('github_release', 'openmmlab', 'huggingface'):
         if dl[key]:
             assert dl[key].startswith('https://')
             if entry['file_name']:
@@ -126,3 +130,18 @@ def test_every_checkpoint_named_in_configs_exists():
             found.append(ref)
             assert ref.lower() in names, f'{osp.relpath(path, REPO)} names unknown checkpoint {ref!r}'
     assert found, 'expected the downstream configs to name their ImageNet weights'
+
+
+def test_unireplknet_huggingface_urls():
+    """Every UniRepLKNet Hub URL is a direct resolve URL of the official repo ending in the entry's file name."""
+    prefix = 'https://huggingface.co/DingXiaoH/UniRepLKNet/resolve/main/'
+    uni = [e for e in ENTRIES if e['arch'] == 'unireplknet']
+    hf = [e for e in uni if e['download']['huggingface']]
+    assert len(hf) == 14  # the official huggingface_file_names table
+    for e in hf:
+        url = e['download']['huggingface']
+        assert url.startswith(prefix), url
+        assert e['file_name'] and url == prefix + e['file_name'], (url, e['file_name'])
+    for e in ENTRIES:
+        url = e['download']['huggingface']
+        assert url is None or url.startswith('https://huggingface.co/'), url

@@ -20,6 +20,8 @@ from .errors import CheckpointError
 FORMATS = {
     'replknet-official': 'RepLKNet-pytorch release: flat state dict, or under "model" / "state_dict"',
     'repnext-official': 'suous/RepNeXt release: training checkpoint with the state dict under "model"',
+    'unireplknet-official': 'AILab-CVC/UniRepLKNet release (Hugging Face DingXiaoH/UniRepLKNet): flat state dict '
+                            'or under "model"',
     'timm-train': 'timm train.py checkpoint (.pth.tar): model weights under "state_dict", EMA under "state_dict_ema"',
     'repnext-torchscript': 'suous/RepNeXt fused TorchScript archive (tensors read without running its code)',
     'mmpretrain': 'mmpretrain ImageClassifier checkpoint (backbone. prefix, backbone.stages.3.norm, head.fc)',
@@ -93,7 +95,7 @@ def suggest_names(name: str, path: Optional[str] = None) -> List[str]:
 def direct_urls(entry: dict) -> List[str]:
     """URLs a program can fetch without a browser, in order of preference."""
     dl = entry.get('download') or {}
-    return [u for u in (dl.get('github_release'), dl.get('openmmlab')) if u]
+    return [u for u in (dl.get('github_release'), dl.get('huggingface'), dl.get('openmmlab')) if u]
 
 
 def direct_alternatives(entry: dict, path: Optional[str] = None) -> List[str]:
@@ -112,6 +114,8 @@ def manual_locations(entry: dict) -> List[str]:
     out = []
     if dl.get('github_release'):
         out.append(f'GitHub release: {dl["github_release"]}')
+    if dl.get('huggingface'):
+        out.append(f'Hugging Face: {dl["huggingface"]}')
     if dl.get('openmmlab'):
         out.append(f'OpenMMLab: {dl["openmmlab"]}')
     if dl.get('google_drive_id'):

@@ -25,6 +25,13 @@ COLLECTIONS: Dict[str, dict] = {
                                     'Batch normalisation']),
         Paper='https://arxiv.org/abs/2406.16004',
         Code='https://github.com/suous/RepNeXt'),
+    'unireplknet': dict(
+        Name='UniRepLKNet',
+        Metadata=dict(Architecture=['Dilated Reparam Block', 'Large-kernel depthwise convolution',
+                                    'Structural re-parameterisation', 'Squeeze-and-excitation',
+                                    'Global response normalisation', 'Batch normalisation']),
+        Paper='https://arxiv.org/abs/2311.15599',
+        Code='https://github.com/AILab-CVC/UniRepLKNet'),
 }
 
 # checkpoints.yaml task -> the task names OpenMMLab metafiles use.
@@ -41,7 +48,7 @@ HEADER = ('# Generated from checkpoints.yaml by tools/misc/generate_metafiles.py
 def weights_location(entry: dict) -> Optional[str]:
     """The best place to get a checkpoint: a direct download where one exists, else the manual source."""
     dl = entry.get('download') or {}
-    for key in ('github_release', 'openmmlab'):
+    for key in ('github_release', 'huggingface', 'openmmlab'):
         if dl.get(key):
             return dl[key]
     if dl.get('google_drive_id'):

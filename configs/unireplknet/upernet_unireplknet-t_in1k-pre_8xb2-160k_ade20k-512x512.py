@@ -1,0 +1,51 @@
+# UperNet + UniRepLKNet-T (ImageNet-1k pretrained) on ADE20K, 512x512, 160k iterations.
+# Upstream: segmentation/configs/ade20k/upernet_unireplknet_t_512_160k_ade20k.py, mIoU 48.6 single
+# scale / 49.1 multi-scale, 61M parameters (UniRepLKNet README); released weights `upernet_unireplknet-t_in1k-pre_ade20k-512x512`.
+# Recipe (upstream config): 8 GPUs x 2 images = 16, 160k iterations, AdamW lr 1e-4, weight decay 0.05,
+# layer-wise lr decay 1.0 (upstream num_layers 9; mmlk's constructor numbers layers itself), linear warm-up
+# 1500 iterations from 1e-6 x lr, then poly (power 1) to 0; drop path 0.2; UperNet channels 512 with
+# in_channels = the stage channels [80, 160, 320, 640], auxiliary FCN head on stage 2 (320 channels); whole-image testing.
+# Backbone initialised from `unireplknet-t_in1k-224` as upstream.
+# Evaluate the released weights (an mmseg 0.x file: convert it first, see checkpoints.yaml notes):
+#   python tools/test.py configs/unireplknet/upernet_unireplknet-t_in1k-pre_8xb2-160k_ade20k-512x512.py CKPT
+_base_ = [
+    '../_base_/models/upernet_replknet.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_160k.py',
+]
+custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)
+crop_size = (512, 512)
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        _delete_=True,
+        type='mmlk.UniRepLKNet',
+        arch='t',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.2,
+        norm_cfg=norm_cfg,
+        with_cp=False,
+        init_cfg=dict(type='Pretrained', checkpoint='unireplknet-t_in1k-224')),
+    decode_head=dict(in_channels=[80, 160, 320, 640], channels=512, num_classes=150),
+    auxiliary_head=dict(in_channels=320, in_index=2, num_classes=150),
+    test_cfg=dict(mode='whole'))
+
+train_dataloader = dict(batch_size=2)
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    constructor='mmlk.LearningRateDecayOptimWrapperConstructor',
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(layer_decay_rate=1.0, decay_type='layer_wise'))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=1500, end=160000),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=160000, val_interval=4000)
+default_hooks = dict(checkpoint=dict(by_epoch=False, interval=4000, max_keep_ckpts=20, save_best='mIoU'))
+auto_scale_lr = dict(enable=False, base_batch_size=16)
+# WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+custom_hooks = [dict(type='mmlk.GlobalBatchCheckHook')]
