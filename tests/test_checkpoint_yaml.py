@@ -145,3 +145,24 @@ def test_unireplknet_huggingface_urls():
     for e in ENTRIES:
         url = e['download']['huggingface']
         assert url is None or url.startswith('https://huggingface.co/'), url
+
+
+def test_unireplknet_timm_tags_name_released_classifiers():
+    """Every UniRepLKNet timm tag has exactly one entry, of the matching variant and class count (the timm map
+    is read from this file)."""
+    timm = pytest.importorskip('timm')
+    import torch
+
+    import mmlk  # noqa: F401  (registers the timm names)
+    from mmlk.models.backbones.unireplknet_timm import timm_checkpoints
+    table = timm_checkpoints()
+    tags = sorted(n for n in timm.list_models('unireplknet_*', include_tags=True))
+    assert sorted(table) == tags
+    by_name = {e['name']: e for e in ENTRIES}
+    for tag, name in table.items():
+        entry = by_name[name]
+        assert tag.split('.')[0] == f'unireplknet_{entry["variant"].lower()}'
+        with torch.device('meta'):
+            model = timm.create_model(tag)
+        assert model.num_classes == entry['num_classes']
+
