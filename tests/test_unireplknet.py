@@ -378,3 +378,18 @@ def test_layer_ids_follow_convnext_scheme_of_the_upstream_fine_tuning():
     with torch.device('meta'):
         t = UniRepLKNet('t')
     assert t.layer_ids([n for n, _ in t.named_parameters()])[1] == 3 + math.ceil(18 / 3)
+
+
+# ----------------------------------------------------------------------------- FLOPs (the repo's FLOPs tool)
+@pytest.mark.slow
+def test_published_flops_at_224_with_the_repos_counter():
+    """The README's ImageNet-1K FLOPs (merged form, 224, one multiply-add = one FLOP), within their rounding."""
+    from mmlk.analysis.flops import count_model
+    from mmlk.models.backbones.unireplknet_timm import TimmUniRepLKNet
+    published_g = dict(a=0.6, f=0.9, p=1.6, n=2.8, t=4.9, s=9.1)
+    for variant, gflops in published_g.items():
+        model = TimmUniRepLKNet(variant).eval()
+        model.switch_to_deploy()
+        result = count_model(model, (1, 3, 224, 224))
+        assert round(result['flops'] / 1e9, 1) == gflops, variant
+        assert round(result['params'] / 1e6, 2) == PARAMS_MERGED[variant], variant

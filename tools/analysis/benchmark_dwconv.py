@@ -15,7 +15,7 @@ Modes:
   ``best torch layout / ours`` (> 1 means mmlk is faster).
 * ``--write-table``: times every route of every pass on a grid of shapes and writes the CPU crossover table
   ``mmlk/ops/dwconv_cpu_table.json`` that ``impl='auto'`` reads.
-* ``--model``: RepLKNet-31B and RepNeXt-M3, merged inference and one training step (SGD), with the backbones'
+* ``--model``: RepLKNet-31B, RepNeXt-M3 and UniRepLKNet-T, merged inference and one training step (SGD), with the backbones'
   large-kernel implementation 'auto' vs 'torch'.
 
 Examples::
@@ -522,6 +522,7 @@ def bench_models(device: str, repeats: int, batch_infer: int, batch_train: int, 
     """
     from mmlk.models.backbones.replknet import RepLKNet
     from mmlk.models.backbones.repnext import RepNeXt
+    from mmlk.models.backbones.unireplknet import UniRepLKNet
     timer = Timer(device)
     tuner = _tune.get_tuner()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -530,7 +531,8 @@ def bench_models(device: str, repeats: int, batch_infer: int, batch_train: int, 
     def autocast():
         return torch.autocast(device, dtype=amp_dtype, enabled=amp_dtype is not None)
 
-    specs = [('RepLKNet-31B', lambda: RepLKNet(arch='31B')), ('RepNeXt-M3', lambda: RepNeXt(arch='m3'))]
+    specs = [('RepLKNet-31B', lambda: RepLKNet(arch='31B')), ('RepNeXt-M3', lambda: RepNeXt(arch='m3')),
+             ('UniRepLKNet-T', lambda: UniRepLKNet(arch='t'))]
     print(f'# layout {"channels_last" if channels_last else "NCHW"}, autocast {amp or "off"}')
     print('| model | mode | batch | torch ms | auto ms | speedup | one-time tuning s |\n|---|---|---|---|---|---|---|')
     for name, build in specs:
@@ -606,7 +608,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--reselect', action='store_true',
                    help='re-apply the current dispatch rule (margin, minimum gain) to the medians already stored '
                         'in the table, without measuring again')
-    p.add_argument('--model', action='store_true', help='model-level benchmark (RepLKNet-31B, RepNeXt-M3)')
+    p.add_argument('--model', action='store_true', help='model-level benchmark (RepLKNet-31B, RepNeXt-M3, UniRepLKNet-T)')
     p.add_argument('--model-batch', type=int, nargs=2, default=[1, 2], metavar=('INFER', 'TRAIN'))
     p.add_argument('--size', type=int, default=224)
     p.add_argument('--channels-last', action='store_true',
