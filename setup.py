@@ -15,6 +15,11 @@ import shutil
 import sys
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+#: Installed at the top of site-packages: makes `mmlk::` config bases resolve before `import mmlk`
+#: (see _mmlk_host_integration.py).
+PTH_FILE = 'mmlk-host-integration.pth'
 
 HERE = osp.dirname(osp.abspath(__file__))
 MIM_ITEMS = ('configs', 'kernels', 'checkpoints.yaml', 'tools', 'model-index.yml')
@@ -54,6 +59,14 @@ def add_mim_extension() -> None:
             shutil.copyfile(src, dst)
 
 
+class BuildPyWithPth(build_py):
+    """build_py that also puts the ``.pth`` file at the root of the build (so of site-packages)."""
+
+    def run(self) -> None:
+        super().run()
+        self.copy_file(osp.join(HERE, PTH_FILE), osp.join(self.build_lib, PTH_FILE), preserve_mode=False)
+
+
 def read_requirements(name: str) -> list:
     with open(osp.join(HERE, 'requirements', name)) as f:
         return [ln.strip() for ln in f if ln.strip() and not ln.startswith('#')]
@@ -73,6 +86,8 @@ if __name__ == '__main__':
         # mmlk.kernels from the top-level kernels/ (not through the checkout's link, which builds need not follow)
         packages=find_packages(include=['mmlk', 'mmlk.*'], exclude=['mmlk.kernels']) + ['mmlk.kernels'],
         package_dir={'mmlk.kernels': 'kernels'},
+        py_modules=['_mmlk_host_integration'],
+        cmdclass={'build_py': BuildPyWithPth},
         include_package_data=True,
         package_data={'mmlk': ['.mim/**/*', '.mim/*', 'ops/*.json']},
         install_requires=['torch>=2.1', 'mmengine>=0.10', 'mmcv>=2.0,<2.2', 'pyyaml', 'tqdm'],

@@ -581,3 +581,56 @@ def test_fused_torchscript_into_deploy_classifier(tmp_path):
     with torch.no_grad():
         expect = ref(X)[-1].mean((2, 3)) @ fused['head.weight'].t() + fused['head.bias']
         torch.testing.assert_close(model(X), expect, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------- a backbone inside a host model (issue #22.4)
+class _Parent(torch.nn.Module):
+    """What a host model looks like to mmengine's loader: ``backbone.`` plus a head."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.head = torch.nn.Linear(4, 3)
+
+
+def _as_parent_state(backbone, head=None):
+    sd = {f'backbone.{k}': v for k, v in backbone.state_dict().items()}
+    sd.update({f'head.{k}': v for k, v in (head or torch.nn.Linear(4, 3)).state_dict().items()})
+    return sd
+
+
+@pytest.mark.parametrize('case', ['other_family', 'other_variant', 'no_backbone_keys'])
+def test_mmengine_non_strict_load_refuses_a_backbone_that_is_not_this_one(case):
+    """mmengine's load_checkpoint / load_state_dict (what the hosts' tools/test.py use) is non-strict and would
+    only warn; a backbone part of another family / variant, or none at all, raises mmlk's error naming both."""
+    from mmengine.runner.checkpoint import load_state_dict
+    model = _Parent(nx())
+    if case == 'other_family':
+        sd = _as_parent_state(lk())
+    elif case == 'other_variant':
+        sd = _as_parent_state(RepNeXt(arch=dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 2, 1], mlp_ratio=2),
+                                      lk_impl='torch'))
+    else:
+        sd = {k: v for k, v in _as_parent_state(nx()).items() if not k.startswith('backbone.')}
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict(model, sd, strict=False)
+    msg = str(err.value)
+    assert 'RepNeXt' in msg and "'backbone.'" in msg, msg
+    if case == 'other_family':
+        assert 'RepLKNet' in msg, msg
+    if case == 'other_variant':
+        assert 'shape mismatches' in msg, msg
+
+
+def test_mmengine_non_strict_load_keeps_fine_tuning_a_new_head():
+    """A checkpoint that fits the backbone but not the head (another num_classes, or no head) loads as before."""
+    from mmengine.runner.checkpoint import load_state_dict
+    src = nx()
+    model = _Parent(nx())
+    for sd in (_as_parent_state(src, torch.nn.Linear(4, 7)),
+               {k: v for k, v in _as_parent_state(src).items() if k.startswith('backbone.')}):
+        load_state_dict(model, sd, strict=False)
+        for k, v in src.state_dict().items():
+            assert torch.equal(model.backbone.state_dict()[k], v), k
+    # the backbone on its own (prefix '') keeps the plain torch behaviour
+    nx().load_state_dict(src.state_dict())

@@ -456,3 +456,33 @@ def test_reading_through_mmlk_keeps_the_process_wide_allow_list(tmp_path):
     read_checkpoint(path)
     assert HistoryBuffer in torch.serialization.get_safe_globals()
     assert isinstance(torch.load(path, weights_only=True)['message_hub'], dict)
+
+
+# ------------------------------------------------------------- a checkpoint of another family (issue #22.4)
+def _other_family_checkpoint(path: str) -> str:
+    """An mmengine-style checkpoint whose ``backbone.`` keys are a tiny RepLKNet's (the models below hold a RepNeXt)."""
+    from mmlk.models.backbones.replknet import RepLKNet
+    state = {f'backbone.{k}': v for k, v in RepLKNet(arch=dict(REPLKNET_TINY_RUN), lk_impl='torch').state_dict().items()}
+    torch.save(dict(meta=dict(), state_dict=state), path)
+    return path
+
+
+def _assert_test_script_refuses(config: str, ckpt: str, opts: List[str], tmp: str, lib: str) -> None:
+    logs = run_flow([host_tool(lib, 'test.py'), config, ckpt, '--work-dir', osp.join(tmp, 'wrong'),
+                     '--cfg-options', *opts], cwd=tmp, env=_env(), expect_ok=False)
+    assert logs.codes and logs.codes[-1] != 0, logs[-1][-3000:]
+    log = logs[-1]
+    assert 'CheckpointError' in log and 'RepNeXt' in log and 'RepLKNet' in log, log[-3000:]
+    assert not re.search(r'accuracy/top1: |bbox_mAP: ', log), 'evaluated a randomly initialised backbone'
+
+
+@pytest.mark.slow
+def test_mmpretrain_test_script_refuses_a_checkpoint_of_another_family(cls_run):
+    ckpt = _other_family_checkpoint(osp.join(cls_run['tmp'], 'replknet.pth'))
+    _assert_test_script_refuses(cls_run['train_cfg'], ckpt, cls_run['opts'], cls_run['tmp'], 'mmpretrain')
+
+
+@pytest.mark.slow
+def test_mmdet_test_script_refuses_a_checkpoint_of_another_family(det_run):
+    ckpt = _other_family_checkpoint(osp.join(det_run['tmp'], 'replknet.pth'))
+    _assert_test_script_refuses(det_run['config'], ckpt, det_run['opts'], det_run['tmp'], 'mmdet')

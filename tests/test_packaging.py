@@ -61,21 +61,17 @@ report['configs'] = {}
 for path in paths:
     c = Config.fromfile(path)
     report['configs'][osp.relpath(path, root)] = c.model.backbone.type
-try:
-    from mim.cli import cli
-except ImportError:
-    report['mim'] = None
-else:
-    report['mim'] = {}
-    for args in (['search', 'mmlk'], ['search', 'mmlk', '--model', 'replknet']):
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            try:
-                cli.main(args + ['--display-width', '400'], standalone_mode=False)
-                code = 0
-            except SystemExit as e:
-                code = e.code or 0
-        report['mim'][' '.join(args)] = [code, out.getvalue()]
+from mim.cli import cli  # a hard import: mim that cannot run fails the suite (it used to skip)
+report['mim'] = {}
+for args in (['search', 'mmlk'], ['search', 'mmlk', '--model', 'replknet']):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            cli.main(args + ['--display-width', '400'], standalone_mode=False)
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+    report['mim'][' '.join(args)] = [code, out.getvalue()]
 print('REPORT' + json.dumps(report))
 '''
 
@@ -112,8 +108,6 @@ def test_every_shipped_config_loads_from_the_installed_copy(installed_report):
 
 def test_mim_search_lists_every_model_of_checkpoints_yaml(installed_report):
     """`mim search mmlk` on the installed copy: every checkpoints.yaml entry with config, metric and weights."""
-    if installed_report['mim'] is None:
-        pytest.skip('openmim is not installed')
     import yaml
     with open(osp.join(REPO, 'checkpoints.yaml')) as f:
         entries = yaml.safe_load(f)['checkpoints']
@@ -130,3 +124,98 @@ def test_metafiles_are_generated_from_checkpoints_yaml():
     out = subprocess.run([sys.executable, 'tools/misc/generate_metafiles.py', '--check'], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr + ' (run python tools/misc/generate_metafiles.py)'
+
+
+# ------------------------------------------- a user of an installed mmlk, with no `import mmlk` (issue #22.1/2)
+@pytest.fixture(scope='module')
+def site_install(tmp_path_factory):
+    """``pip install --no-deps --target <site-packages of a fresh venv>`` of the tracked sources: a real site
+    directory, so the installed ``.pth`` runs at start-up as in any ``pip install mmlk``. The venv reaches the
+    test environment's packages (torch, the hosts, mim) through a path-only ``.pth`` (whose own ``.pth`` files,
+    this checkout's editable mmlk included, are therefore NOT run)."""
+    import site
+    import sysconfig
+    tmp = tmp_path_factory.mktemp('venv')
+    src = tmp / 'src'
+    files = subprocess.run(['git', 'ls-files', '-z'], cwd=REPO, capture_output=True, check=True).stdout
+    for rel in files.decode().split('\0'):
+        if rel and osp.isfile(osp.join(REPO, rel)) and not osp.islink(osp.join(REPO, rel)):
+            dst = src / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(osp.join(REPO, rel), dst)
+    venv = tmp / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(venv)], check=True, capture_output=True)
+    python = str(venv / 'bin' / 'python')
+    purelib = subprocess.run([python, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    with open(osp.join(purelib, 'zz_test_environment.pth'), 'w') as f:
+        f.write(sysconfig.get_paths()['purelib'] + '\n')
+    out = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation',
+                          '--target', purelib, str(src)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert osp.isfile(osp.join(purelib, 'mmlk-host-integration.pth'))
+    user = tmp / 'user'
+    user.mkdir()
+    del site
+    return dict(python=python, purelib=purelib, user=str(user))
+
+
+def _host_tool(lib: str, name: str) -> str:
+    import importlib.util
+    return osp.join(importlib.util.find_spec(lib).submodule_search_locations[0], '.mim', 'tools', name)
+
+
+def _run(site_install, *args, timeout=600):
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PYTHONHOME')}
+    env.update(OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    return subprocess.run([site_install['python'], *args], cwd=site_install['user'], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+
+
+def _loader_opts(root: str) -> list:
+    opts = []
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        opts += [f'{loader}.dataset.data_root={root}', f'{loader}.num_workers=0',
+                 f'{loader}.persistent_workers=False', f'{loader}.batch_size=2']
+    return opts + ['default_hooks.logger.interval=1']
+
+
+def test_installed_pth_hook_imports_neither_torch_nor_mmengine_at_start_up(site_install):
+    out = _run(site_install, '-c', "import sys; print(sorted(m for m in ('_mmlk_host_integration', 'torch', "
+                                   "'mmengine', 'mmlk') if m in sys.modules))")
+    assert out.returncode == 0 and out.stdout.strip() == "['_mmlk_host_integration']", out.stdout[-2000:]
+
+
+def test_mmlk_base_builds_and_trains_in_mmpretrain_train_py_from_an_installed_copy(site_install):
+    """The host's own tools/train.py, a user config whose only base is ``mmlk::replknet/...``, no import order:
+    Config.fromfile resolves the base (before custom_imports) and the ``_scope_='mmlk'`` model builds."""
+    user = site_install['user']
+    data = osp.join(user, 'imagenet_mini')
+    out = _run(site_install, '-c', f'from mmlk.synthetic import make_imagenet; '
+                                   f'make_imagenet({data!r}, num_train=5, num_val=5, size=64, num_classes=5)')
+    assert out.returncode == 0, out.stdout[-2000:]
+    cfg = osp.join(user, 'my_replknet.py')
+    with open(cfg, 'w') as f:
+        f.write("_base_ = ['mmlk::replknet/replknet-31b_32xb64_in1k-224.py']\n"
+                "model = dict(backbone=dict(num_classes=5, arch=dict(_delete_=True, large_kernel_sizes=[7, 7, 5, 5], "
+                "layers=[1, 1, 1, 1], channels=[8, 16, 32, 64], small_kernel=3, dw_ratio=1, ffn_ratio=2)))\n"
+                "data_preprocessor = dict(num_classes=5)\n")
+    out = _run(site_install, _host_tool('mmpretrain', 'train.py'), cfg, '--work-dir', osp.join(user, 'cls'),
+               '--cfg-options', *_loader_opts(data), 'train_cfg.max_epochs=1', 'train_cfg.val_interval=2',
+               'train_pipeline.1.scale=64', 'train_dataloader.dataset.pipeline.1.scale=64')
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert re.search(r'Epoch\(train\)\s+\[1\]\[3/3\]', out.stdout), out.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_mim_run_mmseg_train_with_an_mmlk_base_from_an_installed_copy(site_install, mini_ade20k):
+    """``mim run mmseg train CFG`` (mim with its dependencies; it fails, not skips, when mim cannot run)."""
+    user = site_install['user']
+    cfg = osp.join(user, 'my_upernet.py')
+    with open(cfg, 'w') as f:
+        f.write("_base_ = ['mmlk::demo/upernet_replknet-mini_1xb8-300it_ade20k-mini-128x128.py']\n")
+    out = _run(site_install, '-c', 'import sys; from mim.cli import cli; cli.main(sys.argv[1:])', 'run', 'mmseg',
+               'train', cfg, '--work-dir', osp.join(user, 'seg'), '--cfg-options', *_loader_opts(mini_ade20k),
+               'train_cfg.max_iters=2', 'train_cfg.val_interval=100')
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert re.search(r'Iter\(train\) \[2/2\]', out.stdout), out.stdout[-3000:]

@@ -154,7 +154,8 @@ else
 
     log "installing mmengine, mmdet, mmsegmentation, mmpretrain, timm and test tools"
     pip_install -r requirements/runtime.txt -r requirements/tests.txt
-    # openmim without its dependencies (`mim search` needs only model-index/pandas/tabulate, in tests.txt):
+    # openmim without its declared dependencies; what it imports (model-index, pandas, tabulate, click, colorama,
+    # requests + urllib3/charset-normalizer/certifi/idna, rich) is pinned in tests.txt / constraints.txt:
     # its opendatalab -> openxlab chain pins setuptools 60, requests 2.28 and tqdm 4.65 over the environment.
     pip_install --no-deps "openmim==$(pin openmim)"
     log "installing mmlk (editable)"

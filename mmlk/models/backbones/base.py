@@ -245,6 +245,46 @@ class RepBackbone(BaseModule):
         """What else :meth:`describe` names besides variant and form (head, kept norms, ...)."""
         return []
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """Refuse, as part of a parent model, a checkpoint whose backbone part is not this backbone's.
+
+        mmengine (the hosts' ``tools/test.py``, ``load_from``) loads non-strictly and only warns, so a file of
+        another family or variant, or one without any ``<prefix>`` key, would silently leave a randomly
+        initialised backbone. Raised here (a :class:`~mmlk.checkpoint.errors.CheckpointError` naming both
+        sides) when: the keys under ``prefix`` are another family's, any of them has another shape (another
+        variant), or none of this backbone's keys is present. A checkpoint that fits the backbone but not a
+        head loads as before (fine-tuning). Loading the backbone itself (prefix '') keeps the plain checks.
+        """
+        if prefix:
+            self._check_parent_checkpoint(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def _check_parent_checkpoint(self, state_dict: Dict[str, Any], prefix: str) -> None:
+        from mmlk.checkpoint.errors import CheckpointError
+        from mmlk.checkpoint.state_dict import _family_of, check_state_dict_fits  # lazy (import cycle)
+        sub = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        own = {k: v for k, v in self.state_dict().items()}
+        fam = _family_of(list(sub)) if sub else None
+        fits = sum(1 for k, v in sub.items() if k in own and hasattr(v, 'shape')
+                   and tuple(v.shape) == tuple(own[k].shape))
+        mismatched = [k for k, v in sub.items() if k in own and hasattr(v, 'shape')
+                      and tuple(v.shape) != tuple(own[k].shape)]
+        other_family = fam is not None and getattr(fam, 'family', None) != self.family
+        if not (other_family or mismatched or fits == 0):
+            return
+        if not sub:
+            raise CheckpointError(
+                f'the checkpoint has no key under {prefix!r} for {self.describe()}: it is not a checkpoint of this model '
+                f'(another model layout, a bare backbone file - load it with init_cfg=dict(type=\'Pretrained\', '
+                f'checkpoint=...), or a file of another library). Refusing to evaluate a randomly initialised backbone.')
+        report = check_state_dict_fits(self, sub, raise_error=False)
+        raise CheckpointError(f'{prefix!r} of the checkpoint is not this model\'s backbone: '
+                              + (report['message'] or f'{self.describe()} vs the file') +
+                              '\nRefusing to evaluate a randomly initialised backbone (mmengine loads non-strictly '
+                              'and would only warn).')
+
     def describe(self) -> str:
         """One line naming the model: variant, form and extras (used in error messages)."""
         name = (f'{self.display_name}-{self.arch_name.upper()}' if self.arch_name
