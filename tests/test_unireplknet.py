@@ -393,3 +393,18 @@ def test_published_flops_at_224_with_the_repos_counter():
         result = count_model(model, (1, 3, 224, 224))
         assert round(result['flops'] / 1e9, 1) == gflops, variant
         assert round(result['params'] / 1e6, 2) == PARAMS_MERGED[variant], variant
+
+
+def test_mmengine_load_of_a_22k_classifier_into_a_1k_model_still_fine_tunes():
+    """mmengine's non-strict load (``load_from``, the hosts' tools) takes a file whose only difference is the
+    class count of the classifier the backbone carries: the 22k -> 1k fine-tuning case."""
+    from mmengine.runner.checkpoint import load_state_dict
+    parent = torch.nn.Module()
+    parent.backbone = UniRepLKNet(UNIREPLKNET_TINY, out_indices=(), num_classes=10)
+    src = UniRepLKNet(UNIREPLKNET_TINY, out_indices=(), num_classes=21)
+    load_state_dict(parent, {f'backbone.{k}': v for k, v in src.state_dict().items()}, strict=False)
+    assert torch.equal(parent.backbone.stages[1][0].se.down.weight, src.stages[1][0].se.down.weight)
+    assert parent.backbone.head.weight.shape == (10, 64)
+    other = UniRepLKNet(dict(UNIREPLKNET_TINY, dims=[32, 64, 96, 128]), out_indices=(), num_classes=10)
+    with pytest.raises(CheckpointError, match='not this model'):
+        load_state_dict(parent, {f'backbone.{k}': v for k, v in other.state_dict().items()}, strict=False)

@@ -263,13 +263,14 @@ class RepBackbone(BaseModule):
 
     def _check_parent_checkpoint(self, state_dict: Dict[str, Any], prefix: str) -> None:
         from mmlk.checkpoint.errors import CheckpointError
-        from mmlk.checkpoint.state_dict import _family_of, check_state_dict_fits  # lazy (import cycle)
+        from mmlk.checkpoint.state_dict import _family_of, check_state_dict_fits, is_classifier_key  # lazy (cycle)
         sub = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         own = {k: v for k, v in self.state_dict().items()}
         fam = _family_of(list(sub)) if sub else None
         fits = sum(1 for k, v in sub.items() if k in own and hasattr(v, 'shape')
                    and tuple(v.shape) == tuple(own[k].shape))
-        mismatched = [k for k, v in sub.items() if k in own and hasattr(v, 'shape')
+        # a classifier carried by the backbone (norm / head) with another class count is a new head: fine-tuning
+        mismatched = [k for k, v in sub.items() if k in own and hasattr(v, 'shape') and not is_classifier_key(k)
                       and tuple(v.shape) != tuple(own[k].shape)]
         other_family = fam is not None and getattr(fam, 'family', None) != self.family
         if not (other_family or mismatched or fits == 0):
