@@ -631,10 +631,12 @@ def plot_same(rows: list, path: str, title: str) -> None:
         xs = [j + (i - (len(passes) - 1) / 2) * width for j in range(len(rows))]
         ax.bar(xs, [r[p]['ratio'] for r in rows], width, label=PASS_NAMES[p])
     ax.axhline(1.0, color='black', linewidth=0.8)
+    ax.set_yscale('log')  # ratios span 0.9x .. 100x
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(labels, rotation=35, ha='right', fontsize=7)
     ax.set_ylabel('F.conv2d time / mmlk time  (> 1: mmlk faster)')
-    ax.set_title(title, fontsize=7)
+    import textwrap
+    ax.set_title('\n'.join(textwrap.fill(line, 110) for line in title.split('\n')), fontsize=7)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
