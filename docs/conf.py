@@ -11,7 +11,7 @@ copyright = '2026, mmlk contributors'
 extensions = ['myst_parser', 'sphinx.ext.autodoc', 'sphinx.ext.napoleon', 'sphinx.ext.viewcode']
 source_suffix = {'.md': 'markdown'}
 root_doc = 'index'
-exclude_patterns = ['_build', 'families']
+exclude_patterns = ['_build', 'families', '_static']
 myst_heading_anchors = 3
 myst_enable_extensions = ['colon_fence']
 # Bibliography-style links to files outside docs/ (configs, tools) are code spans, not links; a link that
@@ -19,7 +19,8 @@ myst_enable_extensions = ['colon_fence']
 
 html_theme = 'furo'
 html_title = 'mmlk'
-html_static_path = []
+html_static_path = ['_static']
+html_css_files = ['custom.css']
 
 autodoc_member_order = 'bysource'
 autodoc_typehints = 'description'
