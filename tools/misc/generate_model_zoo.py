@@ -88,14 +88,17 @@ def model_zoo_page(entries, families):
         out.append(f'{fam["paper"]} ([paper]({fam["paper_url"]}), [code]({fam["code_url"]})). '
                    f'Family page: [{fam["title"]}]({fam.get("docs_page", arch + ".md")}); '
                    f'configs: `configs/{arch}/` (its README.md is generated from the same data).\n')
-        out.append('\n| name | variant | task | dataset | pretraining | resolution | metric | config '
-                   '| download | sha256 |\n')
-        out.append('|---|---|---|---|---|---|---|---|---|---|\n')
+        out.append('\n| name | variant | task | dataset | pretraining | resolution | metric |\n')
+        out.append('|---|---|---|---|---|---|---|\n')
         for e in rows:
             out.append('| ' + ' | '.join([
                 f'`{e["name"]}`', cell(e.get('variant')), cell(e.get('task')), cell(e.get('dataset')),
-                cell(e.get('pretraining')), cell(e.get('resolution')), cell(fmt_metric(e.get('metric'))),
-                f'`{e["config"]}`' if e.get('config') else '-', fmt_downloads(e.get('download')),
+                cell(e.get('pretraining')), cell(e.get('resolution')), cell(fmt_metric(e.get('metric')))]) + ' |\n')
+        out.append(f'\n### {fam["title"]}: configs, downloads and hashes\n\n')
+        out.append('| name | config | download | sha256 |\n|---|---|---|---|\n')
+        for e in rows:
+            out.append('| ' + ' | '.join([
+                f'`{e["name"]}`', f'`{e["config"]}`' if e.get('config') else '-', fmt_downloads(e.get('download')),
                 fmt_sha(e.get('sha256'))]) + ' |\n')
     return ''.join(out)
 
