@@ -5,7 +5,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast docs clean
 setup:
 	bash tools/setup_env.sh
 
@@ -17,6 +17,11 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m 'not slow' --durations=10 $(PYTEST_ARGS) tests
+
+# The docs site, built strictly: a warning, a broken reference or a missing picture fails (tests/test_docs.py too).
+docs: setup
+	$(PY) tools/misc/generate_model_zoo.py --check
+	$(PY) -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
 
 clean:
 	rm -rf work_dirs data

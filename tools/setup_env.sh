@@ -85,7 +85,7 @@ if [ "${MMLK_MMCV_CPU_ONLY:-0}" != 1 ] && gpu_present; then
 fi
 
 stamp_file="$venv/.mmlk-setup-stamp"
-stamp=$( (cat "$constraints" requirements/runtime.txt requirements/tests.txt setup.py tools/setup_env.sh; \
+stamp=$( (cat "$constraints" requirements/runtime.txt requirements/tests.txt requirements/docs.txt setup.py tools/setup_env.sh; \
           echo "$cuda_tag") | sha256sum | cut -d' ' -f1)
 
 pip_install() { quietly "$py" -m pip install --disable-pip-version-check -q -c "$constraints" "$@"; }
@@ -152,8 +152,8 @@ else
     fi
     pip_install "$(ls "$cache_dir"/mmcv-*.whl | head -n 1)"
 
-    log "installing mmengine, mmdet, mmsegmentation, mmpretrain, timm and test tools"
-    pip_install -r requirements/runtime.txt -r requirements/tests.txt
+    log "installing mmengine, mmdet, mmsegmentation, mmpretrain, timm, test and docs tools"
+    pip_install -r requirements/runtime.txt -r requirements/tests.txt -r requirements/docs.txt
     # openmim without its declared dependencies; what it imports (model-index, pandas, tabulate, click, colorama,
     # requests + urllib3/charset-normalizer/certifi/idna, rich) is pinned in tests.txt / constraints.txt:
     # its opendatalab -> openxlab chain pins setuptools 60, requests 2.28 and tqdm 4.65 over the environment.

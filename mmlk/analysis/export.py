@@ -79,7 +79,7 @@ def run_onnx(path: str, x: np.ndarray) -> Tuple[List[np.ndarray], str]:
 
 
 def compare(expected: Sequence[torch.Tensor], got: Sequence[np.ndarray]) -> List[Dict]:
-    """Per output: shape, max |diff| and max |diff| relative to max |expected|."""
+    """Per output: shape, max abs(diff) and max abs(diff) relative to max abs(expected)."""
     if len(expected) != len(got):
         raise RuntimeError(f'the ONNX graph returns {len(got)} outputs, PyTorch {len(expected)}')
     rows = []

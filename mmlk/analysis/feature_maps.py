@@ -35,7 +35,7 @@ def find_chunk_conv(backbone: nn.Module, stage: int, block: int) -> nn.Module:
 @torch.no_grad()
 def branch_maps(backbone: nn.Module, images: torch.Tensor, stage: int, block: int,
                 forward=None) -> Dict[str, torch.Tensor]:
-    """{branch: (N, h, w) mean |activation|} of the chosen block for a normalised image batch."""
+    """{branch: (N, h, w) mean abs(activation)} of the chosen block for a normalised image batch."""
     mixer = find_chunk_conv(backbone, stage, block)
     captured: List[torch.Tensor] = []
 

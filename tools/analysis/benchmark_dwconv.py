@@ -615,7 +615,35 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='model mode: run the models in channels_last (default NCHW, the layout users get)')
     p.add_argument('--amp', choices=['bfloat16', 'float16'], help='model mode: run the models under autocast')
     p.add_argument('--json', help='also dump the per-pass rows to this JSON file')
+    p.add_argument('--plot', help='same-layout mode: also draw the F.conv2d / ours ratio per shape and pass to '
+                   'this PNG (matplotlib), titled with the command and the machine')
     return p.parse_args(argv)
+
+
+def plot_same(rows: list, path: str, title: str) -> None:
+    """Bar chart of F.conv2d time / mmlk time per problem (shape, batch, dtype, layout) and pass."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    passes = [p for p in PASS_NAMES if any(p in r for r in rows)]
+    labels = [f"{r['label']} n{r['n']} {r['layout']} {r['dtype']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows) * len(passes) / 2), 4.2))
+    width = 0.8 / max(1, len(passes))
+    for i, p in enumerate(passes):
+        xs = [j + (i - (len(passes) - 1) / 2) * width for j in range(len(rows))]
+        ax.bar(xs, [r[p]['ratio'] for r in rows], width, label=PASS_NAMES[p])
+    ax.axhline(1.0, color='black', linewidth=0.8)
+    ax.set_yscale('log')  # ratios span 0.9x .. 100x
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, rotation=35, ha='right', fontsize=7)
+    ax.set_ylabel('F.conv2d time / mmlk time  (> 1: mmlk faster)')
+    import textwrap
+    ax.set_title('\n'.join(textwrap.fill(line, 110) for line in title.split('\n')), fontsize=7)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f'plot: {path}')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -661,6 +689,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if args.json:
             with open(args.json, 'w') as f:
                 json.dump(rows, f, indent=1)
+        if args.plot:
+            plot_same(rows, args.plot, f'{command}\n{_cpu_name()}, {args.device}, threads {torch.get_num_threads()}, '
+                      f'torch {torch.__version__}')
         return
     print('# times are medians in ms; ours = mmlk in the better input layout (NCHW or channels_last, both timed);'
           '\n# (x) = best torch layout / ours, > 1 means mmlk is faster; [layout:route] = what ours ran')

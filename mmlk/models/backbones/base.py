@@ -130,7 +130,7 @@ class RepBackbone(BaseModule):
     :meth:`owns_keys`, :meth:`form_of`, :meth:`describe_shapes`, :meth:`state_dict_hints` and
     :meth:`layer_ids`.
 
-    Class attributes:
+    Attributes:
         family: Name used by the checkpoint code (``'replknet'``, ``'repnext'``).
         display_name: Name in messages (``'RepLKNet'``).
         arch_settings: The published variants; the only variant table of the family (the checkpoint
