@@ -149,7 +149,7 @@ class RepBackbone(BaseModule):
     arch_settings: ClassVar[Dict[str, dict]] = {}
     num_stages: ClassVar[int] = 4
     deploy_options: ClassVar[Tuple[str, ...]] = ()
-    #: Regex of the per-stage output norms only downstream models have (a classifier file lacks them).
+    # Regex of the per-stage output norms only downstream models have (a classifier file lacks them).
     output_norm_pattern: ClassVar[str] = r'(^|\.)stages\.\d+\.norm\.'
 
     def __init__(self, init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:

@@ -354,7 +354,7 @@ def _arch(depths: Sequence[int], dims: Sequence[int]) -> dict:
 class UniRepLKNet(RepBackbone):
     """UniRepLKNet backbone (Ding et al., CVPR 2024, arXiv:2311.15599) for mmpretrain, mmseg and mmdet.
 
-    Four stages at strides 4 to 32 of :class:`UniRepLKNetBlock` (13x13 Dilated Reparam Blocks interleaved with
+    Four stages at strides 4 to 32 of ``UniRepLKNetBlock`` (13x13 Dilated Reparam Blocks interleaved with
     3x3 blocks per the official tables), each stage opened by ``downsample_layers.i`` (the stem, two stride-2
     3x3 convs with LayerNorm and GELU, for ``i = 0``; a stride-2 3x3 conv and LayerNorm after). Returns the
     ``out_indices`` maps, each through its LayerNorm ``norm{i}`` (the official downstream outputs), and with

@@ -26,12 +26,12 @@ class TimmUniRepLKNet(TimmAdapter, UniRepLKNet):
     ``features_only=True`` returns the four raw stage maps (strides 4-32). Scriptable and FX-traceable.
 
     Args:
-        arch: As for :class:`UniRepLKNet`. Defaults to ``'t'``.
+        arch: As for :class:`~mmlk.models.backbones.UniRepLKNet`. Defaults to ``'t'``.
         num_classes: Classes of the head; 0 for none. Defaults to 1000.
         in_chans: Input channels. Defaults to 3.
         global_pool: ``'avg'`` or ``''``. Defaults to ``'avg'``.
         drop_path_rate: Stochastic depth. Defaults to 0.
-        **kwargs: Further :class:`UniRepLKNet` arguments (``deploy``, ``lk_impl``, ``layer_scale_init_value``).
+        **kwargs: Further :class:`~mmlk.models.backbones.UniRepLKNet` arguments (``deploy``, ``lk_impl``, ``layer_scale_init_value``).
     """
 
     def __init__(self, arch: Union[str, dict] = 't', num_classes: int = 1000, in_chans: int = 3,
