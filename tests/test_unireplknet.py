@@ -260,6 +260,7 @@ def test_block_merge_is_exact_with_every_term():
     (dict(depths=[1, 1, 1, 1], dims=[8, 16, 32, 64], kernel_sizes=[[3], [3], [19], [3]]), r'must be in \[0, 3, 5'),
     (dict(depths=[1, 1, 1], dims=[8, 16, 32]), '4 positive ints'),
     (dict(depth=[1, 1, 1, 1], dims=[8, 16, 32, 64]), 'unknown'),
+    (dict(depths=[2, 2, 6, 2], dims=[2, 16, 32, 64]), 'must be >= 4'),
 ])
 def test_bad_arch_raises_value_error_naming_the_choices(arch, match):
     with pytest.raises(ValueError, match=match):

@@ -19,7 +19,7 @@ from _helpers import REPO, build_full_size, checkpoint_names, config_ids
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'unireplknet', '*.py')))
 DEPLOY = sorted(glob.glob(osp.join(REPO, 'configs', 'unireplknet', 'deploy', '*.py')))
-UPERNET_M = dict(t=61, s=86, b=130, l=254)  # the released UperNet settings (XL 425M: weights 'TBA' upstream)
+UPERNET_M = dict(t=61, s=86, b=130, l=254)  # published (XL 425M: no upstream config, weights 'TBA')
 CASCADE_M = dict(t=89, s=113, b=155, l=276, xl=443)
 CLASSIFIER_MERGED_M = dict(a=4.44, f=6.24, p=10.74, n=18.32, t=31.04, s=55.65, b=98.01, l=218.45, xl=386.53)
 
@@ -38,7 +38,7 @@ def _build(path: str, **backbone):
 
 def test_every_released_setting_has_a_config():
     names = {osp.basename(p) for p in CONFIGS}
-    assert sum(n.startswith('upernet_') for n in names) == 5
+    assert sum(n.startswith('upernet_') for n in names) == 6  # the 7 published settings but XL-22K 640 (no upstream config)
     assert sum(n.startswith('cascade-mask-rcnn_') for n in names) == 6
     assert sum(n.startswith('unireplknet-') for n in names) == 14
     assert {osp.basename(p) for p in DEPLOY} == {n for n in names if n.startswith('unireplknet-')}
@@ -58,6 +58,12 @@ def test_config_loads_and_names_a_released_checkpoint(path):
         assert init.checkpoint in names, init
     if osp.basename(path).startswith(('upernet_', 'cascade-')):
         assert backbone.norm_cfg.type == 'SyncBN' and backbone.out_indices == (0, 1, 2, 3)
+    if osp.basename(path).startswith('upernet_'):
+        # the crop the name states is what the training pipeline cuts and the preprocessor pads to
+        crop = int(path.rsplit('x', 1)[1][:-3])
+        crops = [s.crop_size for s in cfg.train_dataloader.dataset.pipeline if s.type == 'RandomCrop']
+        assert crops == [(crop, crop)] and tuple(cfg.model.data_preprocessor.size) == (crop, crop)
+        assert cfg.train_dataloader.batch_size == 2
 
 
 @pytest.mark.parametrize('path', DEPLOY, ids=config_ids(DEPLOY))

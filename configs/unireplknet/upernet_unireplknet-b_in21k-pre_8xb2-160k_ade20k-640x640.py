@@ -48,11 +48,11 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-train_dataloader = dict(batch_size=2)
+# (one assignment: a second `train_dataloader = ...` in this file would drop the pipeline override)
+train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
 
 optim_wrapper = dict(
     _delete_=True,

@@ -325,8 +325,9 @@ def _check_arch(arch: Union[str, dict], choices: Dict[str, dict]) -> dict:
     for name, value in (('depths', depths), ('dims', dims)):
         if len(value) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
             raise ValueError(f'UniRepLKNet arch {name} must be 4 positive ints (one per stage), got {value}')
-    if dims[0] % 2:
-        raise ValueError(f'the stem halves dims[0]: it must be even, got {dims}')
+    if dims[0] % 2 or min(dims) < 4:
+        raise ValueError(f'UniRepLKNet dims must be >= 4 (the SE block squeezes by 4) and dims[0] even (the stem '
+                         f'halves it), got {dims}')
     kernel_sizes = arch.get('kernel_sizes')
     if kernel_sizes is None:
         kernel_sizes = default_kernel_sizes(depths)

@@ -1,0 +1,71 @@
+# UperNet + UniRepLKNet-S (ImageNet-22K pretrained) on ADE20K, 640x640, 160k iterations.
+# Upstream: segmentation/configs/ade20k/upernet_unireplknet_s_in22k_640_160k_ade20k.py, mIoU 52.3 single
+# scale / 52.7 multi-scale, 1618G FLOPs (UniRepLKNet README); the weights are 'TBA' upstream (no entry in
+# checkpoints.yaml until they are released).
+# Recipe (upstream config): 8 GPUs x 2 images = 16, 160k iterations, AdamW lr 1e-4, weight decay 0.05,
+# layer-wise lr decay 0.9 (upstream num_layers 9; mmlk's constructor numbers layers itself), linear warm-up
+# 1500 iterations from 1e-6 x lr, then poly (power 1) to 0; drop path 0.3; UperNet channels 512 with
+# in_channels = the stage channels [96, 192, 384, 768], auxiliary FCN head on stage 2 (384 channels); whole-image testing.
+# Backbone initialised from `unireplknet-s_in21k-pre_in1k-384` as upstream.
+# Train: python tools/train.py configs/unireplknet/upernet_unireplknet-s_in21k-pre_8xb2-160k_ade20k-640x640.py
+_base_ = [
+    '../_base_/models/upernet_replknet.py',
+    'mmseg::_base_/datasets/ade20k_640x640.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_160k.py',
+]
+custom_imports = dict(imports=['mmlk'], allow_failed_imports=False)
+crop_size = (640, 640)
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        _delete_=True,
+        type='mmlk.UniRepLKNet',
+        arch='s',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.3,
+        norm_cfg=norm_cfg,
+        with_cp=True,
+        init_cfg=dict(type='Pretrained', checkpoint='unireplknet-s_in21k-pre_in1k-384')),
+    decode_head=dict(in_channels=[96, 192, 384, 768], channels=512, num_classes=150),
+    auxiliary_head=dict(in_channels=384, in_index=2, num_classes=150),
+    test_cfg=dict(mode='whole'))
+
+# 640 crops: images resized around (2560, 640) as upstream's 640 configs
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=(2560, 640), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(2560, 640), keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+# (one assignment: a second `train_dataloader = ...` in this file would drop the pipeline override)
+train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    constructor='mmlk.LearningRateDecayOptimWrapperConstructor',
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(layer_decay_rate=0.9, decay_type='layer_wise'))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=1500, end=160000),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=160000, val_interval=4000)
+default_hooks = dict(checkpoint=dict(by_epoch=False, interval=4000, max_keep_ckpts=20, save_best='mIoU'))
+auto_scale_lr = dict(enable=False, base_batch_size=16)
+# WARNING in the log when the run's global batch is not auto_scale_lr.base_batch_size
+custom_hooks = [dict(type='mmlk.GlobalBatchCheckHook')]
