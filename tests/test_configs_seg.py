@@ -156,6 +156,7 @@ def seg_mini_options(data_root: str, crop: int = 64) -> List[str]:
     return opts
 
 
+UNIREPLKNET_TINY_RUN = dict(depths=[1, 1, 1, 1], dims=[16, 32, 64, 128], kernel_sizes=[[3], [13], [13], [7]])
 # Same head types and structure, narrower (the 512-channel UPerHead dominates a CPU step otherwise).
 SMALL_HEADS = ['model.decode_head.channels=32', 'model.auxiliary_head.channels=16']
 FAMILY_RUNS = {
@@ -163,6 +164,12 @@ FAMILY_RUNS = {
                 arch_options(REPLKNET_TINY_RUN) + [
                     cfg_option('model.decode_head.in_channels', REPLKNET_TINY_RUN['channels']),
                     cfg_option('model.auxiliary_head.in_channels', REPLKNET_TINY_RUN['channels'][2])] + SMALL_HEADS),
+    # UniRepLKNet's shipped UperNet config through mmlk's tools (a tiny arch: 13x13 dilated reparam blocks)
+    'upernet-unireplknet': ('configs/unireplknet/upernet_unireplknet-t_in1k-pre_8xb2-160k_ade20k-512x512.py',
+                            arch_options(UNIREPLKNET_TINY_RUN) + [
+                                cfg_option('model.decode_head.in_channels', UNIREPLKNET_TINY_RUN['dims']),
+                                cfg_option('model.auxiliary_head.in_channels', UNIREPLKNET_TINY_RUN['dims'][2])]
+                            + SMALL_HEADS),
     'semantic-fpn': ('configs/repnext/fpn_repnext-m3_in1k-pre_8xb4-80k_ade20k-512x512.py',
                      arch_options(REPNEXT_TINY_RUN) + [
                          cfg_option('model.neck.in_channels', REPNEXT_TINY_RUN['embed_dims']),
