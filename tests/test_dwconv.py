@@ -1013,7 +1013,9 @@ def _tiny_families():
     """(name, builder of a tiny merged-or-not eval model) for every registered backbone family."""
     from _helpers import REPLKNET_TINY, REPNEXT_TINY, UNIREPLKNET_TINY
     from mmlk.models.backbones import FAMILIES
-    tiny = {'replknet': dict(REPLKNET_TINY), 'repnext': dict(REPNEXT_TINY), 'unireplknet': dict(UNIREPLKNET_TINY)}
+    # UniRepLKNet: one 7x7 Dilated Reparam Block per stage (3 branches) keeps torch.compile's graphs small
+    tiny = {'replknet': dict(REPLKNET_TINY), 'repnext': dict(REPNEXT_TINY),
+            'unireplknet': dict(UNIREPLKNET_TINY, depths=[1, 1, 1, 1], kernel_sizes=[[3], [7], [7], [7]])}
     missing = [f.__name__ for f in FAMILIES if f.family not in tiny]
     assert not missing, f'give these families a tiny arch here: {missing}'
     return [(f.family, f, tiny[f.family]) for f in FAMILIES]

@@ -519,12 +519,19 @@ def test_reparameterize_tool_repnext(tmp_path):
     model = cls(arch='m0')
     randomise_bn(model, 13)
     torch.save(model.state_dict(), tmp_path / 'rn.pth')
-    with pytest.raises(ValueError, match='--model repnext'):
-        main([str(tmp_path / 'rn.pth'), str(tmp_path / 'auto.pth')])
+    # keys of no family: the tool names the families to choose from
+    torch.save({'conv.weight': torch.zeros(4, 3, 3, 3)}, tmp_path / 'other.pth')
+    with pytest.raises(ValueError, match='--model .*repnext'):
+        main([str(tmp_path / 'other.pth'), str(tmp_path / 'x.pth')])
+    # family and variant read from the keys (every family describes its own state dicts) = the explicit form
+    main([str(tmp_path / 'rn.pth'), str(tmp_path / 'auto.pth')])
     main([str(tmp_path / 'rn.pth'), str(tmp_path / 'rn_deploy.pth'), '--model', 'repnext',
           '--arch', 'm0'])
+    auto = torch.load(tmp_path / 'auto.pth', weights_only=True)
+    explicit = torch.load(tmp_path / 'rn_deploy.pth', weights_only=True)
+    assert auto.keys() == explicit.keys() and all(torch.equal(auto[k], explicit[k]) for k in auto)
     merged = cls(arch='m0', deploy=True).eval()
-    merged.load_state_dict(torch.load(tmp_path / 'rn_deploy.pth', weights_only=True))
+    merged.load_state_dict(explicit)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         for a, b in zip(merged(x), model.eval()(x)):
