@@ -5,7 +5,7 @@ Which form each published count uses (measured here, stated in the family's docs
 
 * classifiers: the merged form (the official README's #params), exact to the README's 0.01M;
 * UperNet: the merged backbone with the decode head, without the auxiliary FCN head (an inference model),
-  rounded to the README's 1M;
+  rounded to the README's 1M (XL 425M from the L 640 setting with the XL backbone: no upstream XL config);
 * Cascade Mask R-CNN: the merged form, within 1% (T 88.45M is printed as 89M, L 275.4M as 276M upstream).
 """
 import glob
@@ -94,3 +94,17 @@ def test_cascade_mask_rcnn_configs_reproduce_the_published_parameter_counts(path
     variant = cfg.model.backbone.arch
     assert _params(model) == pytest.approx(CASCADE_M[variant], rel=0.01)
     assert list(cfg.model.neck.in_channels) == model.backbone.out_channels
+
+
+def test_upernet_xl_published_count_from_the_l_640_setting():
+    """XL-22K 640 has no upstream config (nor weights): the L 640 config with the XL backbone and heads sized to
+    its stages gives the published 425M (merged, without the auxiliary head)."""
+    path = osp.join(REPO, 'configs', 'unireplknet', 'upernet_unireplknet-l_in21k-pre_8xb2-160k_ade20k-640x640.py')
+    import mmlk  # noqa: F401
+    cfg = Config.fromfile(path)
+    cfg.model.backbone.update(arch='xl', deploy=True)
+    cfg.model.decode_head.in_channels = [256, 512, 1024, 2048]
+    cfg.model.auxiliary_head.in_channels = 1024
+    with torch.device('meta'):
+        model = build_full_size(cfg, 'mmseg')
+    assert round(_params(model, skip='auxiliary_head.')) == 425
