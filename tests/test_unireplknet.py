@@ -19,7 +19,7 @@ from mmlk.checkpoint import load_pretrained
 from mmlk.checkpoint.errors import CheckpointError
 from mmlk.models.backbones.unireplknet import DILATED_BRANCHES, UniRepLKNet
 
-from _helpers import UNIREPLKNET_TINY, rel_err
+from _helpers import REPO, UNIREPLKNET_TINY, rel_err
 
 VARIANTS = {  # depths, dims (REFERENCE section 6)
     'a': ((2, 2, 6, 2), (40, 80, 160, 320)), 'f': ((2, 2, 6, 2), (48, 96, 192, 384)),
@@ -352,17 +352,12 @@ def test_reparameterize_tool_converts_a_classifier_release(tmp_path, classifier_
     path, _ = classifier_file
     dst = str(tmp_path / 'deploy.pth')
     out = subprocess.run([sys.executable, 'tools/model_converters/reparameterize.py', path, dst],
-                         capture_output=True, text=True, cwd=osp_repo())
+                         capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     merged = torch.load(dst, weights_only=True)
     merged = merged.get('model', merged.get('state_dict', merged))
     model = UniRepLKNet(UNIREPLKNET_TINY, out_indices=(), num_classes=10, deploy=True)
     model.load_state_dict(merged)
-
-
-def osp_repo():
-    import os.path as osp
-    return osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 # ----------------------------------------------------------------------------- layer-wise lr decay
