@@ -4,6 +4,10 @@
 # flows, full-size models, packaging; see tests/conftest.py).
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+# One worker per core (at most 4: each worker imports torch and the hosts once); tests sharing a module fixture
+# stay on one worker (tests/conftest.py). PYTEST_WORKERS=0 runs in this process (pdb, -s).
+PYTEST_WORKERS ?= auto
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadgroup)
 
 .PHONY: setup demo test test-fast docs clean
 setup:
@@ -13,10 +17,10 @@ demo: setup
 	$(PY) tools/demo.py
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -p no:cacheprovider $(XDIST) --durations=25 $(PYTEST_ARGS) tests
 
 test-fast: setup
-	$(PY) -m pytest -q -p no:cacheprovider -m 'not slow' --durations=10 $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -p no:cacheprovider $(XDIST) -m 'not slow' --durations=10 $(PYTEST_ARGS) tests
 
 # The docs site, built strictly: a warning, a broken reference or a missing picture fails (tests/test_docs.py too).
 docs: setup

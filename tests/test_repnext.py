@@ -258,6 +258,22 @@ def test_head_distillation_training_returns_both_heads():
         assert torch.equal(head(x), (head.head(x) + head.head_dist(x)) / 2)
 
 
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg', None])
+def test_head_loss_builds_mmpretrains_loss_whatever_default_scope_the_process_has(scope):
+    """The loss is built at its first use, where the default scope is whatever the process last set (an mmdet
+    test or tool before it: 'mmdet', which has no LabelSmoothLoss; found when the suite ran in parallel)."""
+    from mmengine.registry import DefaultScope
+    from mmpretrain.structures import DataSample
+    head = RepNeXtClsHead(6, 24, loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')).train()
+    samples = [DataSample().set_gt_label(i % 6) for i in range(4)]
+    if scope is None:
+        losses = head.loss((torch.randn(4, 24), ), samples)
+    else:
+        with DefaultScope.overwrite_default_scope(scope):
+            losses = head.loss((torch.randn(4, 24), ), samples)
+    assert type(head._loss_module).__name__ == 'LabelSmoothLoss' and torch.isfinite(losses['loss'])
+
+
 # --------------------------------------------------------------------------------------- merged training
 @pytest.mark.parametrize('cls,stride', [(RepDWConvS, 1), (RepDWConvS, 2), (RepDWConvM, 1), (RepDWConvM, 2)])
 def test_merged_training_path_unit_forward_and_gradients(cls, stride):

@@ -169,7 +169,11 @@ class RepNeXtClsHead(BaseModule):
         from mmpretrain.evaluation.metrics import Accuracy
         from mmpretrain.registry import MODELS as PRETRAIN_MODELS
         if self._loss_module is None:
-            self._loss_module = PRETRAIN_MODELS.build(self.loss_cfg)
+            # built at first use, so under whatever default scope the caller left (a process that also ran mmdet
+            # has 'mmdet' there, where 'LabelSmoothLoss' does not exist): the loss is mmpretrain's
+            from mmengine.registry import DefaultScope
+            with DefaultScope.overwrite_default_scope('mmpretrain'):
+                self._loss_module = PRETRAIN_MODELS.build(self.loss_cfg)
         cls_score = self._scores(feats)
         if 'gt_score' in data_samples[0]:  # mixup / cutmix give soft targets
             target = torch.stack([s.gt_score for s in data_samples])
