@@ -34,6 +34,6 @@ if _mmengine_importable():
 
     # Here rather than in mmlk's tools: `custom_imports=['mmlk']` then covers the host libraries' own
     # train/test scripts, init_model and inferencers too.
-    checkpoint.mmengine_compat.install()
+    checkpoint.safe_load.install()
 
 __all__ = ['__version__']
