@@ -4,6 +4,8 @@ from .base import RepBackbone
 from .replknet import RepLKNet
 from .repnext import RepNeXt
 from .unireplknet import UniRepLKNet
+from . import repnext_timm  # noqa: F401,E402  (timm names repnext_*, when timm imports)
+from . import replknet_timm  # noqa: F401,E402  (timm names replknet_*, when timm imports)
 from . import unireplknet_timm  # noqa: F401,E402  (timm names unireplknet_*, when timm imports)
 
 #: Every backbone family mmlk knows; the checkpoint code asks each of them about a state dict's keys.
