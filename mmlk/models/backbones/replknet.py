@@ -392,7 +392,7 @@ class RepLKNet(RepBackbone):
     }
     family = 'replknet'
     display_name = 'RepLKNet'
-    #: mmpretrain's port keeps the final BN in the last stage: (official prefix, mmpretrain prefix).
+    # mmpretrain's port keeps the final BN in the last stage; pairs are (official prefix, mmpretrain prefix).
     mmpretrain_renames = (('norm.', 'stages.3.norm.'), )
     num_stages = 4
     deploy_options = ('fuse_bn', )

@@ -33,7 +33,7 @@ class RepNeXtKeys:
 
     @classmethod
     def describe_shapes(cls, shapes: Dict[str, Tuple[int, ...]]) -> dict:
-        """See :meth:`RepBackbone.describe_shapes`; adds ``norms_kept`` (a merged file with block norms)."""
+        """See :meth:`mmlk.models.backbones.base.RepBackbone.describe_shapes`; adds ``norms_kept`` (a merged file with block norms)."""
         blocks = {i: n for i, n in blocks_per_stage(list(shapes)).items() if n}
         depths, channels = [], []
         for i in sorted(blocks):
