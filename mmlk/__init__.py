@@ -34,7 +34,7 @@ if _mmengine_importable():
 
     # Here rather than in mmlk's tools: `custom_imports=['mmlk']` then covers the host libraries' own
     # train/test scripts, init_model and inferencers too.
-    checkpoint.mmengine_compat.install()
+    checkpoint.safe_load.install()
     # `pkg::` config bases: mmengine re-reads the host's ~100 metafiles per base; once per process is enough
     from .utils import config_index
     config_index.install()

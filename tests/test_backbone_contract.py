@@ -16,7 +16,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmlk  # noqa: F401  (registers mmlk classes and timm names)
 from mmlk.models.backbones.replknet import RepLKNet
-from mmlk.models.backbones.repnext import RepNeXt, TimmRepNeXt
+from mmlk.models.backbones.repnext import RepNeXt
+from mmlk.models.backbones.repnext_timm import TimmRepNeXt
 from mmlk.models.backbones.unireplknet import UniRepLKNet
 
 from _helpers import (REPLKNET_TINY, REPLKNET_TINY_XL, REPNEXT_TINY, UNIREPLKNET_TINY, build_segmentor, expected_hw,

@@ -1115,8 +1115,8 @@ def _timm_fx_model(model):
 def _timm_tiny(name):
     """Tiny timm classifiers of the classes behind replknet_31b, repnext_m0 and repnext_m0e."""
     from _helpers import REPLKNET_TINY, REPNEXT_TINY
-    from mmlk.models.backbones.replknet import TimmRepLKNet
-    from mmlk.models.backbones.repnext import TimmRepNeXt
+    from mmlk.models.backbones.replknet_timm import TimmRepLKNet
+    from mmlk.models.backbones.repnext_timm import TimmRepNeXt
     builders = {'replknet_31b': lambda: TimmRepLKNet(arch=dict(REPLKNET_TINY), num_classes=5),
                 'repnext_m0': lambda: TimmRepNeXt(dict(REPNEXT_TINY), num_classes=5),
                 'repnext_m0e': lambda: TimmRepNeXt(dict(REPNEXT_TINY, token_mixer='single'), num_classes=5)}

@@ -368,7 +368,7 @@ def test_timm_create_model():
         assert timm.create_model('replknet_31l.in22k').head.weight.shape == (21841, 1536)
     # Small width: timm's feature getter returns the backbone's stage maps, the logits equal the mm
     # classifier form's on the same weights, and num_classes=0 gives the pooled normalised features.
-    from mmlk.models.backbones.replknet import TimmRepLKNet
+    from mmlk.models.backbones.replknet_timm import TimmRepLKNet
     from timm.models._features import FeatureGetterNet
     tm = TimmRepLKNet(arch=TINY_XL, num_classes=5, norm_intermediate_features=True).eval()
     randomise_bn(tm, 12)

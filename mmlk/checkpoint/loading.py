@@ -33,7 +33,6 @@ from . import state_dict as SD
 from .download import check_sha256, download_file, download_lock, verify_cached
 from .errors import CheckpointError
 from .reader import read_checkpoint
-from ..models.utils.reparam import reparameterize
 from .registry import (cache_file_name, cache_path, default_cache_dir, direct_alternatives, direct_urls, get_entry,
                        manual_locations, suggest_names, url_cache_path)
 
@@ -320,7 +319,7 @@ def _merge_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', 
     """Replace training-form weights of merged (deploy) sub-modules by their merged equivalents.
 
     For each deploy-form module a training-form twin is built, loaded strictly from the matching part
-    of ``source``, merged with :func:`~mmlk.models.utils.reparam.reparameterize` and its state dict substituted
+    of ``source``, merged by its own ``switch_to_deploy()`` and its state dict substituted
     into ``source``.
     Returns ``(new source, names of merged modules, keys the twins left initialised)``.
     """
@@ -343,7 +342,10 @@ def _merge_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', 
         state, rep = _match(twin, sub, f'training-form twin of {type(m).__name__}')
         twin.load_state_dict(state, strict=False)
         twin.eval()
-        reparameterize(twin)
+        # A deployable merges itself in place (the contract mmlk.models.utils.reparam.reparameterize walks);
+        # calling it directly keeps this file layer free of model code.
+        if twin.switch_to_deploy() is not None:
+            raise TypeError(f'{type(m).__name__}.switch_to_deploy replaced the module instead of merging in place')
         fresh += [pre + k for k in rep['missing'] if not k.endswith('num_batches_tracked')]
         source = OrderedDict(list(rest.items()) + [(pre + k, v) for k, v in twin.state_dict().items()])
         merged_names.append(name or type(m).__name__)

@@ -100,10 +100,8 @@ def install() -> None:
     buffer_cls = _history_buffer_class()
     copyreg.pickle(buffer_cls, _reduce_history_buffer)
     torch.serialization.add_safe_globals(safe_globals())
-    # mmengine reads local and http(s) checkpoints with torch's default weights_only: route both through
-    # mmlk's checking loaders, which pass weights_only=True explicitly (see mmlk/checkpoint/safe_load.py).
-    from .safe_load import install_safe_checkpoint_loader
-    install_safe_checkpoint_loader()
+    # (mmlk's checking loaders for mmengine, mmlk/checkpoint/safe_load.py, sit above this allow-list and are
+    # installed with it by :func:`mmlk.checkpoint.safe_load.install`; importing them here would close an import circle.)
     if os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '0').lower() in ('1', 'y', 'yes', 'true'):
         from mmengine.logging import print_log
         print_log('mmlk: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set, but mmengine checkpoints load with '

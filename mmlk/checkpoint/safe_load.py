@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from . import mmengine_compat
+
 
 def load_checkpoint_safely(filename: str, map_location: Any = None) -> Any:
     """``torch.load(filename, weights_only=True)`` after checking the file's structure."""
@@ -64,3 +66,12 @@ def install_safe_checkpoint_loader() -> None:
 
     CheckpointLoader.register_scheme(prefixes='', loader=load_from_mmlk_safe, force=True)
     CheckpointLoader.register_scheme(prefixes=['http://', 'https://'], loader=load_from_mmlk_url, force=True)
+
+
+def install() -> None:
+    """What ``import mmlk`` installs in mmengine: the weights_only allow-list of its run state
+    (:func:`mmlk.checkpoint.mmengine_compat.install`) and the checking loaders above (idempotent)."""
+    mmengine_compat.install()
+    # mmengine reads local and http(s) checkpoints with torch's default weights_only: route both through
+    # the loaders above, which pass weights_only=True explicitly.
+    install_safe_checkpoint_loader()

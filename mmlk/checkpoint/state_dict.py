@@ -2,8 +2,8 @@
 
 Everything here works on plain ``{name: tensor}`` dicts (or ``{name: shape}``): recognising which upstream
 format a file is in, describing what a state dict holds (family, variant, form: the families themselves
-read their keys, see :meth:`mmlk.models.backbones.base.RepBackbone.describe_shapes`, so the variant tables
-are the backbones' ``arch_settings``), diffing it against a model (:func:`compare_state_dict`,
+read their keys through the codecs they register with :func:`register_family`, so this module
+names no family), diffing it against a model (:func:`compare_state_dict`,
 :func:`check_state_dict_fits`, the messages of ``load_state_dict``), and matching / canonicalising a
 file's keys for the loader (:func:`match_keys`, :func:`canonicalize`).
 """
@@ -55,7 +55,7 @@ def unwrap_state_dict(obj: Any) -> Tuple['OrderedDict[str, torch.Tensor]', dict,
 
 
 #: timm's ``train.py`` (CheckpointSaver) writes ``{state_dict, [state_dict_ema], optimizer, epoch, arch, args,
-#: version, metric, amp_scaler}``; RepNeXt's StarNet-recipe ``*.pth.tar`` releases use it.
+#: version, metric, amp_scaler}``; StarNet-recipe ``*.pth.tar`` releases use it.
 TIMM_TRAIN_FORMAT = 'timm-train'
 _TIMM_TRAIN_MARKERS = ('state_dict_ema', 'epoch', 'arch', 'version', 'optimizer', 'args')
 
@@ -86,10 +86,29 @@ def select_timm_train_weights(obj: Mapping, ema: Optional[bool] = None) -> Tuple
     return obj['state_dict'], 'state_dict'
 
 
-def families() -> Tuple[type, ...]:
-    """The backbone families (:class:`RepBackbone` subclasses) whose state dicts mmlk recognises."""
-    from mmlk.models.backbones import FAMILIES  # lazy: the models import this module lazily too
-    return FAMILIES
+#: How each state-dict form is named in messages (shared by the families' descriptions and the fit check).
+FORM_TEXT = {'train': 'training form', 'merged': 'merged form', 'fused': 'fused form'}
+
+#: The key codecs registered by the model families, in registration order (the first that owns a key set wins).
+_FAMILIES: List[Any] = []
+
+
+def register_family(codec: Any) -> Any:
+    """Register a family's key codec; returns it, so it also works as a class decorator.
+
+    This file layer knows no model: each family registers an object (its backbone class) with ``family``
+    (its name), ``output_norm_pattern`` and the class methods ``owns_keys(keys)``, ``form_of(keys)``,
+    ``describe_shapes(shapes)`` and optionally ``mmpretrain_renames`` (``(official prefix, mmpretrain
+    prefix)`` pairs of its backbone keys). Registering the same codec twice is a no-op.
+    """
+    if codec not in _FAMILIES:
+        _FAMILIES.append(codec)
+    return codec
+
+
+def families() -> Tuple[Any, ...]:
+    """The registered key codecs (mmlk's backbone families register theirs when ``mmlk.models`` imports)."""
+    return tuple(_FAMILIES)
 
 
 def _family_of(keys: Sequence[str]) -> Optional[type]:
@@ -101,7 +120,7 @@ def _strip(keys, prefix='backbone.'):
 
 
 def detect_family(keys) -> Optional[str]:
-    """``'replknet'``, ``'repnext'``, ... of a state dict's keys (``backbone.`` prefixes allowed), or None."""
+    """The registered family name of a state dict's keys (``backbone.`` prefixes allowed), or None."""
     fam = _family_of(_strip(keys))
     return fam.family if fam else None
 
@@ -109,7 +128,7 @@ def detect_family(keys) -> Optional[str]:
 def detect_form(keys) -> Optional[str]:
     """``'train'`` (re-parameterisable branches present), ``'merged'``, or None if undecidable.
 
-    (RepLKNet's fused form, every norm folded, counts as ``'merged'`` here.)
+    (A family's ``'fused'`` form, every norm folded, counts as ``'merged'`` here.)
     """
     keys = _strip(keys)
     fam = _family_of(keys)
@@ -201,7 +220,6 @@ def check_state_dict_fits(model: Any, state_dict: Mapping[str, Any], raise_error
         ValueError: If keys or shapes differ and ``raise_error``; the message names the model's and the
             file's variant/form, says what to do and lists a few offending keys.
     """
-    from mmlk.models.backbones.base import FORM_TEXT  # lazy, as families()
     missing, unexpected, mismatched = compare_state_dict(model.state_dict(), state_dict)
     prefix = state_prefix(list(state_dict))
     shapes = shapes_of(state_dict, prefix)
@@ -236,19 +254,23 @@ def check_state_dict_fits(model: Any, state_dict: Mapping[str, Any], raise_error
 def canonicalize(state: Mapping[str, torch.Tensor], fmt: str) -> 'OrderedDict[str, torch.Tensor]':
     """Rewrite format-specific names into the official layout (mmlk's own names).
 
-    Only mmpretrain's RepLKNet port differs from the official names: its final BN is
-    ``backbone.stages.3.norm`` (official ``norm``) and its Linear is ``head.fc`` (official ``head``).
+    mmpretrain's Linear is ``head.fc`` (official ``head``); a family whose mmpretrain port renames backbone
+    keys declares them as ``mmpretrain_renames`` (e.g. a final BN kept in the last stage).
     Other formats keep their keys (downstream files keep their ``backbone.`` / head prefixes).
     """
     if fmt != 'mmpretrain':
         return OrderedDict(state)
     out: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
-    fam = detect_family(state)
+    fam = _family_of(_strip(state))
+    # (official prefix, mmpretrain prefix) pairs the family declares; mmlk knows none itself.
+    renames = getattr(fam, 'mmpretrain_renames', ()) if fam else ()
     for k, v in state.items():
         if k.startswith('backbone.'):
             k = k[len('backbone.'):]
-            if fam == 'replknet' and k.startswith('stages.3.norm.'):
-                k = 'norm.' + k[len('stages.3.norm.'):]
+            for official, theirs in renames:
+                if k.startswith(theirs):
+                    k = official + k[len(theirs):]
+                    break
         elif k.startswith('head.fc.'):
             k = 'head.' + k[len('head.fc.'):]
         out[k] = v
@@ -268,7 +290,7 @@ def match_keys(src: Mapping[str, torch.Tensor], tgt: Mapping[str, torch.Size]
     """Map source keys onto target keys.
 
     Each source key tries, in order: itself, ``backbone.`` + key, the key without ``backbone.``, and for a
-    RepLKNet final BN / Linear the mmpretrain names. The first candidate present in the target wins.
+    final BN / Linear the mmpretrain classifier names. The first candidate present in the target wins.
 
     Returns ``(mapping src->tgt, unmatched source keys, shape mismatches [(src, tgt)])``.
     """
@@ -276,7 +298,7 @@ def match_keys(src: Mapping[str, torch.Tensor], tgt: Mapping[str, torch.Size]
     taken = set()
     unmatched: List[str] = []
     mismatched: List[Tuple[str, str]] = []
-    # mmpretrain's own RepLKNet classifier keeps the final BN in the backbone's last stage and the Linear
+    # mmpretrain's own classifier port keeps the final BN in the backbone's last stage and the Linear
     # under head.fc: only then are those renamings meaningful.
     mmpretrain_target = any(k.startswith('head.fc.') for k in tgt)
     for k, v in src.items():

@@ -10,28 +10,23 @@ from typing import Dict, List, Optional
 
 import yaml
 
+def _collection(name: str, architecture: List[str], paper: str, code: str) -> dict:
+    """One model-index collection (mim prints a Title/URL mapping as its key names, so URLs stay plain)."""
+    return dict(Name=name, Metadata=dict(Architecture=architecture), Paper=paper, Code=code)
+
+
 #: One model-index collection per architecture family (mim's ``--model`` filter matches these names).
 COLLECTIONS: Dict[str, dict] = {
-    'replknet': dict(
-        Name='RepLKNet',
-        Metadata=dict(Architecture=['Large-kernel depthwise convolution', 'Structural re-parameterisation',
-                                    'Batch normalisation']),
-        # (a plain URL: mim prints a Title/URL mapping as its key names)
-        Paper='https://arxiv.org/abs/2203.06717',
-        Code='https://github.com/DingXiaoH/RepLKNet-pytorch'),
-    'repnext': dict(
-        Name='RepNeXt',
-        Metadata=dict(Architecture=['Multi-scale depthwise convolution', 'Structural re-parameterisation',
-                                    'Batch normalisation']),
-        Paper='https://arxiv.org/abs/2406.16004',
-        Code='https://github.com/suous/RepNeXt'),
-    'unireplknet': dict(
-        Name='UniRepLKNet',
-        Metadata=dict(Architecture=['Dilated Reparam Block', 'Large-kernel depthwise convolution',
-                                    'Structural re-parameterisation', 'Squeeze-and-excitation',
-                                    'Global response normalisation', 'Batch normalisation']),
-        Paper='https://arxiv.org/abs/2311.15599',
-        Code='https://github.com/AILab-CVC/UniRepLKNet'),
+    'replknet': _collection('RepLKNet', ['Large-kernel depthwise convolution', 'Structural re-parameterisation',
+                                         'Batch normalisation'],
+                            'https://arxiv.org/abs/2203.06717', 'https://github.com/DingXiaoH/RepLKNet-pytorch'),
+    'repnext': _collection('RepNeXt', ['Multi-scale depthwise convolution', 'Structural re-parameterisation',
+                                       'Batch normalisation'],
+                           'https://arxiv.org/abs/2406.16004', 'https://github.com/suous/RepNeXt'),
+    'unireplknet': _collection('UniRepLKNet', ['Dilated Reparam Block', 'Large-kernel depthwise convolution',
+                                               'Structural re-parameterisation', 'Squeeze-and-excitation',
+                                               'Global response normalisation', 'Batch normalisation'],
+                               'https://arxiv.org/abs/2311.15599', 'https://github.com/AILab-CVC/UniRepLKNet'),
 }
 
 # checkpoints.yaml task -> the task names OpenMMLab metafiles use.

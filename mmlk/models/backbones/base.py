@@ -27,6 +27,8 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmlk.checkpoint.state_dict import FORM_TEXT
+
 
 __all__ = ['RepBackbone', 'TimmAdapter', 'blocks_per_stage', 'checkpoint_with_bn_guard', 'stage_depths']
 
@@ -119,7 +121,6 @@ def stage_depths(names: Sequence[str], arch: str, num_stages: int = 4) -> Dict[i
 
 
 #: How messages name each form.
-FORM_TEXT = {'train': 'training form', 'merged': 'merged form', 'fused': 'fused form'}
 
 
 class RepBackbone(BaseModule):

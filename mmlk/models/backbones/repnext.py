@@ -27,7 +27,6 @@ branch parameter equal the branch-by-branch computation up to float rounding; se
 ``tools/analysis/benchmark_repnext.py`` for the measured speed-up.
 """
 import copy
-import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -38,11 +37,11 @@ from mmcv.cnn.bricks import DropPath
 
 from mmlk.ops import LargeKernelDWConv2d, dwconv2d
 from mmlk.registry import MODELS, register_plain_alias
-from ..heads.repnext_head import RepNeXtClsHead
 from ..utils.conv import LARGE_KERNEL_MIN, conv_from_weights, conv_like, make_conv
 from ..utils.reparam import (bn_scale_shift, dilate_kernel, fold_bn_into_next, fuse_conv_bn, pad_kernel,
                              reparameterize, require_batchnorm, serial_kernel)
-from .base import RepBackbone, TimmAdapter, blocks_per_stage, checkpoint_with_bn_guard
+from .base import RepBackbone, checkpoint_with_bn_guard
+from .repnext_keys import RepNeXtKeys
 
 #: Token mixers an arch can use: re-parameterised branch groups (M0-M5), one single-branch conv ("E"
 #: variants), or plain convs per chunk (the ChunkConv of upstream's README).
@@ -205,6 +204,16 @@ class RepDWConvM(_RepDWBranches):
         return k, b
 
 
+
+def _small_and_medium(channels: int, stride: int, merged: bool, merge_branches: bool,
+                      lk_impl: str) -> Tuple[nn.Module, nn.Module]:
+    """The 3x3 and 7x7 depthwise branches shared by the chunk mixer and the downsample: plain convs when
+    ``merged`` (deploy or the plain form), else their re-parameterisable training forms."""
+    if merged:
+        return _deploy_dw(channels, 3, stride, lk_impl), _deploy_dw(channels, 7, stride, lk_impl)
+    return (RepDWConvS(channels, stride, merge_branches, lk_impl),
+            RepDWConvM(channels, stride, merge_branches, lk_impl))
+
 class ChunkConv(nn.Module):
     """Token mixer of a block: four channel chunks -> identity, ``conv_s``, ``conv_m``, ``conv_l``.
 
@@ -220,12 +229,7 @@ class ChunkConv(nn.Module):
             raise ValueError(f'RepNeXt block width must be divisible by 4 (four chunks), got {channels}')
         c = channels // 4
         self.plain = plain
-        if deploy or plain:
-            self.conv_s = _deploy_dw(c, 3, 1, lk_impl)
-            self.conv_m = _deploy_dw(c, 7, 1, lk_impl)
-        else:
-            self.conv_s = RepDWConvS(c, 1, merge_branches, lk_impl)
-            self.conv_m = RepDWConvM(c, 1, merge_branches, lk_impl)
+        self.conv_s, self.conv_m = _small_and_medium(c, 1, deploy or plain, merge_branches, lk_impl)
         if plain:
             self.conv_l = _deploy_dw(c, 11, 1, lk_impl)
         else:
@@ -324,12 +328,7 @@ class CopyConv(nn.Module):
                  lk_impl: str = 'auto', plain: bool = False) -> None:
         super().__init__()
         self.plain = plain
-        if deploy or plain:
-            self.conv_s = _deploy_dw(channels, 3, 2, lk_impl)
-            self.conv_m = _deploy_dw(channels, 7, 2, lk_impl)
-        else:
-            self.conv_s = RepDWConvS(channels, 2, merge_branches, lk_impl)
-            self.conv_m = RepDWConvM(channels, 2, merge_branches, lk_impl)
+        self.conv_s, self.conv_m = _small_and_medium(channels, 2, deploy or plain, merge_branches, lk_impl)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat((self.conv_s(x), self.conv_m(x)), dim=1)
@@ -520,7 +519,7 @@ class RepNeXtStage(nn.Module):
 
 @MODELS.register_module()
 @register_plain_alias
-class RepNeXt(RepBackbone):
+class RepNeXt(RepNeXtKeys, RepBackbone):
     """RepNeXt backbone (`arXiv 2406.16004 <https://arxiv.org/abs/2406.16004>`_).
 
     Args:
@@ -718,62 +717,6 @@ class RepNeXt(RepBackbone):
         self.fold_block_norm = True
         self.build_kwargs['fold_block_norm'] = True
 
-    # ------------------------------------------------------------------ checkpoints
-    def describe_extras(self) -> List[str]:
-        return ['block norms kept'] if self.deploy and not self.fold_block_norm else []
-
-    @classmethod
-    def owns_keys(cls, keys: Sequence[str]) -> bool:
-        return any('.token_mixer.' in k or k.startswith('stem.stem.') for k in keys)
-
-    @classmethod
-    def form_of(cls, keys: Sequence[str]) -> Optional[str]:
-        # ConvNorms (``*.conv.weight`` + ``*.norm.*``) mark the training form of the single-branch "E"
-        # variants too, whose plain depthwise convs look like merged ones
-        if any('.conv_3_3.' in k or '.conv_7_7.' in k or k.endswith('channel_mixer.0.conv.weight') for k in keys):
-            return 'train'
-        if any(re.search(r'token_mixer\.conv(_[sm])?\.weight$', k) for k in keys):
-            return 'merged'
-        return None
-
-    @classmethod
-    def describe_shapes(cls, shapes: Dict[str, Tuple[int, ...]]) -> dict:
-        """See :meth:`RepBackbone.describe_shapes`; adds ``norms_kept`` (a merged file with block norms)."""
-        blocks = {i: n for i, n in blocks_per_stage(list(shapes)).items() if n}
-        depths, channels = [], []
-        for i in sorted(blocks):
-            depths.append(blocks[i])
-            out = (shapes.get(f'stages.{i}.blocks.0.channel_mixer.2.conv.weight')
-                   or shapes.get(f'stages.{i}.blocks.0.channel_mixer.2.weight'))
-            channels.append(out[0] if out else None)
-        # The "E" variants mix with one conv per block (M0 and M0E share widths and depths); a multi-branch
-        # model merged into the single-branch form has the same structure and is named E as well.
-        plain = any(k.endswith('token_mixer.conv.weight') for k in shapes)
-        arch_name = next((name for name, ref in cls.arch_settings.items()
-                          if tuple(ref['embed_dims']) == tuple(channels) and tuple(ref['depths']) == tuple(depths)
-                          and (ref.get('token_mixer') == 'single') == plain), None)
-        variant = arch_name.upper() if arch_name else None
-        form = cls.form_of(list(shapes))
-        norms_kept = any(re.search(r'stages\.\d+\.blocks\.\d+\.norm\.', k) for k in shapes)
-        complete = len(depths) == cls.num_stages and None not in channels
-        return dict(family=cls.family, form=form, arch_name=arch_name, variant=variant,
-                    arch=dict(embed_dims=channels, depths=depths) if complete else None,
-                    channels=tuple(channels), depths=tuple(depths), norms_kept=norms_kept,
-                    extras=['block norms kept'] if form == 'merged' and norms_kept else [],
-                    text=f'RepNeXt{"-" + variant if variant else ""} (channels {tuple(channels)}, '
-                         f'depths {tuple(depths)})')
-
-    def state_dict_hints(self, info: dict) -> List[str]:
-        if info['form'] == 'train' and self.deploy:
-            return ['Load it into a training-form model (deploy=False) and call switch_to_deploy(), or load it '
-                    'with mmlk.checkpoint.load_pretrained, which merges on the fly.']
-        if info['form'] == 'merged' and not self.deploy:
-            return ['It holds merged weights: build the model with deploy=True'
-                    + (', fold_block_norm=False' if info['norms_kept'] else '') + '.']
-        if info['form'] == 'merged' and info['norms_kept'] and self.fold_block_norm:
-            return ['Its block norms are kept: build the model with deploy=True, fold_block_norm=False.']
-        return []
-
     # ------------------------------------------------------------------ layer-wise lr decay
     # Layer ids follow ConvNeXt's scheme (which RepNeXt's macro design descends from): stage 2 in
     # ``min(9, depth)`` nearly equal groups; a stage's downsample goes with its first group.
@@ -784,201 +727,3 @@ class RepNeXt(RepBackbone):
     @classmethod
     def _stage2_group(cls, block: Optional[int], depth: int, groups: int) -> int:
         return 0 if block is None else block * groups // depth
-
-
-class TimmRepNeXt(TimmAdapter, RepNeXt):
-    """Full RepNeXt classifier for timm: the backbone plus upstream's two-head classifier.
-
-    State-dict keys equal the released classification checkpoints (``head.head.*``, ``head.head_dist.*``).
-    In training with ``distillation=True`` the forward returns ``(head, head_dist)`` logits as upstream's
-    DeiT-style training expects; otherwise, and always in eval, their mean.
-
-    Args:
-        arch: As for :class:`RepNeXt`.
-        num_classes: Classes of both heads; 0 gives no head (pooled features). Defaults to 1000.
-        in_chans: Input channels. Defaults to 3.
-        global_pool: ``'avg'`` or ``''`` (no pooling). Defaults to ``'avg'``.
-        drop_rate: Dropout before the heads. Defaults to 0.
-        distillation: Return both heads' logits in training mode. Defaults to False.
-        **kwargs: Further :class:`RepNeXt` arguments (``deploy``, ``fold_block_norm``, ``merge_branches``,
-            ``drop_path_rate``, ``with_cp``, ``lk_impl``, ...).
-    """
-
-
-    def __init__(self, arch: Union[str, Dict] = 'm3', num_classes: int = 1000, in_chans: int = 3,
-                 global_pool: str = 'avg', drop_rate: float = 0., distillation: bool = False,
-                 **kwargs) -> None:
-        if global_pool not in ('avg', ''):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-        super().__init__(arch=arch, in_channels=in_chans, out_indices=(-1, ), **kwargs)
-        # Own constructor kwargs (all backbone settings with their defaults included), so
-        # ``type(m)(**m.build_kwargs)`` rebuilds this class (the checkpoint loader's twins).
-        backbone_kwargs = {k: v for k, v in self.build_kwargs.items() if k not in ('in_channels', 'out_indices')}
-        self.build_kwargs = dict(backbone_kwargs, num_classes=num_classes, in_chans=in_chans,
-                                  global_pool=global_pool, drop_rate=drop_rate, distillation=distillation)
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        self.num_features = self.head_hidden_size = self.embed_dims[-1]
-        self.feature_info = [dict(num_chs=c, reduction=4 * 2 ** i, module=f'stages.{i}')
-                             for i, c in enumerate(self.embed_dims)]
-        self.head_drop = nn.Dropout(drop_rate)
-        self.distillation = distillation
-        self.head = self._make_head(num_classes)
-
-    def _make_head(self, num_classes: int) -> nn.Module:
-        if num_classes <= 0:
-            return nn.Identity()
-        return RepNeXtClsHead(num_classes, self.num_features, distillation=self.distillation,
-                              deploy=self.deploy)
-
-    def _timm_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        return self.stages[index](x)
-
-    def _timm_block_groups(self, coarse: bool):
-        if coarse:
-            return r'^stages\.(\d+)'
-        return [(r'^stages\.(\d+)\.downsample', (0, )), (r'^stages\.(\d+)\.blocks\.(\d+)', None)]
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.head = self._make_head(num_classes)
-
-    def set_distilled_training(self, enable: bool = True) -> None:
-        self.distillation = enable
-        if isinstance(self.head, RepNeXtClsHead):
-            self.head.distillation = enable
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.forward_stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == 'avg':
-            x = x.mean((2, 3))
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def _switch_to_deploy(self, single_branch: bool) -> None:
-        super()._switch_to_deploy(single_branch)
-        if isinstance(self.head, RepNeXtClsHead):
-            self.head.switch_to_deploy()
-
-
-try:  # timm is optional: register timm model names only when it is installed
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-    from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-    from timm.models._builder import pretrained_cfg_for_features
-    from timm.models._features import FeatureListNet
-    from timm.layers import register_notrace_module
-except ImportError:  # pragma: no cover - exercised only without timm
-    register_model = None
-
-if register_model is not None:
-    # timm's FX helpers (feature extraction, its FX tests) keep the branch groups as leaf calls: their
-    # forward builds the merged kernel and picks the conv route from its shape, which symbolic tracing
-    # cannot follow. The leaves still run eagerly inside the graph, so gradients reach every branch.
-    register_notrace_module(RepDWConvS)
-    register_notrace_module(RepDWConvM)
-
-if register_model is not None:
-    # timm's register_model reads the module attribute ``default_cfgs`` for pretrained configs. timm
-    # resolves no weights itself (no url): pretrained=True goes through mmlk's checkpoint registry
-    # (checkpoints.yaml names, verified downloads, strict loading).
-    _TIMM_CFG = dict(
-        url='', num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.95,
-        interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-        first_conv='stem.stem.0.conv', classifier=('head.head.linear', 'head.head_dist.linear'),
-        license='apache-2.0', paper_ids='arXiv:2406.16004', origin_url='https://github.com/suous/RepNeXt')
-    #: timm pretrained tag -> checkpoints.yaml name (``{}`` = the arch): the RepViT-recipe distilled release
-    #: (first, the default), then the StarNet-recipe ``*.pth.tar`` releases (evaluated at crop 0.9).
-    _TIMM_TAG_WEIGHTS = {
-        'dist_in1k': 'repnext-{}_in1k',
-        'starnet_in1k': 'repnext-{}_in1k-starnet',
-        'starnet_dist_in1k': 'repnext-{}_in1k-starnet-distill',
-    }
-    _STARNET_ARCHS = ('m0', 'm1', 'm2')
-    _cfgs = {}
-    for _name, _arch in RepNeXt.arch_settings.items():
-        if _arch.get('token_mixer') == 'single':
-            _cfgs[f'repnext_{_name}'] = dict(_TIMM_CFG)  # the "E" forms: no released weights
-            continue
-        _cfgs[f'repnext_{_name}.dist_in1k'] = dict(_TIMM_CFG)
-        if _name in _STARNET_ARCHS:
-            _cfgs[f'repnext_{_name}.starnet_in1k'] = dict(_TIMM_CFG, crop_pct=0.9)
-            _cfgs[f'repnext_{_name}.starnet_dist_in1k'] = dict(_TIMM_CFG, crop_pct=0.9)
-    default_cfgs = generate_default_cfgs(_cfgs)
-    del _name, _arch, _cfgs
-
-    def _create_repnext(variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
-        features_only = kwargs.pop('features_only', False)
-        out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
-        arch = variant.split('_')[-1]
-        # create_model('repnext_m0.starnet_in1k') hands the tag over as a string pretrained_cfg
-        tag = kwargs.get('pretrained_cfg')
-        tag = tag if isinstance(tag, str) else None
-        model = build_model_with_cfg(TimmRepNeXt, variant, False, arch=arch, **kwargs)
-        if pretrained:
-            if RepNeXt.arch_settings[arch].get('token_mixer') == 'single':
-                raise ValueError(f'{variant}: upstream released no weights of the single-branch "E" variants '
-                                 '(only training logs); create it with pretrained=False')
-            tag = tag or 'dist_in1k'
-            if tag not in _TIMM_TAG_WEIGHTS or (tag != 'dist_in1k' and arch not in _STARNET_ARCHS):
-                raise ValueError(f'{variant}: no released weights tagged {tag!r}; see timm.list_pretrained('
-                                 f'"{variant}*")')
-            from mmlk.checkpoint import load_pretrained  # lazy: the loader pulls in more packages
-            load_pretrained(model, _TIMM_TAG_WEIGHTS[tag].format(arch))
-        if features_only:
-            # stem, then one module per stage (``stages`` flattened): each stage output is a feature map
-            cfg = model.pretrained_cfg
-            model = FeatureListNet(model, out_indices=out_indices, flatten_sequential=True)
-            model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(cfg)
-        return model
-
-    @register_model
-    def repnext_m0(pretrained: bool = False, **kwargs) -> nn.Module:
-        """RepNeXt-M0 classifier (2.72M parameters train-time)."""
-        return _create_repnext('repnext_m0', pretrained, **kwargs)
-
-    @register_model
-    def repnext_m1(pretrained: bool = False, **kwargs) -> nn.Module:
-        """RepNeXt-M1 classifier (5.32M parameters train-time)."""
-        return _create_repnext('repnext_m1', pretrained, **kwargs)
-
-    @register_model
-    def repnext_m2(pretrained: bool = False, **kwargs) -> nn.Module:
-        """RepNeXt-M2 classifier (7.05M parameters train-time)."""
-        return _create_repnext('repnext_m2', pretrained, **kwargs)
-
-    @register_model
-    def repnext_m3(pretrained: bool = False, **kwargs) -> nn.Module:
-        """RepNeXt-M3 classifier (8.47M parameters train-time)."""
-        return _create_repnext('repnext_m3', pretrained, **kwargs)
-
-    @register_model
-    def repnext_m4(pretrained: bool = False, **kwargs) -> nn.Module:
-        """RepNeXt-M4 classifier (14.08M parameters train-time)."""
-        return _create_repnext('repnext_m4', pretrained, **kwargs)
-
-    @register_model
-    def repnext_m5(pretrained: bool = False, **kwargs) -> nn.Module:
-        """RepNeXt-M5 classifier (22.71M parameters train-time)."""
-        return _create_repnext('repnext_m5', pretrained, **kwargs)
-
-    @register_model
-    def repnext_m0e(pretrained: bool = False, **kwargs) -> nn.Module:
-        """RepNeXt-M0E classifier: the single-branch equivalent form of M0, trained as such."""
-        return _create_repnext('repnext_m0e', pretrained, **kwargs)
-
-    @register_model
-    def repnext_m1e(pretrained: bool = False, **kwargs) -> nn.Module:
-        """RepNeXt-M1E classifier: the single-branch equivalent form of M1, trained as such."""
-        return _create_repnext('repnext_m1e', pretrained, **kwargs)
-
-    @register_model
-    def repnext_m2e(pretrained: bool = False, **kwargs) -> nn.Module:
-        """RepNeXt-M2E classifier: the single-branch equivalent form of M2, trained as such."""
-        return _create_repnext('repnext_m2e', pretrained, **kwargs)
