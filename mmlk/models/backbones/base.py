@@ -120,9 +120,6 @@ def stage_depths(names: Sequence[str], arch: str, num_stages: int = 4) -> Dict[i
     return depths
 
 
-#: How messages name each form.
-
-
 class RepBackbone(BaseModule):
     """Base of mmlk's re-parameterisable backbones (see the module docstring for what it provides).
 
