@@ -87,6 +87,18 @@ def test_readme_is_short_and_starts_with_the_two_commands():
     assert '/tmp/' not in text
 
 
+def test_readme_zoo_table_counts_what_checkpoints_yaml_holds():
+    """The README's "released checkpoints" column is hand-written: it must equal checkpoints.yaml per family."""
+    with open(osp.join(REPO, 'README.md')) as f:
+        text = f.read()
+    table = text[text.index('## Model zoo'):]
+    rows = re.findall(r'^\| \[(\w+)\]\(docs/(\w+)\.md\) \|.*\| (\d+) \|$', table, re.M)
+    counts = {}
+    for entry in _entries():
+        counts[entry['arch']] = counts.get(entry['arch'], 0) + 1
+    assert {page: int(n) for _, page, n in rows} == counts, rows
+
+
 @pytest.mark.parametrize('rel', SNIPPET_FILES)
 def test_python_snippets_run(rel, monkeypatch, tmp_path):
     blocks = python_blocks(rel)
