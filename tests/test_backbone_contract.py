@@ -243,6 +243,18 @@ def test_switch_to_deploy_idempotent_and_equivalent(family):
         assert isinstance(twin.head.head, nn.Module)
 
 
+@pytest.mark.parametrize('impl', ['torch', 'fft'])
+def test_merged_convs_keep_the_large_kernel_route_the_model_was_built_with(family, impl):
+    """Every large-kernel conv a merge builds reads its route from the conv it replaces (``conv_like``)."""
+    from mmlk.models.utils import reparameterize
+    from mmlk.ops import LargeKernelDWConv2d
+    model = family.seeded(lk_impl=impl).eval()
+    options = {'fuse_bn': True} if family is REPLKNET else {}
+    reparameterize(model, **options)
+    large = [m for m in model.modules() if isinstance(m, LargeKernelDWConv2d)]
+    assert large and all(m.impl == impl for m in large), sorted({m.impl for m in large})
+
+
 # ----------------------------------------------------------------------------- inputs
 @pytest.mark.parametrize('deploy', [False, True])
 @pytest.mark.parametrize('size', [(225, 223), (33, 47), (5, 7), (1, 1)])

@@ -54,7 +54,6 @@ class ConvBN(nn.Module):
                  groups: int = 1, norm_cfg: Optional[dict] = None, relu: bool = False,
                  fused: bool = False, lk_impl: str = 'auto') -> None:
         super().__init__()
-        self.lk_impl = lk_impl
         self.conv = make_conv(in_channels, out_channels, kernel_size, stride, groups=groups, bias=fused,
                               lk_impl=lk_impl)
         if fused:
@@ -86,7 +85,7 @@ class ConvBN(nn.Module):
         if self.is_fused or not fuse_bn:
             return
         weight, bias = self.equivalent_kernel_bias()
-        self.conv = conv_like(self.conv, weight.detach(), bias.detach(), self.lk_impl)
+        self.conv = conv_like(self.conv, weight.detach(), bias.detach())
         self.bn = nn.Identity()
 
 
@@ -117,7 +116,6 @@ class ReparamLargeKernelConv(nn.Module):
         self.channels = channels
         self.kernel_size = kernel_size
         self.small_kernel = small_kernel
-        self.lk_impl = lk_impl
         if deploy:
             self.lkb_reparam = make_conv(channels, channels, kernel_size, groups=channels, lk_impl=lk_impl)
         else:
@@ -158,7 +156,7 @@ class ReparamLargeKernelConv(nn.Module):
         if self.is_merged:
             return
         weight, bias = self.equivalent_kernel_bias()
-        self.lkb_reparam = conv_like(self.lkb_origin.conv, weight.detach(), bias.detach(), self.lk_impl)
+        self.lkb_reparam = conv_like(self.lkb_origin.conv, weight.detach(), bias.detach())
         del self.lkb_origin
         if hasattr(self, 'small_conv'):
             del self.small_conv

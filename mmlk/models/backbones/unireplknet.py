@@ -158,7 +158,6 @@ class DilatedReparamConv(nn.ModuleDict):
         norm_cfg = norm_cfg or dict(type='BN')
         self.kernel_size = kernel_size
         self.branches = DILATED_BRANCHES[kernel_size]
-        self.lk_impl = lk_impl
         self.deploy = deploy
         self['lk_origin'] = make_conv(channels, channels, kernel_size, groups=channels, bias=deploy, lk_impl=lk_impl)
         if not deploy:
@@ -199,7 +198,7 @@ class DilatedReparamConv(nn.ModuleDict):
         if self.deploy:
             return
         weight, bias = self.equivalent_kernel_bias()
-        self['lk_origin'] = conv_like(self.lk_origin, weight, bias, lk_impl=self.lk_impl)
+        self['lk_origin'] = conv_like(self.lk_origin, weight, bias)
         for name in [n for n in self.keys() if n != 'lk_origin']:
             del self[name]
         self.deploy = True
@@ -234,7 +233,6 @@ class UniRepLKNetBlock(nn.Module):
         norm_cfg = norm_cfg or dict(type='BN')
         self.deploy = deploy
         self.with_cp = with_cp
-        self.lk_impl = lk_impl
         if kernel_size == 0:
             self.dwconv = nn.Identity()
         elif kernel_size >= 7:
@@ -285,7 +283,7 @@ class UniRepLKNetBlock(nn.Module):
             conv = self.dwconv
         if isinstance(conv, nn.Conv2d) and not isinstance(self.norm, nn.Identity):
             weight, bias = fuse_conv_bn(conv.weight, conv.bias, require_batchnorm(self.norm, 'a block dwconv'))
-            merged = conv_like(conv, weight, bias, lk_impl=self.lk_impl)
+            merged = conv_like(conv, weight, bias)
             if isinstance(self.dwconv, DilatedReparamConv):
                 self.dwconv['lk_origin'] = merged
             else:

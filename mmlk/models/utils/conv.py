@@ -48,7 +48,9 @@ def conv_from_weights(weight: torch.Tensor, bias: torch.Tensor, stride: _IntPair
     return conv
 
 
-def conv_like(template: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, lk_impl: str = 'auto') -> nn.Conv2d:
-    """:func:`conv_from_weights` with ``template``'s stride, padding, dilation and groups."""
+def conv_like(template: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
+    """:func:`conv_from_weights` with ``template``'s stride, padding, dilation, groups and large-kernel ``impl``
+    (read from the conv itself, so a merge keeps the route its module was built with; a plain template gives
+    ``'auto'``, which only matters if the merged kernel is large)."""
     return conv_from_weights(weight, bias, template.stride, template.padding, template.dilation[0],
-                             template.groups, lk_impl)
+                             template.groups, getattr(template, 'impl', 'auto'))
