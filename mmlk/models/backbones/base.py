@@ -416,6 +416,20 @@ class TimmAdapter:
     :meth:`_timm_final_norm` and :meth:`_timm_block_groups`.
     """
 
+    @staticmethod
+    def check_global_pool(name: str, global_pool: str, num_classes: int) -> None:
+        """timm's ``global_pool`` choices these classifiers take: ``'avg'`` or ``''`` (unpooled maps, no head).
+
+        Raises:
+            ValueError: another pooling, or ``''`` with a Linear head (``num_classes > 0``); says what to pass.
+        """
+        if global_pool not in ('avg', ''):
+            raise ValueError(f"{name} supports global_pool='avg' or '' (no pooling), got {global_pool!r}")
+        if global_pool == '' and num_classes > 0:
+            raise ValueError("global_pool='' returns unpooled feature maps, which a Linear head cannot take: "
+                             'pass num_classes=0 with it (timm.create_model(..., num_classes=0, '
+                             "global_pool='') or model.reset_classifier(0, ''))")
+
     def get_classifier(self) -> nn.Module:
         return self.head
 

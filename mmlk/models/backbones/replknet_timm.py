@@ -46,7 +46,7 @@ if build_model_with_cfg is not None:
         def __init__(self, arch: Union[str, dict] = '31B', num_classes: int = 1000,
                      in_chans: int = 3, global_pool: str = 'avg', drop_path_rate: float = 0.0,
                      **kwargs) -> None:
-            _check_global_pool(global_pool, num_classes)
+            self.check_global_pool('RepLKNet', global_pool, num_classes)
             kwargs.setdefault('out_indices', ())
             super().__init__(arch=arch, in_channels=in_chans, num_classes=max(num_classes, 1),
                              drop_path_rate=drop_path_rate, **kwargs)
@@ -71,7 +71,7 @@ if build_model_with_cfg is not None:
         def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
             """New Linear head (or none for ``num_classes=0``); ``global_pool`` ``'avg'`` or ``''``."""
             pool = self.global_pool if global_pool is None else global_pool
-            _check_global_pool(pool, num_classes)
+            self.check_global_pool('RepLKNet', pool, num_classes)
             self.num_classes = num_classes
             self.global_pool = pool
             self.head = (nn.Linear(self.num_features, num_classes) if num_classes > 0
@@ -114,14 +114,6 @@ if build_model_with_cfg is not None:
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
             return self.forward_head(self.forward_features(x))
-
-    def _check_global_pool(global_pool: str, num_classes: int) -> None:
-        if global_pool not in ('avg', ''):
-            raise ValueError(f"RepLKNet supports global_pool='avg' or '' (no pooling), got {global_pool!r}")
-        if global_pool == '' and num_classes > 0:
-            raise ValueError("global_pool='' returns unpooled feature maps, which a Linear head cannot take: "
-                             'pass num_classes=0 with it (timm.create_model(..., num_classes=0, '
-                             "global_pool='') or model.reset_classifier(0, ''))")
 
     def _timm_cfg(**kwargs) -> dict:
         return {
