@@ -32,7 +32,7 @@ def _where(entry: dict) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from mmlk.checkpoint.registry import list_checkpoints
+    from mmlk.checkpoint.catalog import list_checkpoints
     rows = [e for e in list_checkpoints()
             if (not args.arch or e['arch'] == args.arch) and (not args.task or e['task'] == args.task)]
     width = max([len(e['name']) for e in rows] + [4])
@@ -45,7 +45,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     import yaml
-    from mmlk.checkpoint.registry import get_entry
+    from mmlk.checkpoint.catalog import get_entry
     entry = get_entry(args.name)
     if entry is None:
         print(f'unknown checkpoint name {args.name!r}; see `python -m mmlk list`', file=sys.stderr)

@@ -13,7 +13,7 @@ import torch
 
 import _checkpoint_fixtures as F
 from mmlk.checkpoint import CheckpointError, sha256sum
-from mmlk.checkpoint.convert import build_model_from_config, convert_classification, convert_downstream
+from mmlk.models.weights.convert import build_model_from_config, convert_classification, convert_downstream
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # The demo config (an ordinary mmseg 1.x UperNet config with a CPU-sized RepLKNet), found by its stem so a

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import _checkpoint_fixtures as F
-from mmlk.checkpoint import CheckpointError, read_state_dict, resolve_checkpoint, sha256sum
+from mmlk.checkpoint import CheckpointError, resolve_checkpoint, sha256sum
+from mmlk.models.weights import read_state_dict
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -143,7 +144,7 @@ def test_one_flipped_bit_in_a_local_zip_is_refused_everywhere(tmp_path):
     _flip_bit_in_largest_member(path)
     with pytest.raises(CheckpointError, match='CRC'):
         read_state_dict(path)
-    from mmlk.checkpoint.convert import convert_classification
+    from mmlk.models.weights.convert import convert_classification
     with pytest.raises(CheckpointError, match='CRC'):
         convert_classification(path, str(tmp_path / 'out.pth'))
     from tools.model_converters.reparameterize import main as reparameterize
@@ -319,7 +320,7 @@ def test_not_a_checkpoint_is_named_for_what_it_is(tmp_path, content, message):
 
 
 def test_directory_as_output_or_cache_path(tmp_path, monkeypatch, cache, server):
-    from mmlk.checkpoint.convert import convert_classification
+    from mmlk.models.weights.convert import convert_classification
     src = str(tmp_path / 'official.pth')
     torch.save(F.replknet_official(num_classes=10), src)
     (tmp_path / 'outdir').mkdir()

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import _checkpoint_fixtures as F
-from mmlk.checkpoint import CheckpointError, load_pretrained, read_state_dict, resolve_checkpoint, sha256sum
-from mmlk.checkpoint.state_dict import describe_arch
-from mmlk.checkpoint.loading import _mismatch_message
+from mmlk.checkpoint import CheckpointError, resolve_checkpoint, sha256sum
+from mmlk.models.weights import load_pretrained, read_state_dict
+from mmlk.models.weights.keys import describe_arch
+from mmlk.models.weights.loading import _mismatch_message
 from mmlk.checkpoint.reader import read_torchscript_tensors
 from mmlk.models.backbones.replknet import RepLKNet
 from mmlk.models.backbones.repnext import RepNeXt

@@ -97,7 +97,7 @@ def test_config_exists(entry):
 
 
 def test_registry_module_reads_the_same_table():
-    from mmlk.checkpoint.registry import cache_file_name, get_entry, load_registry
+    from mmlk.checkpoint.catalog import cache_file_name, get_entry, load_registry
     table = load_registry(osp.join(REPO, 'checkpoints.yaml'))
     assert sorted(table) == sorted(e['name'] for e in ENTRIES)
     e = get_entry('RepLKNet-31B_In1k-224')  # case-insensitive
@@ -147,22 +147,51 @@ def test_unireplknet_huggingface_urls():
         assert url is None or url.startswith('https://huggingface.co/'), url
 
 
-def test_unireplknet_timm_tags_name_released_classifiers():
-    """Every UniRepLKNet timm tag has exactly one entry, of the matching variant and class count (the timm map
-    is read from this file)."""
+@pytest.mark.parametrize('family', ['replknet', 'repnext', 'unireplknet'])
+def test_timm_tags_name_released_classifiers(family):
+    """Every timm tag with weights has exactly one entry, of the matching variant and class count (every
+    family's timm map is read from this file); timm's tags without weights are the RepNeXt "E" forms only."""
     timm = pytest.importorskip('timm')
     import torch
 
     import mmlk  # noqa: F401  (registers the timm names)
-    from mmlk.models.backbones.unireplknet_timm import timm_checkpoints
-    table = timm_checkpoints()
-    tags = sorted(n for n in timm.list_models('unireplknet_*', include_tags=True))
+    from mmlk.models.backbones.base import timm_checkpoints
+    table = timm_checkpoints(family)
+    tags = sorted(n for n in timm.list_models(f'{family}_*', include_tags=True) if not re.search(r'_m\de$', n))
     assert sorted(table) == tags
     by_name = {e['name']: e for e in ENTRIES}
     for tag, name in table.items():
         entry = by_name[name]
-        assert tag.split('.')[0] == f'unireplknet_{entry["variant"].lower()}'
+        assert entry['arch'] == family and entry['task'] == 'classification'
+        assert tag.split('.')[0] == f'{family}_{entry["variant"].lower()}'
         with torch.device('meta'):
             model = timm.create_model(tag)
         assert model.num_classes == entry['num_classes']
 
+
+def test_every_format_is_one_the_registered_families_or_the_generic_layer_know():
+    """What each ``format`` means comes from the model side: generic formats plus each family's ``formats``."""
+    import mmlk.models  # noqa: F401  (the families register their key codecs)
+    from mmlk.models.weights import known_formats
+    assert set(known_formats()) == FORMATS
+    assert all(isinstance(text, str) and text for text in known_formats().values())
+
+
+def test_the_checkpoint_file_layer_names_no_family_and_imports_no_model():
+    """mmlk/checkpoint (catalog, download, reading, containers) knows no model: no family's name in its code
+    (docstrings and comments included) and no import of mmlk.models, direct or lazy."""
+    import ast
+    import glob
+    from mmlk.models.backbones import FAMILIES
+    names = {fam.family for fam in FAMILIES} | {fam.display_name.lower() for fam in FAMILIES}
+    for path in sorted(glob.glob(osp.join(REPO, 'mmlk', 'checkpoint', '*.py'))):
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+        found = sorted(n for n in names if n in text.lower())
+        assert not found, f'{osp.relpath(path, REPO)} names {found}'
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom):
+                mod = ('.' * node.level) + (node.module or '')
+                assert not (mod.startswith('mmlk.models') or mod.startswith('..models')), (path, mod)
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith('mmlk.models') for a in node.names), path

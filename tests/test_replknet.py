@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmlk  # noqa: F401  (registers mmlk classes and timm names)
-from mmlk.checkpoint.state_dict import check_state_dict_fits, describe_arch
+from mmlk.models.weights.keys import check_state_dict_fits, describe_arch
 from mmlk.models.backbones.replknet import ConvFFN, RepLKBlock, RepLKNet
 from mmlk.ops import LargeKernelDWConv2d
 
@@ -536,3 +536,14 @@ def test_reparameterize_tool_repnext(tmp_path):
     with torch.no_grad():
         for a, b in zip(merged(x), model.eval()(x)):
             assert rel_err(a, b) <= 1e-5
+
+
+def test_timm_fused_replknet_without_a_head_keeps_its_final_norm():
+    """TimmRepLKNet(num_classes=0, deploy=True, fuse_bn=True): no Linear to absorb the final BN, so the fused
+    form keeps it (this constructor path used to raise NameError: build_norm_layer was never imported)."""
+    pytest.importorskip('timm')
+    from mmlk.models.backbones.replknet_timm import TimmRepLKNet
+    model = TimmRepLKNet(arch=dict(TINY), num_classes=0, deploy=True, fuse_bn=True).eval()
+    assert isinstance(model.norm, torch.nn.BatchNorm2d)
+    out = model(torch.randn(1, 3, 64, 64))
+    assert out.shape == (1, TINY['channels'][-1])

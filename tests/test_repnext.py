@@ -365,7 +365,7 @@ def test_norm_cfg_drop_path_and_lk_impl():
 def test_released_layouts_load_through_mmlk_loader(tmp_path):
     """Training-form classifier file (state dict under 'model', as released) into the backbone and into
     merged models; upstream's fused layout (block norms kept) into the default merged form."""
-    from mmlk.checkpoint import load_pretrained
+    from mmlk.models.weights import load_pretrained
     torch.manual_seed(6)
     src = TimmRepNeXt(TINY, num_classes=10)
     randomise_bn(src)

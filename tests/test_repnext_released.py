@@ -121,7 +121,7 @@ def test_single_branch_deploy_equals_training_form(arch, fold):
 
 
 def test_single_branch_after_plain_merge_and_direct_build_and_loader(tmp_path):
-    from mmlk.checkpoint import load_pretrained
+    from mmlk.models.weights import load_pretrained
     torch.manual_seed(4)
     model = TimmRepNeXt(TINY, num_classes=5)
     randomise_bn(model, conv_bias=True)
@@ -173,8 +173,9 @@ def _timm_train_file(path, state, ema_state=None) -> None:
 
 
 def test_timm_train_script_checkpoint_loads_model_or_ema_weights(tmp_path):
-    from mmlk.checkpoint import CheckpointError, load_pretrained
-    from mmlk.checkpoint.state_dict import is_timm_train_checkpoint
+    from mmlk.checkpoint import CheckpointError
+    from mmlk.models.weights import load_pretrained
+    from mmlk.checkpoint.containers import is_timm_train_checkpoint
     from mmlk.checkpoint.reader import read_checkpoint
     torch.manual_seed(5)
     src, src_ema = TimmRepNeXt(TINY, num_classes=10), TimmRepNeXt(TINY, num_classes=10)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmlk  # noqa: F401
-from mmlk.checkpoint import load_pretrained
+from mmlk.models.weights import load_pretrained
 from mmlk.checkpoint.errors import CheckpointError
 from mmlk.models.backbones.unireplknet import DILATED_BRANCHES, UniRepLKNet
 

@@ -120,14 +120,14 @@ pip_install() {
         ${args[@]+"${args[@]}"} -c "$constraints" "$@"
 }
 # compile_site: byte-compile site-packages on every core (uv, like `pip --no-compile`, leaves it to us), leaving out
-# what no mmlk command imports (test suites shipped inside packages, vendored copies): a third of the files.
+# what no mmlk command imports (the test suites shipped inside packages, e.g. pandas', scipy's, sympy's).
 compile_site() {
     local site
     site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     printf '$ python -m compileall -q -j 0 -x ... %s\n' "$site" >> "$setup_log"
     # Not `quietly`: a few files are not meant for this Python (torch ships a py312-only test helper), which pip's
     # own compilation skips too; they are listed in the log and compileall's exit status 1 is not an error.
-    "$py" -m compileall -q -j 0 -x '/(tests?|testing/_internal|_vendor)/' "$site" >> "$setup_log" 2>&1 || true
+    "$py" -m compileall -q -j 0 -x '/tests?/' "$site" >> "$setup_log" 2>&1 || true
 }
 
 build_mmcv_wheel() {  # build_mmcv_wheel CACHE_DIR

@@ -47,7 +47,7 @@ def checkpoint_mismatch(model, path: str, max_listed: int = 8) -> str:
     for prefix, module in model.named_modules():
         for hook in module._load_state_dict_pre_hooks.values():
             hook(state, f'{prefix}.' if prefix else '', {}, True, [], [], [])
-    from mmlk.checkpoint.state_dict import compare_state_dict
+    from mmlk.models.weights.keys import compare_state_dict
     missing, unexpected, mismatched = compare_state_dict(model.state_dict(), state)
     missing, unexpected, shapes = sorted(missing), sorted(unexpected), sorted(k for k, _, _ in mismatched)
     lines = []

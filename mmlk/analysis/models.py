@@ -123,10 +123,8 @@ def load_weights(model: nn.Module, checkpoint: str, strip_prefixes: Sequence[str
         raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
     allow_mmengine_checkpoint_globals()
     ckpt = _load_checkpoint(checkpoint, map_location='cpu')
-    state = ckpt
-    for key in ('state_dict', 'model'):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
+    from mmlk.checkpoint.containers import unwrap_state_dict
+    state, _, _ = unwrap_state_dict(ckpt)  # the one rule for where a file keeps its weights
     cleaned = {}
     for k, v in state.items():
         for prefix in ('module.', ) + tuple(strip_prefixes):

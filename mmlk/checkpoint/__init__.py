@@ -1,17 +1,20 @@
-"""Pretrained weights for mmlk models (issue #7).
+"""Checkpoint files: the layer beneath the models, which knows no model (issue #23).
 
-* :func:`load_pretrained` - strict, reported loading of any released format (used by ``init_weights``).
-* :func:`resolve_checkpoint` - ``checkpoints.yaml`` name / path / URL -> verified local file.
-* :func:`read_state_dict` - read a file safely into official key names.
-* :mod:`.registry` - the ``checkpoints.yaml`` table and the cache directory.
-* :mod:`.convert` - upstream downstream / classification files -> checkpoints mmlk's configs load
-  (behind ``tools/model_converters/convert_*.py``).
+* :func:`resolve_checkpoint` - ``checkpoints.yaml`` name / path / URL -> verified local file (:mod:`.resolve`).
+* :mod:`.catalog` - the ``checkpoints.yaml`` table and the cache directory.
+* :mod:`.download` - bounded, verified, atomic downloads; :mod:`.atomic` - atomic writes.
+* :mod:`.reader` / :mod:`.safe_load` - reading files without running their code (weights_only, TorchScript
+  tensors), the weights_only allow-list of mmengine's run state (:mod:`.mmengine_compat`).
+* :mod:`.containers` - where the state dict sits in a loaded file.
+
+Loading weights *into* a model (key matching, families' formats, merging while loading) lives with the models:
+:mod:`mmlk.models.weights` (``load_pretrained``).
 """
 from . import mmengine_compat, safe_load  # noqa: F401  (import mmlk installs them, see mmlk/__init__.py)
+from .catalog import default_cache_dir, get_entry, list_checkpoints
 from .download import download_file, sha256sum
 from .errors import CheckpointError
-from .loading import load_pretrained, read_state_dict, resolve_checkpoint
-from .registry import default_cache_dir, get_entry, list_checkpoints
+from .resolve import resolve_checkpoint
 
-__all__ = ['load_pretrained', 'resolve_checkpoint', 'read_state_dict', 'CheckpointError', 'download_file',
-           'sha256sum', 'get_entry', 'list_checkpoints', 'default_cache_dir']
+__all__ = ['resolve_checkpoint', 'CheckpointError', 'download_file', 'sha256sum', 'get_entry', 'list_checkpoints',
+           'default_cache_dir']

@@ -6,7 +6,7 @@
   ``args``) and the numpy arrays / ``HistoryBuffer`` of mmengine's own checkpoints; unpickling them only
   rebuilds arrays and sets attributes. A file that needs anything else is refused with the list of globals
   it asks for; ``weights_only=False`` is never used.
-* TorchScript archives (RepNeXt's ``*_fused.pt``) are read by :func:`read_torchscript_tensors`, a restricted
+* TorchScript archives (a family's fused ``*.pt`` release) are read by :func:`read_torchscript_tensors`, a restricted
   unpickler over the archive's ``data.pkl``: module objects become inert records and tensors are rebuilt
   from the raw ``data/<n>`` entries; the archive's ``code/`` is never compiled or run. Each member's
   declared size is compared with the tensors ``data.pkl`` declares before it is read.

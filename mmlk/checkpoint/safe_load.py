@@ -48,7 +48,7 @@ def load_checkpoint_safely(filename: str, map_location: Any = None) -> Any:
 
 def load_url_safely(url: str, map_location: Any = None) -> Any:
     """Fetch ``url`` into mmlk's cache (verified, bounded) and read it with :func:`load_checkpoint_safely`."""
-    from mmlk.checkpoint.loading import resolve_checkpoint
+    from mmlk.checkpoint.resolve import resolve_checkpoint
     path, _ = resolve_checkpoint(url)
     return load_checkpoint_safely(path, map_location)
 

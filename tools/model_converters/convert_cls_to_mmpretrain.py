@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument('--overwrite', action='store_true', help='replace DST if it exists (never SRC)')
     args = parser.parse_args(argv)
     from mmlk.checkpoint import CheckpointError
-    from mmlk.checkpoint.convert import convert_classification
+    from mmlk.models.weights.convert import convert_classification
     try:
         convert_classification(args.src, args.dst, config=args.config, layout=args.layout,
                                overwrite=args.overwrite)

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     parser.add_argument('--overwrite', action='store_true', help='replace DST if it exists (never SRC)')
     args = parser.parse_args(argv)
     from mmlk.checkpoint import CheckpointError
-    from mmlk.checkpoint.convert import convert_downstream
+    from mmlk.models.weights.convert import convert_downstream
     try:
         convert_downstream(args.src, args.dst, config=args.config, overwrite=args.overwrite)
     except CheckpointError as e:

@@ -33,7 +33,6 @@ _REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-_WRAPPERS = ('state_dict', 'model')
 # Run-state entries that make no sense for merged weights (they describe the training-form params).
 _DROP = ('optimizer', 'message_hub', 'param_schedulers', 'ema_state_dict', 'mmlk_rng_state')
 
@@ -78,14 +77,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def _unwrap(ckpt: Any) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
-    if isinstance(ckpt, dict):
-        for key in _WRAPPERS:
-            if isinstance(ckpt.get(key), dict):
-                return ckpt[key], key
-        if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-            return ckpt, None
-    raise ValueError('no state dict found: expected a flat {name: tensor} dict or one wrapped in '
-                     f'{list(_WRAPPERS)}')
+    """``(state dict, the key it sits under or None)``: the file layer's container rules, keys as they are."""
+    from mmlk.checkpoint import CheckpointError
+    from mmlk.checkpoint.containers import unwrap_state_dict
+    try:
+        _, _, container = unwrap_state_dict(ckpt)
+    except CheckpointError as e:
+        raise ValueError(str(e)) from e
+    return (ckpt, None) if container == 'flat' else (ckpt[container], container)
 
 
 def _parse_arch(text: Optional[str]) -> Any:
@@ -125,11 +124,11 @@ def verify(train_model: nn.Module, merged: nn.Module, size: int, in_channels: in
 
 def _build_backbone(args: argparse.Namespace, sd: Dict[str, torch.Tensor]) -> nn.Module:
     import mmlk  # noqa: F401  (registers the backbones)
-    from mmlk.checkpoint.state_dict import check_state_dict_fits, families, shapes_of
+    from mmlk.models.weights.keys import check_state_dict_fits, codec_of, families, shapes_of
     kwargs = json.loads(args.kwargs)
     by_name = {fam.family: fam for fam in families()}
     if args.model == 'auto':
-        fam = next((f for f in families() if f.owns_keys(list(sd))), None)
+        fam = codec_of(list(sd))
         if fam is None:
             raise ValueError(f'cannot tell the backbone family from the keys; pass --model ({", ".join(by_name)}) '
                              '--arch ... (or --config)')

@@ -1,4 +1,4 @@
-from mmlk.checkpoint.state_dict import register_family
+from mmlk.models.weights.keys import register_family
 
 from .base import RepBackbone
 from .replknet import RepLKNet

@@ -8,15 +8,17 @@ everything a host library or the checkpoint code relies on is implemented once h
 * ``frozen_stages`` / ``norm_eval`` (re-applied by ``train()``), as in mmpretrain's ``BaseBackbone``;
 * ``with_cp``: non-reentrant gradient checkpointing whose recomputation leaves BatchNorm running
   statistics alone (:func:`checkpoint_with_bn_guard`);
-* ``init_cfg=dict(type='Pretrained', ...)`` through :func:`mmlk.checkpoint.load_pretrained`;
+* ``init_cfg=dict(type='Pretrained', ...)`` through :func:`mmlk.models.weights.load_pretrained`;
 * a strict ``load_state_dict`` whose error names both sides' variant and form
-  (:mod:`mmlk.checkpoint.state_dict`);
+  (:mod:`mmlk.models.weights.keys`);
 * ``switch_to_deploy(**options)`` with the family's options, and ``build_kwargs``: the constructor
   arguments of the model *as it is now* (a deploy switch updates them), from which the checkpoint loader
   builds a twin;
 * ``get_layer_depth`` (mmpretrain's layer-decay protocol) from the family's ``layer_ids``.
 """
 import copy
+import functools
+import inspect
 import re
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -27,7 +29,8 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmlk.checkpoint.state_dict import FORM_TEXT
+from mmlk.checkpoint.errors import CheckpointError
+from mmlk.models.weights.keys import FORM_TEXT, _family_of, check_state_dict_fits, is_classifier_key
 
 
 __all__ = ['RepBackbone', 'TimmAdapter', 'blocks_per_stage', 'checkpoint_with_bn_guard', 'stage_depths']
@@ -120,6 +123,52 @@ def stage_depths(names: Sequence[str], arch: str, num_stages: int = 4) -> Dict[i
     return depths
 
 
+def _recording_init(init: Callable) -> Callable:
+    """Wrap a backbone class's ``__init__`` so the outermost call records ``build_kwargs`` from the real call.
+
+    ``build_kwargs`` = the arguments of the outermost constructor as called (``**kwargs`` flattened), its
+    defaults, and the defaults of the inner constructors it reached through ``**kwargs`` (a parameter an inner
+    constructor got from the outer one is the outer one's business, e.g. ``in_chans`` -> ``in_channels``).
+    ``type(m)(**m.build_kwargs)`` therefore rebuilds ``m`` with nothing forgotten: no hand-kept copy of the
+    signature to drift from it.
+    """
+    sig = inspect.signature(init)
+    params = list(sig.parameters.values())[1:]  # without self
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        bound = sig.bind(self, *args, **kwargs)
+        given: Dict[str, Any] = {}
+        for p in params:
+            if p.name not in bound.arguments:
+                continue
+            if p.kind is p.VAR_KEYWORD:
+                given.update(bound.arguments[p.name])
+            elif p.kind is p.VAR_POSITIONAL:
+                raise TypeError(f'{type(self).__name__} takes no extra positional arguments')
+            else:
+                given[p.name] = bound.arguments[p.name]
+        defaults = {p.name: p.default for p in params
+                    if p.name not in bound.arguments and p.default is not p.empty}
+        calls = self.__dict__.setdefault('_constructor_calls', [])
+        calls.append((given, defaults))
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            calls.pop()
+        if not calls:  # the outermost constructor: innermost defaults first, the outer call wins
+            del self.__dict__['_constructor_calls']
+            recorded: Dict[str, Any] = {}
+            for _, inner_defaults in self.__dict__.pop('_inner_calls', []):  # (they return innermost first)
+                recorded.update(inner_defaults)
+            recorded.update(defaults)
+            recorded.update(given)
+            self.build_kwargs = copy.deepcopy(recorded)
+        else:
+            self.__dict__.setdefault('_inner_calls', []).append((given, defaults))
+    return __init__
+
+
 class RepBackbone(BaseModule):
     """Base of mmlk's re-parameterisable backbones (see the module docstring for what it provides).
 
@@ -150,17 +199,21 @@ class RepBackbone(BaseModule):
     # Regex of the per-stage output norms only downstream models have (a classifier file lacks them).
     output_norm_pattern: ClassVar[str] = r'(^|\.)stages\.\d+\.norm\.'
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if '__init__' in cls.__dict__:  # every family and subclass constructor records its real call
+            cls.__init__ = _recording_init(cls.__dict__['__init__'])  # type: ignore[method-assign]
+
     def __init__(self, init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self._with_cp = False
-        self.build_kwargs: Dict[str, Any] = {}
+        self.build_kwargs: Dict[str, Any] = {}  # filled from the real call once the outermost __init__ returns
 
     # ------------------------------------------------------------------ construction helpers
-    def _setup_common(self, build_kwargs: Dict[str, Any], out_indices: Union[int, Sequence[int]],
-                      frozen_stages: int, norm_eval: bool, drop_path_rate: float,
-                      has_classifier: bool = False) -> None:
-        """Record the constructor arguments and check / store the arguments every family has."""
-        self.build_kwargs = copy.deepcopy(build_kwargs)
+    def _setup_common(self, out_indices: Union[int, Sequence[int]], frozen_stages: int, norm_eval: bool,
+                      drop_path_rate: float, has_classifier: bool = False) -> None:
+        """Check / store the arguments every family has (``build_kwargs`` records itself, see
+        :func:`_recording_init`)."""
         self.out_indices = normalize_out_indices(out_indices, self.num_stages, has_classifier)
         if isinstance(frozen_stages, bool) or not isinstance(frozen_stages, int) \
                 or not -1 <= frozen_stages <= self.num_stages:
@@ -217,7 +270,7 @@ class RepBackbone(BaseModule):
     def init_weights(self) -> None:
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from mmlk.checkpoint import load_pretrained  # lazy: the loader imports heavier deps
+            from mmlk.models.weights import load_pretrained
             load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'))
             self._is_init = True
             return
@@ -228,7 +281,6 @@ class RepBackbone(BaseModule):
         """``nn.Module.load_state_dict``; a strict load that does not fit raises a RuntimeError naming the
         model's and the file's variant/form, what to do, and a few offending keys."""
         if strict:
-            from mmlk.checkpoint.state_dict import check_state_dict_fits  # lazy: the checkpoint package imports models
             message = check_state_dict_fits(self, state_dict, raise_error=False)['message']
             if message:
                 raise RuntimeError(message)
@@ -260,8 +312,6 @@ class RepBackbone(BaseModule):
                                       unexpected_keys, error_msgs)
 
     def _check_parent_checkpoint(self, state_dict: Dict[str, Any], prefix: str) -> None:
-        from mmlk.checkpoint.errors import CheckpointError
-        from mmlk.checkpoint.state_dict import _family_of, check_state_dict_fits, is_classifier_key  # lazy (cycle)
         sub = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         own = {k: v for k, v in self.state_dict().items()}
         fam = _family_of(list(sub)) if sub else None
@@ -408,6 +458,13 @@ class RepBackbone(BaseModule):
         return ids.get(name, num_layers + 1), num_layers + 2
 
 
+@functools.lru_cache(maxsize=None)
+def timm_checkpoints(family: str) -> Dict[str, str]:
+    """``{timm name.tag: checkpoints.yaml name}`` of a family's entries with a ``timm`` field (the one map)."""
+    from mmlk.checkpoint.catalog import list_checkpoints
+    return {e['timm']: e['name'] for e in list_checkpoints() if e.get('arch') == family and e.get('timm')}
+
+
 class TimmAdapter:
     """timm's model contract as both timm classifiers (``TimmRepLKNet``, ``TimmRepNeXt``) implement it.
 
@@ -415,6 +472,17 @@ class TimmAdapter:
     :meth:`_timm_stage` (run stage ``i`` on the previous stage's output), :meth:`_timm_stage_feature`,
     :meth:`_timm_final_norm` and :meth:`_timm_block_groups`.
     """
+
+    @staticmethod
+    def load_released(model: nn.Module, family: str, name: str) -> None:
+        """``pretrained=True``: load the ``checkpoints.yaml`` entry whose ``timm`` field is ``name``
+        (``<model name>.<tag>``) into ``model``, strictly; a name without released weights is a ValueError."""
+        table = timm_checkpoints(family)
+        if name not in table:
+            raise ValueError(f'no released weights for {name}; tags with weights: {sorted(table)} '
+                             f'(timm.list_pretrained("{name.split(".")[0]}*"))')
+        from mmlk.models.weights import load_pretrained
+        load_pretrained(model, table[name])
 
     @staticmethod
     def check_global_pool(name: str, global_pool: str, num_classes: int) -> None:

@@ -342,7 +342,7 @@ class RepLKNet(RepBackbone):
     ``num_classes > 0`` the logits are appended as the last element, so mmpretrain's ``ClsHead``
     (which reads ``feats[-1]``) consumes them and the official flat checkpoints (``norm.*``,
     ``head.*``) load into the backbone unchanged. A strict ``load_state_dict`` of weights that do not
-    fit names both variants/forms (see :func:`mmlk.checkpoint.state_dict.check_state_dict_fits`).
+    fit names both variants/forms (see :func:`mmlk.models.weights.keys.check_state_dict_fits`).
 
     Args:
         arch: ``'31B'``, ``'31L'``, ``'XL'`` or a dict with the fields ``large_kernel_sizes``,
@@ -377,7 +377,7 @@ class RepLKNet(RepBackbone):
             :class:`mmlk.ops.LargeKernelDWConv2d` (``'auto'``, ``'torch'`` for plain ``F.conv2d``,
             or a specific route of that op). Defaults to ``'auto'``.
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=..., prefix=...)`` goes
-            through :func:`mmlk.checkpoint.load_pretrained`. Defaults to None.
+            through :func:`mmlk.models.weights.load_pretrained`. Defaults to None.
     """
 
     arch_settings: Dict[str, dict] = {
@@ -390,6 +390,8 @@ class RepLKNet(RepBackbone):
     }
     family = 'replknet'
     display_name = 'RepLKNet'
+    #: the release formats of this family (``format`` in checkpoints.yaml; see mmlk.models.weights.keys)
+    formats = {'replknet-official': 'RepLKNet-pytorch release: flat state dict, or under "model" / "state_dict"'}
     # mmpretrain's port keeps the final BN in the last stage; pairs are (official prefix, mmpretrain prefix).
     mmpretrain_renames = (('norm.', 'stages.3.norm.'), )
     num_stages = 4
@@ -425,12 +427,7 @@ class RepLKNet(RepBackbone):
         self.arch_name = arch.upper() if isinstance(arch, str) else None
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f'num_classes must be an int >= 0, got {num_classes!r}')
-        self._setup_common(
-            dict(arch=arch, in_channels=in_channels, out_indices=out_indices, num_classes=num_classes,
-                 drop_path_rate=drop_path_rate, frozen_stages=frozen_stages, norm_eval=norm_eval,
-                 with_cp=with_cp, norm_cfg=norm_cfg, norm_intermediate_features=norm_intermediate_features,
-                 deploy=bool(deploy), fuse_bn=fuse_bn, lk_impl=lk_impl, init_cfg=init_cfg),
-            out_indices, frozen_stages, norm_eval, drop_path_rate, has_classifier=num_classes > 0)
+        self._setup_common(out_indices, frozen_stages, norm_eval, drop_path_rate, has_classifier=num_classes > 0)
         self.num_classes = num_classes
         self.norm_cfg = norm_cfg
         self.norm_intermediate_features = norm_intermediate_features

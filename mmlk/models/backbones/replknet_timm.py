@@ -7,6 +7,7 @@ from typing import Optional, Union
 
 import torch
 import torch.nn as nn
+from mmcv.cnn import build_norm_layer
 
 from .base import TimmAdapter
 from .replknet import RepLKNet
@@ -50,8 +51,6 @@ if build_model_with_cfg is not None:
             kwargs.setdefault('out_indices', ())
             super().__init__(arch=arch, in_channels=in_chans, num_classes=max(num_classes, 1),
                              drop_path_rate=drop_path_rate, **kwargs)
-            self.build_kwargs.update(num_classes=num_classes, global_pool=global_pool,
-                                      in_chans=self.build_kwargs.pop('in_channels'))
             self.num_classes = num_classes
             self.global_pool = global_pool
             if num_classes == 0:
@@ -142,18 +141,6 @@ if build_model_with_cfg is not None:
                                                     crop_pct=1.0, mean=(0.5, 0.5, 0.5),
                                                     std=(0.5, 0.5, 0.5)),
     })
-    # timm name.tag -> mmlk checkpoints.yaml name.
-    TIMM_CHECKPOINTS = {
-        'replknet_31b.in1k': 'replknet-31b_in1k-224',
-        'replknet_31b.in1k_384': 'replknet-31b_in1k-384',
-        'replknet_31b.in22k_ft_in1k': 'replknet-31b_in21k-pre_in1k-224',
-        'replknet_31b.in22k_ft_in1k_384': 'replknet-31b_in21k-pre_in1k-384',
-        'replknet_31b.in22k': 'replknet-31b_in21k-224',
-        'replknet_31l.in22k_ft_in1k_384': 'replknet-31l_in21k-pre_in1k-384',
-        'replknet_31l.in22k': 'replknet-31l_in21k-224',
-        'replknet_xl.meg73m_ft_in1k_320': 'replknet-xl_meg73m-pre_in1k-320',
-    }
-
     def _create_timm(variant: str, arch: str, pretrained: bool, **kwargs) -> nn.Module:
         features_only = kwargs.pop('features_only', False)
         out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
@@ -163,12 +150,9 @@ if build_model_with_cfg is not None:
                              f'transitions interleave), got {feature_cls!r}')
         model = build_model_with_cfg(TimmRepLKNet, variant, False, arch=arch, **kwargs)
         if pretrained:
-            name = f'{variant}.{model.pretrained_cfg.get("tag") or ""}'.rstrip('.')
-            if name not in TIMM_CHECKPOINTS:
-                raise ValueError(f'no released weights for {name}; tags with weights: '
-                                 f'{sorted(TIMM_CHECKPOINTS)}')
-            from mmlk.checkpoint import load_pretrained  # lazy: the loader pulls more deps
-            load_pretrained(model, TIMM_CHECKPOINTS[name])
+            # (the tag -> checkpoint map is the `timm` field of checkpoints.yaml)
+            TimmAdapter.load_released(model, 'replknet',
+                                      f'{variant}.{model.pretrained_cfg.get("tag") or ""}'.rstrip('.'))
         if features_only:
             cfg = model.pretrained_cfg
             model = FeatureGetterNet(model, out_indices=out_indices)

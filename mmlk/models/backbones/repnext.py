@@ -497,11 +497,25 @@ class RepNeXt(RepNeXtKeys, RepBackbone):
         lk_impl: Implementation passed to :class:`mmlk.ops.LargeKernelDWConv2d` for depthwise
             convolutions with a side of 7 or more. Defaults to ``'auto'``.
         init_cfg: ``dict(type='Pretrained', checkpoint=..., prefix=...)`` loads through
-            :func:`mmlk.checkpoint.load_pretrained` (strict); other configs go to mmengine.
+            :func:`mmlk.models.weights.load_pretrained` (strict); other configs go to mmengine.
     """
 
     family = 'repnext'
     display_name = 'RepNeXt'
+    #: the release formats of this family (``format`` in checkpoints.yaml; see mmlk.models.weights.keys)
+    formats = {'repnext-official': 'suous/RepNeXt release: training checkpoint with the state dict under "model"',
+               'repnext-torchscript': 'suous/RepNeXt fused TorchScript archive (tensors read without running its '
+                                      'code)'}
+    #: Upstream's fused files keep every block / downsample BatchNorm; mmlk's default deploy form folds them
+    #: into the neighbouring convs. The loader builds a twin in upstream's layout, loads the file strictly and
+    #: folds (mmlk.models.weights.loading).
+    #: keys mmlk's classification configs keep in the mm head (RepNeXtClsHead: ``head`` and ``head_dist``)
+    mm_head_prefixes = ('head.', )
+    merged_layouts = (dict(name='upstream fused layout, block norms folded', build=dict(fold_block_norm=False),
+                           keys=r'stages\.\d+\.(blocks\.\d+|downsample)\.norm\.', finish='fold_block_norms',
+                           hint='Note: upstream\'s fused files keep the block norms; build RepNeXt with deploy=True, '
+                                'fold_block_norm=False to load them, or load the training-form release (it merges '
+                                'on the fly into any deploy form).'), )
     num_stages = 4
     deploy_options = ('single_branch', )
 
@@ -543,12 +557,7 @@ class RepNeXt(RepNeXtKeys, RepBackbone):
         mlp_ratio = self.arch['mlp_ratio']
         norm_cfg = norm_cfg or dict(type='BN')
         act_cfg = act_cfg or dict(type='GELU')
-        self._setup_common(
-            dict(arch=arch, in_channels=in_channels, out_indices=out_indices, frozen_stages=frozen_stages,
-                 norm_eval=norm_eval, with_cp=with_cp, norm_cfg=norm_cfg, act_cfg=act_cfg,
-                 drop_path_rate=drop_path_rate, deploy=deploy, fold_block_norm=fold_block_norm,
-                 merge_branches=merge_branches, lk_impl=lk_impl, init_cfg=init_cfg, single_branch=single_branch),
-            out_indices, frozen_stages, norm_eval, drop_path_rate)
+        self._setup_common(out_indices, frozen_stages, norm_eval, drop_path_rate)
         self.deploy = deploy
         self.fold_block_norm = fold_block_norm
         self.embed_dims = list(embed_dims)

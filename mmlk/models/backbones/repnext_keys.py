@@ -3,7 +3,7 @@
 A mixin of :class:`~mmlk.models.backbones.repnext.RepNeXt` (class attributes ``family``, ``arch_settings`` and
 ``num_stages`` come from it), kept apart from the layers so the family module holds the model only. The
 checkpoint file layer reaches these methods through the codec RepNeXt registers
-(:func:`mmlk.checkpoint.state_dict.register_family`).
+(:func:`mmlk.models.weights.keys.register_family`).
 """
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -61,7 +61,7 @@ class RepNeXtKeys:
     def state_dict_hints(self, info: dict) -> List[str]:
         if info['form'] == 'train' and self.deploy:
             return ['Load it into a training-form model (deploy=False) and call switch_to_deploy(), or load it '
-                    'with mmlk.checkpoint.load_pretrained, which merges on the fly.']
+                    'with mmlk.models.weights.load_pretrained, which merges on the fly.']
         if info['form'] == 'merged' and not self.deploy:
             return ['It holds merged weights: build the model with deploy=True'
                     + (', fold_block_norm=False' if info['norms_kept'] else '') + '.']

@@ -39,11 +39,6 @@ class TimmRepNeXt(TimmAdapter, RepNeXt):
         if global_pool not in ('avg', ''):
             raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         super().__init__(arch=arch, in_channels=in_chans, out_indices=(-1, ), **kwargs)
-        # Own constructor kwargs (all backbone settings with their defaults included), so
-        # ``type(m)(**m.build_kwargs)`` rebuilds this class (the checkpoint loader's twins).
-        backbone_kwargs = {k: v for k, v in self.build_kwargs.items() if k not in ('in_channels', 'out_indices')}
-        self.build_kwargs = dict(backbone_kwargs, num_classes=num_classes, in_chans=in_chans,
-                                  global_pool=global_pool, drop_rate=drop_rate, distillation=distillation)
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.num_features = self.head_hidden_size = self.embed_dims[-1]
@@ -121,13 +116,8 @@ if register_model is not None:
         interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
         first_conv='stem.stem.0.conv', classifier=('head.head.linear', 'head.head_dist.linear'),
         license='apache-2.0', paper_ids='arXiv:2406.16004', origin_url='https://github.com/suous/RepNeXt')
-    #: timm pretrained tag -> checkpoints.yaml name (``{}`` = the arch): the RepViT-recipe distilled release
-    #: (first, the default), then the StarNet-recipe ``*.pth.tar`` releases (evaluated at crop 0.9).
-    _TIMM_TAG_WEIGHTS = {
-        'dist_in1k': 'repnext-{}_in1k',
-        'starnet_in1k': 'repnext-{}_in1k-starnet',
-        'starnet_dist_in1k': 'repnext-{}_in1k-starnet-distill',
-    }
+    # Tags: the RepViT-recipe distilled release (first, the default), then the StarNet-recipe ``*.pth.tar``
+    # releases (evaluated at crop 0.9); which checkpoint each loads is the `timm` field of checkpoints.yaml.
     _STARNET_ARCHS = ('m0', 'm1', 'm2')
     _cfgs = {}
     for _name, _arch in RepNeXt.arch_settings.items():
@@ -153,12 +143,7 @@ if register_model is not None:
             if RepNeXt.arch_settings[arch].get('token_mixer') == 'single':
                 raise ValueError(f'{variant}: upstream released no weights of the single-branch "E" variants '
                                  '(only training logs); create it with pretrained=False')
-            tag = tag or 'dist_in1k'
-            if tag not in _TIMM_TAG_WEIGHTS or (tag != 'dist_in1k' and arch not in _STARNET_ARCHS):
-                raise ValueError(f'{variant}: no released weights tagged {tag!r}; see timm.list_pretrained('
-                                 f'"{variant}*")')
-            from mmlk.checkpoint import load_pretrained  # lazy: the loader pulls in more packages
-            load_pretrained(model, _TIMM_TAG_WEIGHTS[tag].format(arch))
+            TimmAdapter.load_released(model, 'repnext', f'{variant}.{tag or "dist_in1k"}')
         if features_only:
             # stem, then one module per stage (``stages`` flattened): each stage output is a feature map
             cfg = model.pretrained_cfg

@@ -377,7 +377,7 @@ class UniRepLKNet(RepBackbone):
         deploy: Build the merged form (official deploy keys). Defaults to False.
         lk_impl: Route of :mod:`mmlk.ops` for the large depthwise kernels. Defaults to ``'auto'``.
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=...)`` goes through
-            :func:`mmlk.checkpoint.load_pretrained`. Defaults to None.
+            :func:`mmlk.models.weights.load_pretrained`. Defaults to None.
     """
 
     arch_settings: Dict[str, dict] = {
@@ -393,6 +393,9 @@ class UniRepLKNet(RepBackbone):
     }
     family = 'unireplknet'
     display_name = 'UniRepLKNet'
+    #: the release formats of this family (``format`` in checkpoints.yaml; see mmlk.models.weights.keys)
+    formats = {'unireplknet-official': 'AILab-CVC/UniRepLKNet release (Hugging Face DingXiaoH/UniRepLKNet): flat '
+                                       'state dict or under "model"'}
     num_stages = 4
     output_norm_pattern = r'(^|\.)norm[0-3]\.'
 
@@ -418,12 +421,7 @@ class UniRepLKNet(RepBackbone):
         norm_cfg = copy.deepcopy(norm_cfg) if norm_cfg is not None else dict(type='BN')
         if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
             raise ValueError(f'norm_cfg must be an mmcv norm config dict with a "type", got {norm_cfg!r}')
-        self._setup_common(
-            dict(arch=arch, in_channels=in_channels, out_indices=out_indices, num_classes=num_classes,
-                 drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value,
-                 frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp, norm_cfg=norm_cfg,
-                 deploy=bool(deploy), lk_impl=lk_impl, init_cfg=init_cfg),
-            out_indices, frozen_stages, norm_eval, drop_path_rate, has_classifier=num_classes > 0)
+        self._setup_common(out_indices, frozen_stages, norm_eval, drop_path_rate, has_classifier=num_classes > 0)
         self.num_classes = num_classes
         self.deploy = bool(deploy)
         self.lk_impl = lk_impl
@@ -546,7 +544,7 @@ class UniRepLKNet(RepBackbone):
     def state_dict_hints(self, info: dict) -> List[str]:
         if info['form'] == 'train' and self.deploy:
             return ['Load it into a training-form model (deploy=False) and call switch_to_deploy(), or load it with '
-                    'mmlk.checkpoint.load_pretrained, which merges on the fly.']
+                    'mmlk.models.weights.load_pretrained, which merges on the fly.']
         if info['form'] == 'merged' and not self.deploy:
             return ['It holds merged weights: build the model with deploy=True.']
         return []

@@ -5,7 +5,6 @@ here ``import mmlk`` registers them. ``pretrained=True`` resolves the weights th
 ``checkpoints.yaml`` (Hugging Face Hub downloads, strict loading); the timm-tag -> checkpoint-name map is read from
 ``checkpoints.yaml`` itself (the ``timm`` field of each classifier entry), so it cannot drift from the registry.
 """
-import functools
 from typing import Dict, Optional, Union
 
 import torch
@@ -40,8 +39,6 @@ class TimmUniRepLKNet(TimmAdapter, UniRepLKNet):
         kwargs.setdefault('out_indices', ())
         super().__init__(arch=arch, in_channels=in_chans, num_classes=max(num_classes, 1),
                          drop_path_rate=drop_path_rate, **kwargs)
-        self.build_kwargs.update(num_classes=num_classes, global_pool=global_pool,
-                                 in_chans=self.build_kwargs.pop('in_channels'))
         self.num_classes = num_classes
         self.global_pool = global_pool
         if num_classes == 0:
@@ -92,13 +89,6 @@ class TimmUniRepLKNet(TimmAdapter, UniRepLKNet):
         return self.forward_head(self.forward_features(x))
 
 
-@functools.lru_cache(maxsize=1)
-def timm_checkpoints() -> Dict[str, str]:
-    """``{timm name.tag: checkpoints.yaml name}`` of every UniRepLKNet entry with a ``timm`` field."""
-    from mmlk.checkpoint.registry import list_checkpoints  # lazy: reads checkpoints.yaml
-    return {e['timm']: e['name'] for e in list_checkpoints() if e.get('arch') == 'unireplknet' and e.get('timm')}
-
-
 try:
     from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
     from timm.models._builder import pretrained_cfg_for_features
@@ -138,12 +128,8 @@ if build_model_with_cfg is not None:
             raise ValueError(f'UniRepLKNet supports feature_cls="getter", got {feature_cls!r}')
         model = build_model_with_cfg(TimmUniRepLKNet, variant, False, arch=variant.split('_')[1], **kwargs)
         if pretrained:
-            name = f'{variant}.{model.pretrained_cfg.get("tag") or ""}'.rstrip('.')
-            table = timm_checkpoints()
-            if name not in table:
-                raise ValueError(f'no released weights for {name}; tags with weights: {sorted(table)}')
-            from mmlk.checkpoint import load_pretrained  # lazy: the loader pulls more deps
-            load_pretrained(model, table[name])
+            TimmAdapter.load_released(model, 'unireplknet',
+                                      f'{variant}.{model.pretrained_cfg.get("tag") or ""}'.rstrip('.'))
         if features_only:
             cfg = model.pretrained_cfg
             model = FeatureGetterNet(model, out_indices=out_indices)

@@ -71,7 +71,7 @@ class DistillImageClassifier(ImageClassifier):
         teacher_checkpoint: Weights of the teacher: a path, URL or ``checkpoints.yaml`` name. Loaded in
             :meth:`init_weights`. None keeps the teacher as built (e.g. a teacher config whose own
             ``init_cfg`` loads it).
-        teacher_loader: ``'mmlk'`` (:func:`mmlk.checkpoint.load_pretrained`, strict, every released
+        teacher_loader: ``'mmlk'`` (:func:`mmlk.models.weights.load_pretrained`, strict, every released
             RepNeXt / RepLKNet format), ``'state_dict'`` (safe read, unwrap ``model`` / ``state_dict`` /
             ``module.``, strict ``load_state_dict``, e.g. DeiT's ``regnety_160-a5fe301d.pth`` into a
             ``TimmClassifier``) or ``'auto'`` (``'mmlk'`` when the teacher contains an mmlk backbone).
@@ -167,7 +167,7 @@ class DistillImageClassifier(ImageClassifier):
             from mmlk.models.backbones import RepBackbone
             loader = 'mmlk' if any(isinstance(m, RepBackbone) for m in teacher.modules()) else 'state_dict'
         if loader == 'mmlk':
-            from mmlk.checkpoint import load_pretrained
+            from mmlk.models.weights import load_pretrained
             load_pretrained(teacher, self.teacher_checkpoint)
         else:
             self._load_teacher_state_dict(teacher, self.teacher_checkpoint)
@@ -175,8 +175,8 @@ class DistillImageClassifier(ImageClassifier):
 
     @staticmethod
     def _load_teacher_state_dict(teacher: nn.Module, checkpoint: str) -> None:
-        from mmlk.checkpoint.state_dict import unwrap_state_dict
-        from mmlk.checkpoint.loading import resolve_checkpoint
+        from mmlk.checkpoint.containers import unwrap_state_dict
+        from mmlk.checkpoint.resolve import resolve_checkpoint
         from mmlk.checkpoint.reader import read_checkpoint
         path, _ = resolve_checkpoint(checkpoint)
         obj, _ = read_checkpoint(path)  # weights_only: never runs code from the file

@@ -19,11 +19,12 @@ from typing import Any, Optional
 
 import torch
 
-from . import state_dict as SD
-from .atomic import atomic_save
-from .download import sha256sum
-from .errors import CheckpointError
-from .loading import _log, load_pretrained, read_state_dict, resolve_checkpoint
+from mmlk.checkpoint.atomic import atomic_save
+from mmlk.checkpoint.download import sha256sum
+from mmlk.checkpoint.errors import CheckpointError
+from mmlk.checkpoint.resolve import resolve_checkpoint
+from . import keys as SD
+from .loading import _log, load_pretrained, read_state_dict
 
 
 def build_model_from_config(config: str) -> torch.nn.Module:
@@ -100,13 +101,13 @@ def convert_classification(src: str, dst: str, config: Optional[str] = None, lay
     """Convert an official classification file into an mmpretrain ``ImageClassifier`` checkpoint.
 
     Args:
-        layout: without ``config``: ``'mmlk'`` (the layout of mmlk's classification configs: RepLKNet's
-            ``norm`` / ``head`` inside the backbone, RepNeXt's two heads in ``head``) or ``'mmpretrain'``
-            (mmpretrain's own RepLKNet: ``backbone.stages.3.norm``, ``head.fc``).
+        layout: without ``config``: ``'mmlk'`` (the layout of mmlk's classification configs: everything in the
+            backbone but the keys a family keeps in the mm head, its ``mm_head_prefixes``, e.g. RepNeXt's two
+            heads) or ``'mmpretrain'`` (a family's mmpretrain port: its ``mmpretrain_renames``, ``head.fc``).
     """
     path, _ = resolve_checkpoint(src)
     state, meta, fmt = read_state_dict(path)
-    family = SD.detect_family(state)
+    codec = SD.codec_of(state)
     if any(k.startswith('backbone.') for k in state) and fmt != 'mmpretrain':
         raise CheckpointError(f'{src} is a downstream checkpoint ({fmt}); use convert_downstream.py')
     if config:
@@ -116,17 +117,22 @@ def convert_classification(src: str, dst: str, config: Optional[str] = None, lay
     elif layout == 'mmlk':
         out = OrderedDict()
         for k, v in state.items():
-            if family == 'repnext' and k.startswith('head.'):
-                out[k] = v  # RepNeXtClsHead sits at `head` and keeps `head` / `head_dist` inside
+            if k.startswith(tuple(getattr(codec, 'mm_head_prefixes', ()))):
+                out[k] = v  # e.g. RepNeXtClsHead sits at `head` and keeps `head` / `head_dist` inside
             else:
                 out['backbone.' + k] = v
     elif layout == 'mmpretrain':
-        if family != 'replknet':
-            raise CheckpointError('layout="mmpretrain" exists only for RepLKNet (mmpretrain has no RepNeXt)')
+        renames = getattr(codec, 'mmpretrain_renames', ())
+        if not renames:
+            ported = [fam.display_name for fam in SD.families() if getattr(fam, 'mmpretrain_renames', ())]
+            raise CheckpointError(f'layout="mmpretrain" exists only for {", ".join(ported)} (the families '
+                                  f'mmpretrain has a port of); this file is '
+                                  f'{codec.display_name if codec else "of no known family"}')
         out = OrderedDict()
         for k, v in state.items():
-            if k.startswith('norm.'):
-                out['backbone.stages.3.norm.' + k[len('norm.'):]] = v
+            official = next(((o, t) for o, t in renames if k.startswith(o)), None)
+            if official:
+                out['backbone.' + official[1] + k[len(official[0]):]] = v
             elif k.startswith('head.'):
                 out['head.fc.' + k[len('head.'):]] = v
             else:

@@ -1,8 +1,8 @@
 """``checkpoints.yaml``: the table of released weights, and the local cache they are kept in.
 
-Every released file of RepLKNet (Ding et al., "Scaling Up Your Kernels to 31x31", CVPR 2022), RepNeXt
-(Zhao et al., arXiv 2406.16004) and mmpretrain's converted RepLKNet weights has one entry; its ``name``
-can be used wherever a checkpoint is expected (``init_cfg=dict(type='Pretrained', checkpoint=NAME)``).
+Every released file mmlk knows has one entry; its ``name`` can be used wherever a checkpoint is expected
+(``init_cfg=dict(type='Pretrained', checkpoint=NAME)``). What its ``format`` values mean is the model side's
+knowledge (:func:`mmlk.models.weights.keys.known_formats`): this file layer knows no model.
 """
 import difflib
 import functools
@@ -16,19 +16,6 @@ from urllib.parse import urlparse
 from ..utils.resources import resource_path
 from .errors import CheckpointError
 
-#: ``format`` values and what they mean (the loader recognises each of them from the file's keys as well).
-FORMATS = {
-    'replknet-official': 'RepLKNet-pytorch release: flat state dict, or under "model" / "state_dict"',
-    'repnext-official': 'suous/RepNeXt release: training checkpoint with the state dict under "model"',
-    'unireplknet-official': 'AILab-CVC/UniRepLKNet release (Hugging Face DingXiaoH/UniRepLKNet): flat state dict '
-                            'or under "model"',
-    'timm-train': 'timm train.py checkpoint (.pth.tar): model weights under "state_dict", EMA under "state_dict_ema"',
-    'repnext-torchscript': 'suous/RepNeXt fused TorchScript archive (tensors read without running its code)',
-    'mmpretrain': 'mmpretrain ImageClassifier checkpoint (backbone. prefix, backbone.stages.3.norm, head.fc)',
-    'mmseg0.x': 'mmsegmentation 0.x checkpoint (mmcv meta/state_dict; backbone./decode_head./auxiliary_head.)',
-    'mmdet2.x': 'mmdetection 2.x checkpoint (mmcv meta/state_dict; backbone./neck./rpn_head./roi_head.)',
-    'coreml': 'Core ML model for on-device inference; cannot be loaded into PyTorch',
-}
 FORMS = ('train', 'merged')
 TASKS = ('classification', 'segmentation', 'detection', 'instance-segmentation')
 

@@ -1,4 +1,4 @@
-"""State dicts of mmlk models: the one place that describes, diffs and canonicalises them.
+"""State-dict keys of mmlk models: the one place that describes, diffs and canonicalises them.
 
 Everything here works on plain ``{name: tensor}`` dicts (or ``{name: shape}``): recognising which upstream
 format a file is in, describing what a state dict holds (family, variant, form: the families themselves
@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from .errors import CheckpointError
+from mmlk.checkpoint.errors import CheckpointError
 
 #: Wrapper prefixes a whole state dict may carry (DataParallel, an mm model's backbone, timm's EMA wrappers).
 WRAPPER_PREFIXES = ('module.', 'backbone.', 'model.')
@@ -22,68 +22,6 @@ WRAPPER_PREFIXES = ('module.', 'backbone.', 'model.')
 DOWNSTREAM_PREFIXES = ('decode_head.', 'auxiliary_head.', 'neck.', 'rpn_head.', 'roi_head.', 'bbox_head.',
                        'mask_head.', 'semantic_head.', 'panoptic_head.', 'data_preprocessor.')
 _CLASSIFIER = re.compile(r'^(backbone\.)?(norm|head|fc|classifier|head_dist)(\.|$)')
-
-
-def unwrap_state_dict(obj: Any) -> Tuple['OrderedDict[str, torch.Tensor]', dict, str]:
-    """Find the state dict in a loaded checkpoint object.
-
-    Returns ``(state_dict, meta, container)`` where container names where it was found
-    (``'flat'``, ``'state_dict'``, ``'model'``, ``'module'``).
-    """
-    meta: dict = {}
-    container = 'flat'
-    if isinstance(obj, Mapping):
-        if isinstance(obj.get('meta'), Mapping):
-            meta = dict(obj['meta'])
-        for key in ('state_dict', 'model', 'module'):
-            inner = obj.get(key)
-            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                obj, container = inner, key
-                break
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError('the file holds no state dict (expected a dict of tensors, possibly under '
-                              '"state_dict" or "model")')
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f'the file\'s top level mixes tensors and other objects ({bad[:5]}); it is not a '
-                              'state dict nor a known checkpoint container (state_dict / model)')
-    state = OrderedDict((str(k), v) for k, v in obj.items())
-    # Weights saved from a DataParallel / DistributedDataParallel wrapper.
-    if all(k.startswith('module.') for k in state):
-        state = OrderedDict((k[len('module.'):], v) for k, v in state.items())
-    return state, meta, container
-
-
-#: timm's ``train.py`` (CheckpointSaver) writes ``{state_dict, [state_dict_ema], optimizer, epoch, arch, args,
-#: version, metric, amp_scaler}``; StarNet-recipe ``*.pth.tar`` releases use it.
-TIMM_TRAIN_FORMAT = 'timm-train'
-_TIMM_TRAIN_MARKERS = ('state_dict_ema', 'epoch', 'arch', 'version', 'optimizer', 'args')
-
-
-def is_timm_train_checkpoint(obj: Any) -> bool:
-    """True for a checkpoint written by timm's training script (model weights under ``state_dict``)."""
-    return (isinstance(obj, Mapping) and isinstance(obj.get('state_dict'), Mapping)
-            and sum(k in obj for k in _TIMM_TRAIN_MARKERS) >= 2)
-
-
-def select_timm_train_weights(obj: Mapping, ema: Optional[bool] = None) -> Tuple[Mapping, str]:
-    """Pick the model (``state_dict``) or EMA (``state_dict_ema``) weights of a timm train-script file.
-
-    Args:
-        obj: the loaded checkpoint (see :func:`is_timm_train_checkpoint`).
-        ema: True for the EMA weights (an error if the file has none), False for the raw model
-            weights, None for the raw model weights (what timm's ``validate.py`` loads by default).
-
-    Returns:
-        ``(weights, key)`` with key ``'state_dict'`` or ``'state_dict_ema'``.
-    """
-    if ema:
-        inner = obj.get('state_dict_ema')
-        if not isinstance(inner, Mapping) or not inner:
-            raise CheckpointError('the timm training checkpoint holds no EMA weights ("state_dict_ema"): it was '
-                                  'trained without --model-ema. Load its model weights instead (ema=False).')
-        return inner, 'state_dict_ema'
-    return obj['state_dict'], 'state_dict'
 
 
 #: How each state-dict form is named in messages (shared by the families' descriptions and the fit check).
@@ -106,6 +44,24 @@ def register_family(codec: Any) -> Any:
     return codec
 
 
+#: Formats of no particular family (``format`` in checkpoints.yaml); each family adds its own (``formats``).
+GENERIC_FORMATS = {
+    'timm-train': 'timm train.py checkpoint (.pth.tar): model weights under "state_dict", EMA under "state_dict_ema"',
+    'mmpretrain': 'mmpretrain ImageClassifier checkpoint (backbone. prefix, the final norm / head.fc renamed)',
+    'mmseg0.x': 'mmsegmentation 0.x checkpoint (mmcv meta/state_dict; backbone./decode_head./auxiliary_head.)',
+    'mmdet2.x': 'mmdetection 2.x checkpoint (mmcv meta/state_dict; backbone./neck./rpn_head./roi_head.)',
+    'coreml': 'Core ML model for on-device inference; cannot be loaded into PyTorch',
+}
+
+
+def known_formats() -> Dict[str, str]:
+    """Every ``format`` value and what it means: the generic ones and those of the registered families."""
+    out = dict(GENERIC_FORMATS)
+    for fam in families():
+        out.update(getattr(fam, 'formats', {}))
+    return out
+
+
 def families() -> Tuple[Any, ...]:
     """The registered key codecs (mmlk's backbone families register theirs when ``mmlk.models`` imports)."""
     return tuple(_FAMILIES)
@@ -113,6 +69,11 @@ def families() -> Tuple[Any, ...]:
 
 def _family_of(keys: Sequence[str]) -> Optional[type]:
     return next((fam for fam in families() if fam.owns_keys(keys)), None)
+
+
+def codec_of(keys) -> Optional[Any]:
+    """The registered codec (backbone class) that owns a state dict's keys (``backbone.`` prefixes allowed)."""
+    return _family_of(_strip(keys))
 
 
 def _strip(keys, prefix='backbone.'):
@@ -137,7 +98,7 @@ def detect_form(keys) -> Optional[str]:
 
 
 def detect_format(state: Mapping[str, torch.Tensor], container: str = 'flat') -> str:
-    """Name the upstream format of a state dict (one of registry.FORMATS, or 'unknown')."""
+    """Name the upstream format of a state dict (one of :func:`known_formats`, or 'unknown')."""
     keys = list(state)
     has_backbone = any(k.startswith('backbone.') for k in keys)
     fam = detect_family(keys)

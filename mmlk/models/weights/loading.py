@@ -6,10 +6,11 @@ silently ignored missing keys, loading inside ``__init__``):
 
 * ``checkpoint`` may be a ``checkpoints.yaml`` name (cached, downloaded and sha256-verified), a path or
   a URL;
-* every released format is recognised (official RepLKNet / RepNeXt, RepNeXt's fused TorchScript,
+* every released format is recognised (each registered family's official files and TorchScript archives,
   mmpretrain classifiers, mmseg 0.x / mmdet 2.x downstream checkpoints);
 * a training-form file loads into a merged (``deploy=True``) model: a training-form twin is built from
-  the model's ``build_kwargs``, loaded strictly, merged with ``reparameterize()`` and copied over;
+  the model's ``build_kwargs``, loaded strictly, merged with ``reparameterize()`` and copied over; a merged
+  file in another merged layout a family declares (``merged_layouts``) is loaded the same way;
 * key checking is strict. Only these differences are accepted, each reported in the log: a classifier
   the model does not have (dropped), a head whose class count differs (left initialised), the
   non-backbone parts of a downstream file loaded into a backbone (dropped), model parts the file has
@@ -23,18 +24,15 @@ import os.path as osp
 import re
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple, Union
-from urllib.parse import unquote, urlparse
-from urllib.request import url2pathname
 
 import torch
 import torch.nn as nn
 
-from . import state_dict as SD
-from .download import check_sha256, download_file, download_lock, verify_cached
-from .errors import CheckpointError
-from .reader import read_checkpoint
-from .registry import (cache_file_name, cache_path, default_cache_dir, direct_alternatives, direct_urls, get_entry,
-                       manual_locations, suggest_names, url_cache_path)
+from mmlk.checkpoint import containers
+from mmlk.checkpoint.errors import CheckpointError
+from mmlk.checkpoint.reader import read_checkpoint
+from mmlk.checkpoint.resolve import resolve_checkpoint
+from . import keys as SD
 
 _MAX_LIST = 8
 
@@ -47,152 +45,27 @@ def _log(msg: str, logger: Any = None, level: int = logging.INFO) -> None:
         print(msg)
 
 
-def manual_hint(entry: dict, dest: str) -> str:
-    where = '; '.join(manual_locations(entry)) or 'no public location is recorded'
-    return (f'Download "{entry["name"]}" by hand ({where}) and save it as {dest}, or pass the file\'s path '
-            'instead of the name.')
-
-
-def _file_url_path(url: str) -> str:
-    """The local path of a ``file://`` URL (read in place: never copied into the cache)."""
-    parsed = urlparse(url)
-    if parsed.netloc not in ('', 'localhost'):
-        raise CheckpointError(f'{url}: file:// URLs must name a local file (file:///path); use the path itself')
-    path = url2pathname(unquote(parsed.path))
-    if not osp.isfile(path):
-        what = ('is a directory' if osp.isdir(path) else
-                'is not a regular file' if osp.exists(path) else 'does not exist')
-        raise CheckpointError(f'{url}: {path} {what}; give the path of a checkpoint file')
-    return path
-
-
-def _legacy_cached(entry: dict, cache: str) -> Optional[str]:
-    """A file cached flat as ``<cache>/<file name>`` by earlier mmlk versions, reused only if its hash is known
-    and matches (flat names were shared between sources, so nothing else vouches for it)."""
-    expected = entry.get('sha256')
-    try:
-        old = osp.join(cache, cache_file_name(entry))
-    except CheckpointError:
-        return None
-    if not expected or not osp.isfile(old):
-        return None
-    try:
-        check_sha256(old, expected)
-    except CheckpointError:
-        return None  # another source's file of the same name: leave it alone, fetch our own
-    return old
-
-
-def resolve_checkpoint(checkpoint: Union[str, os.PathLike], cache_dir: Optional[str] = None,
-                       download: Optional[bool] = None, progress: bool = True, max_bytes: Optional[int] = None,
-                       stall_timeout: Optional[float] = None) -> Tuple[str, Optional[dict]]:
-    """Turn a checkpoints.yaml name, a path or a URL into a local, verified file.
-
-    Args:
-        checkpoint: name (e.g. ``'replknet-31b_in1k-224'``), local path, http(s) URL, or ``file://`` URL
-            (read in place, like a path).
-        cache_dir: cache for names and URLs. Defaults to ``$MMLK_CACHE_DIR`` or ``~/.cache/mmlk/checkpoints``.
-            Names are cached as ``<cache>/<name>/<file>``, URLs as ``<cache>/url-<host>-<digest>/<file>``.
-        download: fetch missing files; defaults to True unless ``$MMLK_OFFLINE`` is set.
-        progress: show a progress bar while downloading.
-        max_bytes: download size limit when neither the registry nor the server states the size
-            (default ``$MMLK_DOWNLOAD_MAX_BYTES`` or 4 GiB).
-        stall_timeout: seconds without progress before a download stops (default
-            ``$MMLK_DOWNLOAD_STALL_TIMEOUT`` or 60).
-
-    Returns:
-        ``(local path, checkpoints.yaml entry or None)``.
-    """
-    if not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f'checkpoint must be a name, path or URL string, got {type(checkpoint).__name__}')
-    spec = os.fspath(checkpoint)
-    cache = cache_dir or default_cache_dir()
-    if download is None:
-        download = not os.environ.get('MMLK_OFFLINE')
-    limits = dict(progress=progress, max_bytes=max_bytes, stall_timeout=stall_timeout)
-    local = osp.expanduser(spec)
-    if osp.isfile(local):
-        return local, None
-    if osp.isdir(local):
-        raise CheckpointError(f'{spec} is a directory, not a checkpoint file; give the path of the file')
-    if re.match(r'^file://', spec, flags=re.I):
-        return _file_url_path(spec), None
-    if re.match(r'^https?://', spec, flags=re.I):
-        dest = url_cache_path(spec, cache)
-        name = osp.basename(dest)
-        # OpenMMLab / torch.hub convention: "<name>-<sha256 prefix>.<ext>".
-        m = re.search(r'-([0-9a-f]{8,64})\.[A-Za-z]+$', name)
-        prefix = m.group(1) if m else None
-        if osp.isfile(dest):
-            verify_cached(dest, prefix)
-            return dest, None
-        if not download:
-            raise CheckpointError(f'{spec} is not in the cache {cache} and downloads are off (MMLK_OFFLINE)')
-        with download_lock(dest):
-            if osp.isfile(dest):  # another process fetched it while we waited
-                verify_cached(dest, prefix)
-                return dest, None
-            return download_file(spec, dest, sha256=prefix, **limits), None
-    entry = get_entry(spec)
-    if entry is None:
-        close = suggest_names(spec)
-        hint = f' Did you mean {", ".join(close)}?' if close else ' `python -m mmlk list` shows the names.'
-        raise CheckpointError(f'{spec!r} is neither an existing file, a URL, nor a name in checkpoints.yaml.{hint}')
-    if entry.get('format') == 'coreml':
-        raise CheckpointError(f'{entry["name"]} is a Core ML model (on-device inference); it holds no PyTorch '
-                              'weights. Use the .pth entry of the same model.')
-    dest = cache_path(entry, cache)
-    if osp.isfile(dest):
-        verify_cached(dest, entry.get('sha256'))
-        return dest, entry
-    old = _legacy_cached(entry, cache)
-    if old is not None:
-        return old, entry
-    urls = direct_urls(entry)
-    hint = manual_hint(entry, dest)
-    if not urls:
-        alt = direct_alternatives(entry)
-        alt_hint = (f' The same weights, converted by OpenMMLab, download directly: use {" or ".join(map(repr, alt))} '
-                    'instead (mmlk loads that format too).' if alt else '')
-        raise CheckpointError(f'{entry["name"]} is published only on Google Drive / Baidu, which need a browser, '
-                              f'so mmlk cannot fetch it. {hint}{alt_hint}')
-    if not download:
-        raise CheckpointError(f'{entry["name"]} is not in the cache and downloads are off (MMLK_OFFLINE). {hint}')
-    size = entry.get('size')
-    errors = []
-    with download_lock(dest):
-        if osp.isfile(dest):  # another process fetched it while we waited
-            verify_cached(dest, entry.get('sha256'))
-            return dest, entry
-        for url in urls:
-            try:
-                return download_file(url, dest, sha256=entry.get('sha256'), manual_hint=hint,
-                                     expected_size=int(size) if size else None, **limits), entry
-            except CheckpointError as e:
-                errors.append(str(e))
-    raise CheckpointError('\n'.join(errors))
-
-
 def read_state_dict(path: str, map_location: Any = 'cpu', ema: Optional[bool] = None
                     ) -> Tuple['OrderedDict[str, torch.Tensor]', dict, str]:
     """Read any supported file into ``(state dict in official names, meta, format)``.
 
     ``ema`` chooses between the model and EMA weights of timm train-script files (see
-    :func:`mmlk.checkpoint.state_dict.select_timm_train_weights`); ``meta['weights']`` then names the one used.
+    :func:`mmlk.checkpoint.containers.select_timm_train_weights`); ``meta['weights']`` then names the one used.
     Other formats hold one set of weights; asking them for EMA weights is an error.
     """
     obj, kind = read_checkpoint(path, map_location)
     if kind == 'torchscript':
-        state, meta, fmt = OrderedDict(obj), {}, 'repnext-torchscript'
-    elif SD.is_timm_train_checkpoint(obj):
-        inner, which = SD.select_timm_train_weights(obj, ema)
-        state, meta, _ = SD.unwrap_state_dict(inner)
+        state, meta = OrderedDict(obj), {}
+        fmt = f'{SD.detect_family(state) or "unknown"}-torchscript'  # e.g. a family's fused release
+    elif containers.is_timm_train_checkpoint(obj):
+        inner, which = containers.select_timm_train_weights(obj, ema)
+        state, meta, _ = containers.unwrap_state_dict(inner)
         meta = dict(meta, weights=which, epoch=obj.get('epoch'), arch=obj.get('arch'))
-        fmt = SD.TIMM_TRAIN_FORMAT
+        fmt = containers.TIMM_TRAIN_FORMAT
     else:
-        state, meta, container = SD.unwrap_state_dict(obj)
+        state, meta, container = containers.unwrap_state_dict(obj)
         fmt = SD.detect_format(state, container)
-    if ema and fmt != SD.TIMM_TRAIN_FORMAT:
+    if ema and fmt != containers.TIMM_TRAIN_FORMAT:
         raise CheckpointError(f'{osp.basename(path)} ({fmt}) holds a single set of weights; EMA weights can only be '
                               'chosen from timm train-script checkpoints (state_dict_ema). Drop ema=True.')
     return SD.canonicalize(state, fmt), meta, fmt
@@ -353,36 +226,55 @@ def _merge_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', 
     return source, merged_names, fresh
 
 
-def _refold_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]'
-                     ) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
-    """Load upstream's fused RepNeXt layout (block norms kept) into a deploy model that folds them.
+def _layouts(m: nn.Module) -> List[dict]:
+    """The other merged layouts a deployable's family releases files in, and how to reach its own.
 
-    Upstream's fused files keep every block / downsample BatchNorm; mmlk's default deploy form
-    (``fold_block_norm=True``) folds them into the neighbouring convs. A twin in the upstream layout
-    (``deploy=True, fold_block_norm=False``) is loaded strictly and its norms are then folded with
-    ``RepNeXt.fold_block_norms()`` (the merged convs are left alone).
+    A family declares them as the class attribute ``merged_layouts``: dicts with ``build`` (the constructor
+    arguments of that layout, e.g. ``dict(fold_block_norm=False)``), ``keys`` (a regex of state-dict keys only
+    that layout has), ``finish`` (the method that turns a model built that way into the default layout) and
+    ``hint`` (what to tell a user whose file fits neither). Layouts the module is already built in are skipped.
+    """
+    return [lay for lay in getattr(m, 'merged_layouts', ())
+            if any(m.build_kwargs.get(k) != v for k, v in lay['build'].items())]
+
+
+def _relayout_via_twin(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]'
+                       ) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
+    """Load a merged file of another merged layout (see :func:`_layouts`) into deploy-form modules.
+
+    A twin is built in the file's layout (``deploy=True`` plus the layout's ``build``), loaded strictly,
+    turned into the module's own layout by its ``finish`` method, and its state dict substituted into ``source``.
     """
     done: List[str] = []
     for name, m in _deployable(model):
         pre = f'{name}.' if name else ''
-        if not (getattr(m, 'deploy', False) and m.build_kwargs.get('fold_block_norm')):
+        if not getattr(m, 'deploy', False):
             continue
         own = {k[len(pre):] for k in model.state_dict() if k.startswith(pre)}
-        norm_keys = [k for k in source if re.search(r'stages\.\d+\.(blocks\.\d+|downsample)\.norm\.', k)]
-        if not norm_keys or any(k[len(pre):] in own for k in norm_keys if k.startswith(pre)):
-            continue
-        twin = _twin(m, deploy=True, fold_block_norm=False)
-        twin_keys = OrderedDict((pre + k, v.shape) for k, v in twin.state_dict().items())
-        mapping, _, _ = SD.match_keys(source, twin_keys)
-        sub = OrderedDict((mapping[k][len(pre):], v) for k, v in source.items() if k in mapping)
-        rest = OrderedDict((k, v) for k, v in source.items() if k not in mapping)
-        state, _ = _match(twin, sub, f'fused-layout twin of {type(m).__name__}')
-        twin.load_state_dict(state, strict=False)
-        twin.eval()
-        twin.fold_block_norms()
-        source = OrderedDict(list(rest.items()) + [(pre + k, v) for k, v in twin.state_dict().items()])
-        done.append(name or type(m).__name__)
+        for lay in _layouts(m):
+            # (the file's keys may or may not carry the module's prefix: match_keys maps both)
+            layout_keys = [k for k in source if re.search(lay['keys'], k)]
+            if not layout_keys or any(k[len(pre):] in own for k in layout_keys if k.startswith(pre)):
+                continue
+            twin = _twin(m, deploy=True, **lay['build'])
+            twin_keys = OrderedDict((pre + k, v.shape) for k, v in twin.state_dict().items())
+            mapping, _, _ = SD.match_keys(source, twin_keys)
+            sub = OrderedDict((mapping[k][len(pre):], v) for k, v in source.items() if k in mapping)
+            rest = OrderedDict((k, v) for k, v in source.items() if k not in mapping)
+            state, _ = _match(twin, sub, f'{lay["name"]} twin of {type(m).__name__}')
+            twin.load_state_dict(state, strict=False)
+            twin.eval()
+            getattr(twin, lay['finish'])()
+            source = OrderedDict(list(rest.items()) + [(pre + k, v) for k, v in twin.state_dict().items()])
+            done.append(f'{name or type(m).__name__} ({lay["name"]})')
+            break
     return source, done
+
+
+def _layout_hints(model: nn.Module, source: Dict[str, torch.Tensor]) -> List[str]:
+    """The hints of the merged layouts whose keys ``source`` has but the model was not built for."""
+    return [lay['hint'] for _, m in _deployable(model) if getattr(m, 'deploy', False) for lay in _layouts(m)
+            if any(re.search(lay['keys'], k) for k in source)]
 
 
 def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefix: Optional[str] = None,
@@ -432,16 +324,14 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
                               'configs/*/deploy/) or use the training-form release of the same model.')
     source, merged, twin_fresh = _merge_via_twin(model, source, logger)
     if src_form == 'merged' and tgt_form == 'merged':
-        source, refolded = _refold_via_twin(model, source)
-        merged += [f'{n} (block norms folded)' for n in refolded]
+        source, relaid = _relayout_via_twin(model, source)
+        merged += relaid
     try:
         state, report = _match(model, source, label)
     except CheckpointError as e:
-        if (fmt == 'repnext-torchscript' and SD.detect_family(source) == 'repnext'
-                and any('blocks.0.norm.' in k for k in source)):
-            raise CheckpointError(f'{e} Note: upstream\'s fused files keep the block norms; build RepNeXt with '
-                                  'deploy=True, fold_block_norm=False to load them, or load the training-form '
-                                  'release (it merges on the fly into any deploy form).') from e
+        hints = _layout_hints(model, source) if src_form == 'merged' else []
+        if hints:
+            raise CheckpointError(' '.join([str(e)] + hints)) from e
         raise
     result = model.load_state_dict(state, strict=False)
     # _match already accounted for every key; this guards against modules whose state_dict and
