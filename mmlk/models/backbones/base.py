@@ -498,6 +498,28 @@ class TimmAdapter:
                              'pass num_classes=0 with it (timm.create_model(..., num_classes=0, '
                              "global_pool='') or model.reset_classifier(0, ''))")
 
+    def _init_timm_classifier(self, num_classes: int, global_pool: str, widths: Sequence[int]) -> None:
+        """The timm attributes of a classifier whose head is one Linear (``Identity`` for ``num_classes=0``)
+        after the stages of ``widths`` channels (strides 4 .. 32)."""
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        if num_classes == 0:
+            self.head = nn.Identity()
+        self.num_features = self.head_hidden_size = widths[-1]
+        self.feature_info = [dict(num_chs=c, reduction=4 * 2**i, module=f'stages.{i}') for i, c in enumerate(widths)]
+
+    @property
+    def has_classifier(self) -> bool:
+        return True  # the head exists (Identity for num_classes=0); timm's reset_classifier replaces it
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new Linear head (none for ``num_classes=0``); ``global_pool`` ``'avg'`` or ``''``."""
+        pool = self.global_pool if global_pool is None else global_pool
+        self.check_global_pool(self.display_name, pool, num_classes)
+        self.num_classes = num_classes
+        self.global_pool = pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
     def get_classifier(self) -> nn.Module:
         return self.head
 

@@ -342,7 +342,7 @@ class RepLKNet(RepBackbone):
     ``num_classes > 0`` the logits are appended as the last element, so mmpretrain's ``ClsHead``
     (which reads ``feats[-1]``) consumes them and the official flat checkpoints (``norm.*``,
     ``head.*``) load into the backbone unchanged. A strict ``load_state_dict`` of weights that do not
-    fit names both variants/forms (see :func:`mmlk.models.weights.keys.check_state_dict_fits`).
+    fit names both variants/forms (see :func:`mmlk.models.weights.check_state_dict_fits`).
 
     Args:
         arch: ``'31B'``, ``'31L'``, ``'XL'`` or a dict with the fields ``large_kernel_sizes``,

@@ -3,7 +3,7 @@
 The timm adapter of :class:`~mmlk.models.backbones.replknet.RepLKNet`, in its own module (as UniRepLKNet's) so
 the family module holds the layers and the mm backbone only.
 """
-from typing import Optional, Union
+from typing import Union
 
 import torch
 import torch.nn as nn
@@ -51,30 +51,10 @@ if build_model_with_cfg is not None:
             kwargs.setdefault('out_indices', ())
             super().__init__(arch=arch, in_channels=in_chans, num_classes=max(num_classes, 1),
                              drop_path_rate=drop_path_rate, **kwargs)
-            self.num_classes = num_classes
-            self.global_pool = global_pool
-            if num_classes == 0:
-                self.head = nn.Identity()
-                if self.deploy and self.fuse_bn:
-                    # No Linear head to absorb the final norm, so the fused form keeps it.
-                    self.norm = build_norm_layer(self.norm_cfg, self.arch['channels'][-1])[1]
-            chans = self.arch['channels']
-            self.num_features = self.head_hidden_size = chans[-1]
-            self.feature_info = [dict(num_chs=c, reduction=4 * 2**i, module=f'stages.{i}')
-                                 for i, c in enumerate(chans)]
-
-        @property
-        def has_classifier(self) -> bool:
-            return True
-
-        def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-            """New Linear head (or none for ``num_classes=0``); ``global_pool`` ``'avg'`` or ``''``."""
-            pool = self.global_pool if global_pool is None else global_pool
-            self.check_global_pool('RepLKNet', pool, num_classes)
-            self.num_classes = num_classes
-            self.global_pool = pool
-            self.head = (nn.Linear(self.num_features, num_classes) if num_classes > 0
-                         else nn.Identity())
+            self._init_timm_classifier(num_classes, global_pool, self.arch['channels'])
+            if num_classes == 0 and self.deploy and self.fuse_bn:
+                # No Linear head to absorb the final norm, so the fused form keeps it.
+                self.norm = build_norm_layer(self.norm_cfg, self.arch['channels'][-1])[1]
 
         def _timm_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
             return self.stages[index](self.transitions[index - 1](x) if index > 0 else x)

@@ -5,7 +5,7 @@ here ``import mmlk`` registers them. ``pretrained=True`` resolves the weights th
 ``checkpoints.yaml`` (Hugging Face Hub downloads, strict loading); the timm-tag -> checkpoint-name map is read from
 ``checkpoints.yaml`` itself (the ``timm`` field of each classifier entry), so it cannot drift from the registry.
 """
-from typing import Dict, Optional, Union
+from typing import Dict, Union
 
 import torch
 import torch.nn as nn
@@ -39,25 +39,7 @@ class TimmUniRepLKNet(TimmAdapter, UniRepLKNet):
         kwargs.setdefault('out_indices', ())
         super().__init__(arch=arch, in_channels=in_chans, num_classes=max(num_classes, 1),
                          drop_path_rate=drop_path_rate, **kwargs)
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        if num_classes == 0:
-            self.head = nn.Identity()
-        dims = self.arch['dims']
-        self.num_features = self.head_hidden_size = dims[-1]
-        self.feature_info = [dict(num_chs=c, reduction=4 * 2**i, module=f'stages.{i}') for i, c in enumerate(dims)]
-
-    @property
-    def has_classifier(self) -> bool:
-        return True
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """A new Linear head (none for ``num_classes=0``); ``global_pool`` ``'avg'`` or ``''``."""
-        pool = self.global_pool if global_pool is None else global_pool
-        self.check_global_pool('UniRepLKNet', pool, num_classes)
-        self.num_classes = num_classes
-        self.global_pool = pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_timm_classifier(num_classes, global_pool, self.arch['dims'])
 
     def group_matcher(self, coarse: bool = False) -> Dict[str, object]:
         """Parameter groups for timm's layer decay: the stem, then stage by stage (a downsample opens its stage)."""

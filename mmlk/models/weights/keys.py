@@ -13,8 +13,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from mmlk.checkpoint.errors import CheckpointError
-
 #: Wrapper prefixes a whole state dict may carry (DataParallel, an mm model's backbone, timm's EMA wrappers).
 WRAPPER_PREFIXES = ('module.', 'backbone.', 'model.')
 

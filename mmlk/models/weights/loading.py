@@ -50,7 +50,7 @@ def read_state_dict(path: str, map_location: Any = 'cpu', ema: Optional[bool] = 
     """Read any supported file into ``(state dict in official names, meta, format)``.
 
     ``ema`` chooses between the model and EMA weights of timm train-script files (see
-    :func:`mmlk.checkpoint.containers.select_timm_train_weights`); ``meta['weights']`` then names the one used.
+    ``mmlk.checkpoint.containers.select_timm_train_weights``); ``meta['weights']`` then names the one used.
     Other formats hold one set of weights; asking them for EMA weights is an error.
     """
     obj, kind = read_checkpoint(path, map_location)
@@ -297,7 +297,7 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
     Returns:
         A report ``dict(matched, missing, unexpected, dropped, merged, format, file)``: ``missing`` lists
         the keys left initialised on purpose (see the module docstring); ``unexpected`` is always empty,
-        since anything unexpected raises :class:`CheckpointError`.
+        since anything unexpected raises :class:`~mmlk.checkpoint.CheckpointError`.
     """
     path, entry = resolve_checkpoint(checkpoint)
     if ema is None and entry is not None and entry.get('weights') is not None:
