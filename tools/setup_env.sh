@@ -104,7 +104,7 @@ for line in sys.stdin:
     name, _, value = line.strip().partition("=")
     key = name.rsplit(".", 1)[-1]
     if key in keys:
-        found[key] = shlex.split(value)[0].split() if value else []  # later scopes (env) override earlier ones
+        found[key] = (shlex.split(value) or [""])[0].split()  # later scopes (env) override earlier ones
 for key, flag in keys.items():
     for loc in found.get(key, []):
         path = url2pathname(urlparse(loc).path) if loc.startswith("file:") else loc
