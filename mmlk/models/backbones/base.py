@@ -150,22 +150,22 @@ def _recording_init(init: Callable) -> Callable:
                 given[p.name] = bound.arguments[p.name]
         defaults = {p.name: p.default for p in params
                     if p.name not in bound.arguments and p.default is not p.empty}
-        calls = self.__dict__.setdefault('_constructor_calls', [])
-        calls.append((given, defaults))
+        depth = self.__dict__.get('_constructor_depth', 0)  # how many recording constructors are running
+        self.__dict__['_constructor_depth'] = depth + 1
         try:
             init(self, *args, **kwargs)
         finally:
-            calls.pop()
-        if not calls:  # the outermost constructor: innermost defaults first, the outer call wins
-            del self.__dict__['_constructor_calls']
+            self.__dict__['_constructor_depth'] = depth
+        if depth == 0:  # the outermost constructor: innermost defaults first, the outer call wins
+            del self.__dict__['_constructor_depth']
             recorded: Dict[str, Any] = {}
-            for _, inner_defaults in self.__dict__.pop('_inner_calls', []):  # (they return innermost first)
+            for inner_defaults in self.__dict__.pop('_inner_defaults', []):  # (they return innermost first)
                 recorded.update(inner_defaults)
             recorded.update(defaults)
             recorded.update(given)
             self.build_kwargs = copy.deepcopy(recorded)
         else:
-            self.__dict__.setdefault('_inner_calls', []).append((given, defaults))
+            self.__dict__.setdefault('_inner_defaults', []).append(defaults)
     return __init__
 
 

@@ -10,7 +10,7 @@
   ``ImageClassifier`` checkpoint (``backbone.`` prefix; the classifier where mmlk's configs keep it, or
   mmpretrain's own RepLKNet layout with ``layout='mmpretrain'``).
 
-Outputs are written atomically (temporary file + ``os.replace``, see :mod:`.atomic`) and never over the input.
+Outputs are written atomically (temporary file + ``os.replace``, see :mod:`mmlk.checkpoint.atomic`) and never over the input.
 """
 import copy
 import os.path as osp
