@@ -37,5 +37,5 @@ nitpick_ignore_regex = [
     (r'py:.*', r'(.*\.)?_[A-Za-z0-9_]+'),
     (r'py:.*', r'(describe|deploy_options|default_max_bytes|default_stall_timeout|Dropout|BatchNorm|DataSample)'),
     (r'py:.*', r'loading\..*'),
-    (r'py:.*', r'mmlk\.(checkpoint\.state_dict|analysis\.models|models\.backbones\.(repnext|base))\..*'),
+    (r'py:.*', r'mmlk\.(checkpoint\.state_dict|analysis\.models|models\.(base|repnext\.model))\..*'),
 ]

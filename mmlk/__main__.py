@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m mmlk', description=__doc__.split('\n\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
     p = sub.add_parser('list', help='list the released checkpoints (checkpoints.yaml)')
-    from mmlk.models.backbones import FAMILIES
+    from mmlk.models import FAMILIES
     p.add_argument('--arch', choices=[family.family for family in FAMILIES])
     p.add_argument('--task')
     p.set_defaults(func=cmd_list)

@@ -72,7 +72,7 @@ def test_area_ratio_of_a_uniform_square():
 
 
 def _replknet_erf(kernel: int) -> dict:
-    from mmlk.models.backbones import RepLKNet
+    from mmlk.models import RepLKNet
     torch.manual_seed(0)
     model = RepLKNet(arch=dict(large_kernel_sizes=[kernel] * 4, layers=[1, 1, 1, 1], channels=[8, 16, 32, 64],
                                small_kernel=None, dw_ratio=1, ffn_ratio=2), out_indices=(3, )).eval()

@@ -15,10 +15,10 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmlk  # noqa: F401  (registers mmlk classes and timm names)
-from mmlk.models.backbones.replknet import RepLKNet
-from mmlk.models.backbones.repnext import RepNeXt
-from mmlk.models.backbones.repnext_timm import TimmRepNeXt
-from mmlk.models.backbones.unireplknet import UniRepLKNet
+from mmlk.models.replknet.model import RepLKNet
+from mmlk.models.repnext.model import RepNeXt
+from mmlk.models.repnext.timm import TimmRepNeXt
+from mmlk.models.unireplknet.model import UniRepLKNet
 
 from _helpers import (REPLKNET_TINY, REPLKNET_TINY_XL, REPNEXT_TINY, UNIREPLKNET_TINY, build_segmentor, expected_hw,
                       merged_outputs, randomise_bn, rel_err, seg_data, train_and_predict)

@@ -18,8 +18,8 @@ from mmlk.models.weights import load_pretrained, read_state_dict
 from mmlk.models.weights.keys import describe_arch
 from mmlk.models.weights.loading import _mismatch_message
 from mmlk.checkpoint.reader import read_torchscript_tensors
-from mmlk.models.backbones.replknet import RepLKNet
-from mmlk.models.backbones.repnext import RepNeXt
+from mmlk.models.replknet.model import RepLKNet
+from mmlk.models.repnext.model import RepNeXt
 
 
 class ListHandler(logging.Handler):
@@ -249,7 +249,7 @@ class _Classifier(torch.nn.Module):
 
     def __init__(self, deploy):
         super().__init__()
-        from mmlk.models.heads.repnext_head import RepNeXtClsHead
+        from mmlk.models.repnext.head import RepNeXtClsHead
         self.backbone = nx(deploy=deploy, out_indices=(3, ))
         self.head = RepNeXtClsHead(num_classes=10, in_channels=128, deploy=deploy)
 

@@ -155,7 +155,7 @@ def test_timm_tags_name_released_classifiers(family):
     import torch
 
     import mmlk  # noqa: F401  (registers the timm names)
-    from mmlk.models.backbones.base import timm_checkpoints
+    from mmlk.models.timm_adapter import timm_checkpoints
     table = timm_checkpoints(family)
     tags = sorted(n for n in timm.list_models(f'{family}_*', include_tags=True) if not re.search(r'_m\de$', n))
     assert sorted(table) == tags
@@ -182,7 +182,7 @@ def test_the_checkpoint_file_layer_names_no_family_and_imports_no_model():
     (docstrings and comments included) and no import of mmlk.models, direct or lazy."""
     import ast
     import glob
-    from mmlk.models.backbones import FAMILIES
+    from mmlk.models import FAMILIES
     names = {fam.family for fam in FAMILIES} | {fam.display_name.lower() for fam in FAMILIES}
     for path in sorted(glob.glob(osp.join(REPO, 'mmlk', 'checkpoint', '*.py'))):
         with open(path, encoding='utf-8') as f:

@@ -214,7 +214,7 @@ def test_train_then_test_a_finetune_config_on_mini_imagenet(mini_imagenet, tmp_p
     Like the real recipe it starts from a pretrained classifier whose head has another class count (a
     tiny stand-in for the 21841-class ImageNet-22K weights, in the official flat layout).
     """
-    from mmlk.models.backbones import RepLKNet
+    from mmlk.models import RepLKNet
     pretrained = str(tmp_path / 'pretrained_22k.pth')
     source = RepLKNet(arch=TINY_REPLKNET, out_indices=(), num_classes=7)
     torch.save({'model': source.state_dict()}, pretrained)

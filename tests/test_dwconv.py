@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from mmlk.ops import LargeKernelDWConv2d, dwconv2d
-from mmlk.ops import _dispatch, _fourier, registry
+from mmlk.ops import _dispatch, _fourier, route_table
 from mmlk.ops import dwconv as dwmod
 from mmlk.ops.routes import fft as fft_route
 from mmlk.ops.routes import triton as _triton
@@ -136,15 +136,15 @@ def test_routes_agree_pass_by_pass():
     """Every CPU route of every pass it has (aten, transposed aten, FFT, DFT) computes the same numbers."""
     x, wt, _, gy = _data(2, 4, 10, 12, 11, 7, dtype=torch.float32)
     ref_y, ref_gx, ref_gw, _ = _reference(x, wt, None, gy)
-    assert set(registry.names('cpu')) == {'nchw', 'cl', 'nchw_t', 'cl_t', 'fft', 'dft'}
-    for route in registry.names('cpu'):
-        assert _rel(registry.run_forward(x, wt, route), ref_y) < 1e-4, route
-        assert _rel(registry.run_input_grad(gy, wt, route), ref_gx) < 1e-4, route
-    for route in registry.names('cpu', 'gw'):
-        assert _rel(registry.run_weight_grad(gy, x, wt, route), ref_gw) < 1e-4, route
+    assert set(route_table.names('cpu')) == {'nchw', 'cl', 'nchw_t', 'cl_t', 'fft', 'dft'}
+    for route in route_table.names('cpu'):
+        assert _rel(route_table.run_forward(x, wt, route), ref_y) < 1e-4, route
+        assert _rel(route_table.run_input_grad(gy, wt, route), ref_gx) < 1e-4, route
+    for route in route_table.names('cpu', 'gw'):
+        assert _rel(route_table.run_weight_grad(gy, x, wt, route), ref_gw) < 1e-4, route
     # one fused pass per Fourier route gives both gradients
     for route in ('fft', 'dft'):
-        gx, gw = registry.run_backward(gy, x, wt, route, route, True, True)
+        gx, gw = route_table.run_backward(gy, x, wt, route, route, True, True)
         assert _rel(gx, ref_gx) < 1e-4 and _rel(gw, ref_gw) < 1e-4, route
 
 
@@ -309,7 +309,7 @@ def test_table_covers_the_benchmark_shapes():
             assert _dispatch.select_routes(k, k, h, h, 1, lay == 'cl', c) == expected
     # K=31 at 56x56: oneDNN's weight gradient is far off, the table must not keep it
     for cl in (False, True):
-        assert registry.get(_dispatch.select_routes(31, 31, 56, 56, 1, cl, 128)[2]).finite_only  # Fourier
+        assert route_table.get(_dispatch.select_routes(31, 31, 56, 56, 1, cl, 128)[2]).finite_only  # Fourier
 
 
 def test_unknown_shapes_stay_on_torch():
@@ -1012,7 +1012,7 @@ def test_compile_dynamic_block_traces_once():
 def _tiny_families():
     """(name, builder of a tiny merged-or-not eval model) for every registered backbone family."""
     from _helpers import REPLKNET_TINY, REPNEXT_TINY, UNIREPLKNET_TINY
-    from mmlk.models.backbones import FAMILIES
+    from mmlk.models import FAMILIES
     # UniRepLKNet: one 7x7 Dilated Reparam Block per stage (3 branches) keeps torch.compile's graphs small
     tiny = {'replknet': dict(REPLKNET_TINY), 'repnext': dict(REPNEXT_TINY),
             'unireplknet': dict(UNIREPLKNET_TINY, depths=[1, 1, 1, 1], kernel_sizes=[[3], [7], [7], [7]])}
@@ -1142,8 +1142,8 @@ def _timm_fx_model(model):
 def _timm_tiny(name):
     """Tiny timm classifiers of the classes behind replknet_31b, repnext_m0 and repnext_m0e."""
     from _helpers import REPLKNET_TINY, REPNEXT_TINY
-    from mmlk.models.backbones.replknet_timm import TimmRepLKNet
-    from mmlk.models.backbones.repnext_timm import TimmRepNeXt
+    from mmlk.models.replknet.timm import TimmRepLKNet
+    from mmlk.models.repnext.timm import TimmRepNeXt
     builders = {'replknet_31b': lambda: TimmRepLKNet(arch=dict(REPLKNET_TINY), num_classes=5),
                 'repnext_m0': lambda: TimmRepNeXt(dict(REPNEXT_TINY), num_classes=5),
                 'repnext_m0e': lambda: TimmRepNeXt(dict(REPNEXT_TINY, token_mixer='single'), num_classes=5)}

@@ -50,7 +50,7 @@ import mmlk
 from mmlk.registry import MODELS
 print(MODELS.get('RepLKNet').__module__)
 '''
-    assert run_python(code).strip() == 'mmlk.models.backbones.replknet'
+    assert run_python(code).strip() == 'mmlk.models.replknet.model'
 
 
 @pytest.mark.parametrize('scope', ['mmseg', 'mmdet', 'mmpretrain'])
@@ -60,7 +60,7 @@ def test_scoped_name_resolves_from_every_host_scope(scope):
     from mmengine.registry import DefaultScope, init_default_scope
 
     import mmlk  # noqa: F401
-    from mmlk.models.backbones.replknet import RepLKNet
+    from mmlk.models.replknet.model import RepLKNet
     host_registry = importlib.import_module(f'{scope}.registry').MODELS
     init_default_scope(scope)
     try:

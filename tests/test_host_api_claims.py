@@ -68,7 +68,7 @@ def test_mmpretrain_get_model_does_not_know_mmlk_model_names():
 
 
 def test_replknet_takes_in_channels():
-    from mmlk.models.backbones.replknet import RepLKNet
+    from mmlk.models.replknet.model import RepLKNet
     model = RepLKNet(arch=dict(TINY_LK), in_channels=1, out_indices=(3,), lk_impl='torch').eval()
     with torch.no_grad():
         out = model(torch.randn(1, 1, 64, 64))

@@ -461,7 +461,7 @@ def test_reading_through_mmlk_keeps_the_process_wide_allow_list(tmp_path):
 # ------------------------------------------------------------- a checkpoint of another family (issue #22.4)
 def _other_family_checkpoint(path: str) -> str:
     """An mmengine-style checkpoint whose ``backbone.`` keys are a tiny RepLKNet's (the models below hold a RepNeXt)."""
-    from mmlk.models.backbones.replknet import RepLKNet
+    from mmlk.models.replknet.model import RepLKNet
     state = {f'backbone.{k}': v for k, v in RepLKNet(arch=dict(REPLKNET_TINY_RUN), lk_impl='torch').state_dict().items()}
     torch.save(dict(meta=dict(), state_dict=state), path)
     return path

@@ -17,7 +17,7 @@ from mmengine.registry import DefaultScope
 
 import mmlk  # noqa: F401  (registers the constructor)
 from mmlk.engine import LearningRateDecayOptimWrapperConstructor
-from mmlk.models.backbones import RepLKNet, RepNeXt
+from mmlk.models import RepLKNet, RepNeXt
 
 replknet_layer_ids, repnext_layer_ids = RepLKNet.layer_ids, RepNeXt.layer_ids
 

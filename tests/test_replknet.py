@@ -11,7 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmlk  # noqa: F401  (registers mmlk classes and timm names)
 from mmlk.models.weights.keys import check_state_dict_fits, describe_arch
-from mmlk.models.backbones.replknet import ConvFFN, RepLKBlock, RepLKNet
+from mmlk.models.replknet.model import ConvFFN, RepLKBlock, RepLKNet
 from mmlk.ops import LargeKernelDWConv2d
 
 from _helpers import REPLKNET_TINY as TINY
@@ -368,7 +368,7 @@ def test_timm_create_model():
         assert timm.create_model('replknet_31l.in22k').head.weight.shape == (21841, 1536)
     # Small width: timm's feature getter returns the backbone's stage maps, the logits equal the mm
     # classifier form's on the same weights, and num_classes=0 gives the pooled normalised features.
-    from mmlk.models.backbones.replknet_timm import TimmRepLKNet
+    from mmlk.models.replknet.timm import TimmRepLKNet
     from timm.models._features import FeatureGetterNet
     tm = TimmRepLKNet(arch=TINY_XL, num_classes=5, norm_intermediate_features=True).eval()
     randomise_bn(tm, 12)
@@ -542,7 +542,7 @@ def test_timm_fused_replknet_without_a_head_keeps_its_final_norm():
     """TimmRepLKNet(num_classes=0, deploy=True, fuse_bn=True): no Linear to absorb the final BN, so the fused
     form keeps it (this constructor path used to raise NameError: build_norm_layer was never imported)."""
     pytest.importorskip('timm')
-    from mmlk.models.backbones.replknet_timm import TimmRepLKNet
+    from mmlk.models.replknet.timm import TimmRepLKNet
     model = TimmRepLKNet(arch=dict(TINY), num_classes=0, deploy=True, fuse_bn=True).eval()
     assert isinstance(model.norm, torch.nn.BatchNorm2d)
     out = model(torch.randn(1, 3, 64, 64))

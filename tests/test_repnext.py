@@ -12,9 +12,9 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmlk  # noqa: F401  (registers the classes and the timm names)
-from mmlk.models.backbones.repnext import Downsample, MetaNeXtBlock, RepDWConvM, RepDWConvS, RepNeXt
-from mmlk.models.backbones.repnext_timm import TimmRepNeXt
-from mmlk.models.heads import RepNeXtClsHead
+from mmlk.models.repnext.model import Downsample, MetaNeXtBlock, RepDWConvM, RepDWConvS, RepNeXt
+from mmlk.models.repnext.timm import TimmRepNeXt
+from mmlk.models.repnext import RepNeXtClsHead
 from mmlk.ops import LargeKernelDWConv2d
 
 from _helpers import REPNEXT_TINY as TINY

@@ -15,8 +15,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
 import mmlk  # noqa: F401  (registers the classes and the timm names)
-from mmlk.models.backbones.repnext import ChunkConv, RepNeXt, SingleBranchChunkConv, SingleBranchCopyConv
-from mmlk.models.backbones.repnext_timm import TimmRepNeXt
+from mmlk.models.repnext.model import ChunkConv, RepNeXt, SingleBranchChunkConv, SingleBranchCopyConv
+from mmlk.models.repnext.timm import TimmRepNeXt
 from mmlk.ops import LargeKernelDWConv2d
 
 from _helpers import REPNEXT_TINY as TINY

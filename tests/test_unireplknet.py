@@ -17,7 +17,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import mmlk  # noqa: F401
 from mmlk.models.weights import load_pretrained
 from mmlk.checkpoint.errors import CheckpointError
-from mmlk.models.backbones.unireplknet import DILATED_BRANCHES, UniRepLKNet
+from mmlk.models.unireplknet.model import DILATED_BRANCHES, UniRepLKNet
 
 from _helpers import REPO, UNIREPLKNET_TINY, rel_err
 
@@ -337,7 +337,7 @@ def test_wrong_variant_and_wrong_family_files_name_both_sides(tmp_path, classifi
     path, _ = classifier_file
     with pytest.raises(CheckpointError, match=r'UniRepLKNet \(dims \(16, 32, 48, 64\).*UniRepLKNet-A'):
         load_pretrained(UniRepLKNet('a', out_indices=(), num_classes=10), path)
-    from mmlk.models.backbones.repnext import RepNeXt
+    from mmlk.models.repnext.model import RepNeXt
     other = str(tmp_path / 'repnext.pth')
     torch.save({'model': RepNeXt(dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 2, 1])).state_dict()}, other)
     with pytest.raises(CheckpointError, match='different architecture family'):
@@ -381,7 +381,7 @@ def test_layer_ids_follow_convnext_scheme_of_the_upstream_fine_tuning():
 def test_published_flops_at_224_with_the_repos_counter():
     """The README's ImageNet-1K FLOPs (merged form, 224, one multiply-add = one FLOP), within their rounding."""
     from mmlk.analysis.flops import count_model
-    from mmlk.models.backbones.unireplknet_timm import TimmUniRepLKNet
+    from mmlk.models.unireplknet.timm import TimmUniRepLKNet
     published_g = dict(a=0.6, f=0.9, p=1.6, n=2.8, t=4.9, s=9.1)
     for variant, gflops in published_g.items():
         model = TimmUniRepLKNet(variant).eval()

@@ -1,6 +1,6 @@
 """Per-branch feature maps of a RepNeXt block (the picture in RepNeXt's README).
 
-A RepNeXt block's token mixer (:class:`~mmlk.models.backbones.repnext.ChunkConv`) splits its input into
+A RepNeXt block's token mixer (:class:`~mmlk.models.repnext.model.ChunkConv`) splits its input into
 four channel chunks: identity, ``conv_s`` (3x3 group), ``conv_m`` (7x7 group) and ``conv_l`` (1x11 then
 11x1). Hooking the mixer's input and running each branch on its chunk shows what each receptive-field
 scale responds to. Each panel is the mean absolute activation over the chunk's channels, normalised
@@ -19,7 +19,7 @@ BRANCH_TITLES = {'identity': 'identity', 'conv_s': 'S (3x3 group)', 'conv_m': 'M
 
 def find_chunk_conv(backbone: nn.Module, stage: int, block: int) -> nn.Module:
     """The token mixer of ``stages[stage].blocks[block]``; errors name the valid ranges."""
-    from mmlk.models.backbones.repnext import ChunkConv
+    from mmlk.models.repnext.model import ChunkConv
     stages = getattr(backbone, 'stages', None)
     if stages is None or not any(isinstance(m, ChunkConv) for m in backbone.modules()):
         raise TypeError(f'{type(backbone).__name__} is not a RepNeXt (no ChunkConv token mixers); build '

@@ -43,7 +43,7 @@ from torch.nn import GroupNorm, LayerNorm
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from ..models.backbones import FAMILIES, RepBackbone, RepLKNet
+from ..models import FAMILIES, RepBackbone, RepLKNet
 from ..registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 _NORM_TYPES = (_BatchNorm, _InstanceNorm, GroupNorm, LayerNorm)

@@ -15,7 +15,7 @@ import os.path as osp
 from functools import lru_cache
 from typing import Dict, Optional, Tuple
 
-from . import registry
+from . import route_table
 
 TABLE_PATH = osp.join(osp.dirname(osp.abspath(__file__)), 'dwconv_cpu_table.json')
 PASSES = ('fwd', 'gx', 'gw')
@@ -97,6 +97,6 @@ def select_routes(kh: int, kw: int, h: int, w: int, n: int, channels_last: bool,
 def _known(name: object, pass_name: str, layout: str) -> str:
     """A table's route for one pass if this installation has it and it implements the pass, else ``layout``
     (a table written with a route that was later removed must not break the op)."""
-    if isinstance(name, str) and registry.has(name) and pass_name in registry.get(name).passes:
+    if isinstance(name, str) and route_table.has(name) and pass_name in route_table.get(name).passes:
         return name
     return layout

@@ -2,7 +2,7 @@
 
 This module sits beneath the op (:mod:`mmlk.ops.dwconv`: route choice, the ``torch.library`` custom op, the
 public API) and the tuner (:mod:`mmlk.ops._tune`, which times these very functions), and above the route
-registry. It imports neither of them, so there is no import circle.
+table (:mod:`mmlk.ops.route_table`). It imports neither of them, so there is no import circle.
 
 "Never slower by construction" lives here. A pass whose route is the input's own layout (``native``) is not
 a route at all: it is the aten kernel that ``F.conv2d`` and its autograd node (``ConvolutionBackward0``) call,
@@ -14,18 +14,18 @@ called the same way:
   aten weight gradient, as aten's autograd computes it), on the output gradient made contiguous in the input's
   memory format (the copy aten's backend would make itself; none when it already is).
 
-Only the other routes (Fourier, Triton, aten in the other layout) go through :mod:`mmlk.ops.registry`.
+Only the other routes (Fourier, Triton, aten in the other layout) go through :mod:`mmlk.ops.route_table`.
 """
 from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from . import registry
+from . import route_table
 
 Routes = Tuple[str, str, str]
 Grads = Tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]
-memory_format = registry.memory_format
+memory_format = route_table.memory_format
 
 
 def native(x: torch.Tensor) -> str:
@@ -57,7 +57,7 @@ def _direct_if_nonfinite(route: str, native_route: str, *tensors: torch.Tensor) 
     """A Fourier route spreads one NaN / Inf over the whole plane (every output depends on every input through
     the transform); F.conv2d confines it to the kernel's footprint. Non-finite operands therefore take aten's
     kernel in the input's layout, which reproduces F.conv2d's pattern exactly."""
-    if route != native_route and registry.get(route).finite_only and not all(_finite(t) for t in tensors):
+    if route != native_route and route_table.get(route).finite_only and not all(_finite(t) for t in tensors):
         return native_route
     return route
 
@@ -68,7 +68,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
     route = _direct_if_nonfinite(route, nat, x, weight)
     if route == nat:
         return plain(x, weight, bias)
-    y = registry.run_forward(x, weight, route, bias)
+    y = route_table.run_forward(x, weight, route, bias)
     return y.contiguous(memory_format=memory_format(x))
 
 
@@ -93,7 +93,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, routes: 
         gx, gw, gb = (ax if aten_x else None), (aw if aten_w else None), (ab if aten_b else None)
     other_x, other_w = need_input and not aten_x, need_weight and not aten_w
     if other_x or other_w:
-        rx, rw = registry.run_backward(grad, x, weight, gx_route, gw_route, other_x, other_w)
+        rx, rw = route_table.run_backward(grad, x, weight, gx_route, gw_route, other_x, other_w)
         gx = rx.contiguous(memory_format=fmt) if other_x else gx
         gw = rw.to(weight.dtype).contiguous() if other_w else gw
     if need_bias and gb is None:

@@ -28,7 +28,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .registry import Route, memory_format
+from .route_table import Route, memory_format
 
 # Bytes of complex spectrum one chunk may hold; about L2-sized chunks were fastest here (2-core EPYC).
 CHUNK_BYTES = 2 * 1024 * 1024
@@ -227,7 +227,7 @@ def gradients(plan_cls: type, grad: torch.Tensor, x: torch.Tensor, kernel_shape:
 
 
 def make_route(name: str, order: int, plan_cls: type) -> Route:
-    """The registry entry of a Fourier route: every pass is the shared skeleton above with ``plan_cls``."""
+    """The route-table entry of a Fourier route: every pass is the shared skeleton above with ``plan_cls``."""
     return Route(
         name=name, order=order, selectable=True,
         forward=lambda x, w, b: correlate(plan_cls, x, w),

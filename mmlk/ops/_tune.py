@@ -49,7 +49,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import _dispatch, _executor, registry
+from . import _dispatch, _executor, route_table
 
 PASSES = ('fwd', 'gx', 'gw')
 ENV_TUNE = 'MMLK_DWCONV_TUNE'
@@ -164,8 +164,8 @@ def candidates(x: torch.Tensor) -> Tuple[str, ...]:
     """Routes 'auto' may time for tensors like ``x``: registered for its device type, able to run on it, and
     passing the route's own check (e.g. Triton's one-time self-check)."""
     out = []
-    for name in registry.names(x.device.type):
-        route = registry.get(name)
+    for name in route_table.names(x.device.type):
+        route = route_table.get(name)
         if route.supports(x) is None and route.auto_ok(x):
             out.append(name)
     return tuple(out)
@@ -173,7 +173,7 @@ def candidates(x: torch.Tensor) -> Tuple[str, ...]:
 
 def pass_candidates(pass_name: str, eligible: Sequence[str]) -> List[str]:
     """The routes worth timing for one pass: those of ``eligible`` that implement it."""
-    return [r for r in eligible if pass_name in registry.get(r).passes]
+    return [r for r in eligible if pass_name in route_table.get(r).passes]
 
 
 def _pass_fn(pass_name: str, route: str, x: torch.Tensor, weight: torch.Tensor,
@@ -389,9 +389,9 @@ class Tuner:
                 if x.device.type == 'cpu' and x.dtype != torch.float32:
                     # the table's times are fp32; the Fourier routes compute in fp32 whatever the input dtype,
                     # so they are the predictable ones to time first
-                    routes = sorted(routes, key=lambda r: not registry.get(r).fp32_maths)
+                    routes = sorted(routes, key=lambda r: not route_table.get(r).fp32_maths)
                 probes = {r: (_pass_fn(p, r, xp, wp, gp, probe_scale), probe_scale) for r in routes
-                          if probe and registry.get(r).probe}
+                          if probe and route_table.get(r).probe}
                 fns = {r: _pass_fn(p, r, xs, ws, gs) for r in routes}
                 with torch.set_grad_enabled(training and p == 'fwd'):
                     times = self._time_routes(fns, x.device, probes)

@@ -4,7 +4,7 @@ RepLKNet (Ding et al., "Scaling Up Your Kernels to 31x31", CVPR 2022) relies on 
 31x31, for which the stock PyTorch kernels are slow: on CPU, oneDNN's NCHW forward falls back to im2col for
 K >= 13 and its backward-weights kernel is ~37x the forward at K=31 (shared docs, section 5). This module
 exposes one op that picks, per pass, the fastest of several routes (each one a module of
-:mod:`mmlk.ops.routes`, looked up by name in :mod:`mmlk.ops.registry`):
+:mod:`mmlk.ops.routes`, looked up by name in :mod:`mmlk.ops.route_table`):
 
 * ``'torch'``: plain ``F.conv2d`` and its autograd, in the input's layout (the reference);
 * ``'cl'``: aten kernels in channels_last for every pass;
@@ -39,10 +39,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-from . import _dispatch, _executor, _tune, registry
+from . import _dispatch, _executor, _tune, route_table
 
 # 'auto' and 'torch' choose among routes; every other impl names one route (registered as ``selectable``)
-IMPLS = ('auto', 'torch') + registry.selectable()
+IMPLS = ('auto', 'torch') + route_table.selectable()
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # Below this many multiply-adds (N*C*H*W*kh*kw) 'auto' is plain F.conv2d without any dispatch.
 _TINY_MACS = 4_000_000
@@ -85,7 +85,7 @@ def _routes(x: torch.Tensor, weight: torch.Tensor, impl: str, needs_grad: bool =
     are used, and the shipped table (CPU) or cuDNN (CUDA) covers the rest.
     """
     if impl not in ('auto', 'torch'):
-        reason = registry.get(impl).supports(x)
+        reason = route_table.get(impl).supports(x)
         if reason is not None:
             raise RuntimeError(reason)
         return impl, impl, impl

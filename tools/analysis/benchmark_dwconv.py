@@ -53,7 +53,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from ops_loader import load_ops  # noqa: E402  (tools/analysis; works without mmengine)
 
 load_ops()
-from mmlk.ops import _dispatch, _executor, _tune, dwconv, registry  # noqa: E402
+from mmlk.ops import _dispatch, _executor, _tune, dwconv, route_table  # noqa: E402
 from mmlk.ops.dwconv import dwconv2d  # noqa: E402
 
 # (label, C, H, W, kh, kw)
@@ -426,9 +426,9 @@ def table_shapes(batches: Sequence[int]) -> List[Tuple[int, int, int, int, int, 
 
 def route_candidates(x, w, gy) -> Dict[str, Dict[str, Callable]]:
     # every CPU route of the registry, for each pass it implements
-    fwd = {r: (lambda r=r: registry.run_forward(x, w, r)) for r in registry.names('cpu', 'fwd')}
-    gx = {r: (lambda r=r: registry.run_input_grad(gy, w, r)) for r in registry.names('cpu', 'gx')}
-    gw = {r: (lambda r=r: registry.run_weight_grad(gy, x, w, r)) for r in registry.names('cpu', 'gw')}
+    fwd = {r: (lambda r=r: route_table.run_forward(x, w, r)) for r in route_table.names('cpu', 'fwd')}
+    gx = {r: (lambda r=r: route_table.run_input_grad(gy, w, r)) for r in route_table.names('cpu', 'gx')}
+    gw = {r: (lambda r=r: route_table.run_weight_grad(gy, x, w, r)) for r in route_table.names('cpu', 'gw')}
     return {'fwd': fwd, 'gx': gx, 'gw': gw}
 
 
@@ -520,9 +520,9 @@ def bench_models(device: str, repeats: int, batch_infer: int, batch_train: int, 
     Each candidate runs once untimed first: for 'auto' that call tunes the model's problems (cold cache), and
     its cost is printed separately.
     """
-    from mmlk.models.backbones.replknet import RepLKNet
-    from mmlk.models.backbones.repnext import RepNeXt
-    from mmlk.models.backbones.unireplknet import UniRepLKNet
+    from mmlk.models.replknet.model import RepLKNet
+    from mmlk.models.repnext.model import RepNeXt
+    from mmlk.models.unireplknet.model import UniRepLKNet
     timer = Timer(device)
     tuner = _tune.get_tuner()
     fmt = torch.channels_last if channels_last else torch.contiguous_format

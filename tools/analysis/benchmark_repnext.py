@@ -70,7 +70,7 @@ def make_infer(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 def main() -> None:
     args = parse_args()
     import mmlk  # noqa: F401  (registers the models)
-    from mmlk.models.backbones.repnext import RepNeXt
+    from mmlk.models.repnext.model import RepNeXt
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -38,7 +38,7 @@ _DROP = ('optimizer', 'message_hub', 'param_schedulers', 'ema_state_dict', 'mmlk
 
 
 def _family_names() -> List[str]:
-    from mmlk.models.backbones import FAMILIES
+    from mmlk.models import FAMILIES
     return [family.family for family in FAMILIES]
 
 

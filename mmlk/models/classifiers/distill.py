@@ -51,7 +51,7 @@ class DistillImageClassifier(ImageClassifier):
 
     The student is the usual backbone / neck / head; the head must have two outputs in training
     (a ``distillation`` attribute that makes ``forward`` return ``(logits, logits_dist)``, as
-    :class:`mmlk.models.heads.RepNeXtClsHead` does). The training loss is
+    :class:`mmlk.models.repnext.RepNeXtClsHead` does). The training loss is
     ``(1 - alpha) * cls_loss(logits, labels) + alpha * distill_loss(logits_dist, teacher)`` with
 
     * ``'hard'``: cross-entropy against the teacher's argmax;
@@ -164,7 +164,7 @@ class DistillImageClassifier(ImageClassifier):
         teacher = self._teacher.module
         loader = self.teacher_loader
         if loader == 'auto':
-            from mmlk.models.backbones import RepBackbone
+            from mmlk.models import RepBackbone
             loader = 'mmlk' if any(isinstance(m, RepBackbone) for m in teacher.modules()) else 'state_dict'
         if loader == 'mmlk':
             from mmlk.models.weights import load_pretrained

@@ -6,7 +6,7 @@
 * :mod:`.convert` - upstream downstream / classification files -> checkpoints mmlk's configs load
   (behind ``tools/model_converters/convert_*.py``).
 
-Nothing here names a family: each registers its codec (its backbone class) from ``mmlk.models.backbones``.
+Nothing here names a family: each registers its codec (its backbone class) from its package (``mmlk.models.<family>``).
 The files themselves are read by the layer beneath, :mod:`mmlk.checkpoint`.
 """
 from .keys import check_state_dict_fits, known_formats, register_family

@@ -166,7 +166,7 @@ def check_state_dict_fits(model: Any, state_dict: Mapping[str, Any], raise_error
     """Check that ``state_dict`` has exactly the keys and shapes of an mmlk backbone ``model``.
 
     Args:
-        model: A :class:`~mmlk.models.backbones.base.RepBackbone`.
+        model: A :class:`~mmlk.models.base.RepBackbone`.
         state_dict: The weights.
         raise_error: Raise ``ValueError`` on any difference (default); otherwise only report.
         max_listed: How many missing / unexpected / mismatched keys the message lists.

@@ -11,7 +11,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from ..registry import Route, memory_format, register
+from ..route_table import Route, memory_format, register
 
 
 def _work(channels_last: bool) -> torch.memory_format:

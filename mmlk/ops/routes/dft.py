@@ -9,7 +9,7 @@ from functools import lru_cache
 import torch
 
 from .. import _fourier
-from ..registry import register
+from ..route_table import register
 
 
 @lru_cache(maxsize=256)

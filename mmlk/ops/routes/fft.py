@@ -9,7 +9,7 @@ from typing import Tuple
 import torch
 
 from .. import _fourier
-from ..registry import register
+from ..route_table import register
 
 
 @lru_cache(maxsize=None)

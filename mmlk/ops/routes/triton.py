@@ -20,7 +20,7 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..registry import Route, register
+from ..route_table import Route, register
 
 KERNEL_MODULE = 'mmlk.kernels.triton_dwconv'
 _self_check: Dict[int, bool] = {}

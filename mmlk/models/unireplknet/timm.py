@@ -10,8 +10,8 @@ from typing import Dict, Union
 import torch
 import torch.nn as nn
 
-from .base import TimmAdapter
-from .unireplknet import UniRepLKNet
+from ..timm_adapter import TimmAdapter, build_timm_model, register_timm_factory
+from .model import UniRepLKNet
 
 __all__ = ['TimmUniRepLKNet']
 
@@ -25,12 +25,12 @@ class TimmUniRepLKNet(TimmAdapter, UniRepLKNet):
     ``features_only=True`` returns the four raw stage maps (strides 4-32). Scriptable and FX-traceable.
 
     Args:
-        arch: As for :class:`~mmlk.models.backbones.UniRepLKNet`. Defaults to ``'t'``.
+        arch: As for :class:`~mmlk.models.UniRepLKNet`. Defaults to ``'t'``.
         num_classes: Classes of the head; 0 for none. Defaults to 1000.
         in_chans: Input channels. Defaults to 3.
         global_pool: ``'avg'`` or ``''``. Defaults to ``'avg'``.
         drop_path_rate: Stochastic depth. Defaults to 0.
-        **kwargs: Further :class:`~mmlk.models.backbones.UniRepLKNet` arguments (``deploy``, ``lk_impl``, ``layer_scale_init_value``).
+        **kwargs: Further :class:`~mmlk.models.UniRepLKNet` arguments (``deploy``, ``lk_impl``, ``layer_scale_init_value``).
     """
 
     def __init__(self, arch: Union[str, dict] = 't', num_classes: int = 1000, in_chans: int = 3,
@@ -72,13 +72,11 @@ class TimmUniRepLKNet(TimmAdapter, UniRepLKNet):
 
 
 try:
-    from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-    from timm.models._builder import pretrained_cfg_for_features
-    from timm.models._features import FeatureGetterNet
+    from timm.models import generate_default_cfgs
 except ImportError:  # timm is optional
-    build_model_with_cfg = None
+    generate_default_cfgs = None
 
-if build_model_with_cfg is not None:
+if generate_default_cfgs is not None:
 
     def _cfg(**kwargs) -> dict:
         return {'url': '', 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7), 'crop_pct': 0.875,
@@ -103,33 +101,13 @@ if build_model_with_cfg is not None:
     })
 
     def _create(variant: str, pretrained: bool, **kwargs) -> nn.Module:
-        features_only = kwargs.pop('features_only', False)
-        out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
-        feature_cls = kwargs.pop('feature_cls', 'getter')
-        if features_only and feature_cls != 'getter':
-            raise ValueError(f'UniRepLKNet supports feature_cls="getter", got {feature_cls!r}')
-        model = build_model_with_cfg(TimmUniRepLKNet, variant, False, arch=variant.split('_')[1], **kwargs)
-        if pretrained:
-            TimmAdapter.load_released(model, 'unireplknet',
-                                      f'{variant}.{model.pretrained_cfg.get("tag") or ""}'.rstrip('.'))
-        if features_only:
-            cfg = model.pretrained_cfg
-            model = FeatureGetterNet(model, out_indices=out_indices)
-            model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(cfg)
-        return model
-
-    def _register(variant: str, text: str) -> None:
-        def factory(pretrained: bool = False, **kwargs) -> nn.Module:
-            return _create(f'unireplknet_{variant}', pretrained, **kwargs)
-        factory.__name__ = factory.__qualname__ = f'unireplknet_{variant}'
-        factory.__doc__ = f'UniRepLKNet-{variant.upper()} ({text}).'
-        factory.__module__ = __name__
-        register_model(factory)
-        globals()[factory.__name__] = factory
+        return build_timm_model(TimmUniRepLKNet, variant, pretrained, family='unireplknet',
+                                arch=variant.split('_')[1], **kwargs)
 
     for _variant, _text in (('a', 'dims 40-320, depths 2-2-6-2'), ('f', 'dims 48-384, depths 2-2-6-2'),
                             ('p', 'dims 64-512, depths 2-2-6-2'), ('n', 'dims 80-640, depths 2-2-8-2'),
                             ('t', 'dims 80-640, depths 3-3-18-3'), ('s', 'dims 96-768, depths 3-3-27-3'),
                             ('b', 'dims 128-1024, depths 3-3-27-3'), ('l', 'dims 192-1536, depths 3-3-27-3'),
                             ('xl', 'dims 256-2048, depths 3-3-27-3')):
-        _register(_variant, _text)
+        register_timm_factory(globals(), f'unireplknet_{_variant}', f'UniRepLKNet-{_variant.upper()} ({_text}).',
+                              _create)

@@ -2,7 +2,7 @@
 
 Zhao, Luo and Ouyang, "RepNeXt: A Fast Multi-Scale CNN using Structural Reparameterization", arXiv 2406.16004
 (README: "reparameterized into a single-branch large-kernel depthwise convolution"). Built by
-``ChunkConv.to_single_branch`` / ``CopyConv.to_single_branch`` in :mod:`mmlk.models.backbones.repnext`
+``ChunkConv.to_single_branch`` / ``CopyConv.to_single_branch`` in :mod:`mmlk.models.repnext.model`
 (``RepNeXt.switch_to_deploy(single_branch=True)``); here only the modules that hold the merged kernels.
 """
 import torch

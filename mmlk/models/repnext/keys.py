@@ -1,14 +1,14 @@
 """RepNeXt's state-dict forensics: how the family recognises, names and explains its own checkpoints.
 
-A mixin of :class:`~mmlk.models.backbones.repnext.RepNeXt` (class attributes ``family``, ``arch_settings`` and
-``num_stages`` come from it), kept apart from the layers so the family module holds the model only. The
+A mixin of :class:`~mmlk.models.repnext.RepNeXt` (class attributes ``family``, ``arch_settings`` and
+``num_stages`` come from it), kept apart from the layers so ``model.py`` holds the model only. The
 checkpoint file layer reaches these methods through the codec RepNeXt registers
 (:func:`mmlk.models.weights.keys.register_family`).
 """
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .base import blocks_per_stage
+from ..base import blocks_per_stage
 
 
 class RepNeXtKeys:
@@ -33,7 +33,7 @@ class RepNeXtKeys:
 
     @classmethod
     def describe_shapes(cls, shapes: Dict[str, Tuple[int, ...]]) -> dict:
-        """See :meth:`mmlk.models.backbones.base.RepBackbone.describe_shapes`; adds ``norms_kept`` (a merged file with block norms)."""
+        """See :meth:`mmlk.models.base.RepBackbone.describe_shapes`; adds ``norms_kept`` (a merged file with block norms)."""
         blocks = {i: n for i, n in blocks_per_stage(list(shapes)).items() if n}
         depths, channels = [], []
         for i in sorted(blocks):

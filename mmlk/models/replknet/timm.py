@@ -1,7 +1,7 @@
 """RepLKNet for timm: ``timm.create_model('replknet_31b' | 'replknet_31l' | 'replknet_xl')`` after ``import mmlk``.
 
-The timm adapter of :class:`~mmlk.models.backbones.replknet.RepLKNet`, in its own module (as UniRepLKNet's) so
-the family module holds the layers and the mm backbone only.
+The timm adapter of :class:`~mmlk.models.replknet.RepLKNet`, in its own module so the family's ``model.py``
+holds the layers and the mm backbone only.
 """
 from typing import Union
 
@@ -9,19 +9,17 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 
-from .base import TimmAdapter
-from .replknet import RepLKNet
+from ..timm_adapter import TimmAdapter, build_timm_model, register_timm_factory
+from .model import RepLKNet
 
 
 # ---------------------------------------------------------------------- timm factories
 try:
-    from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-    from timm.models._features import FeatureGetterNet
-    from timm.models._builder import pretrained_cfg_for_features
+    from timm.models import generate_default_cfgs
 except ImportError:  # timm is optional
-    build_model_with_cfg = None
+    generate_default_cfgs = None
 
-if build_model_with_cfg is not None:
+if generate_default_cfgs is not None:
 
     class TimmRepLKNet(TimmAdapter, RepLKNet):
         """timm-facing RepLKNet classifier: ``forward`` returns logits, keys are the official ones.
@@ -121,35 +119,13 @@ if build_model_with_cfg is not None:
                                                     crop_pct=1.0, mean=(0.5, 0.5, 0.5),
                                                     std=(0.5, 0.5, 0.5)),
     })
-    def _create_timm(variant: str, arch: str, pretrained: bool, **kwargs) -> nn.Module:
-        features_only = kwargs.pop('features_only', False)
-        out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
-        feature_cls = kwargs.pop('feature_cls', 'getter')
-        if features_only and feature_cls != 'getter':
-            raise ValueError(f'RepLKNet supports only feature_cls="getter" (its stages and '
-                             f'transitions interleave), got {feature_cls!r}')
-        model = build_model_with_cfg(TimmRepLKNet, variant, False, arch=arch, **kwargs)
-        if pretrained:
-            # (the tag -> checkpoint map is the `timm` field of checkpoints.yaml)
-            TimmAdapter.load_released(model, 'replknet',
-                                      f'{variant}.{model.pretrained_cfg.get("tag") or ""}'.rstrip('.'))
-        if features_only:
-            cfg = model.pretrained_cfg
-            model = FeatureGetterNet(model, out_indices=out_indices)
-            model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(cfg)
-        return model
+    def _create_timm(variant: str, pretrained: bool, **kwargs) -> nn.Module:
+        # features_only: the getter (forward_intermediates), since stages and transitions interleave
+        arch = {'replknet_31b': '31B', 'replknet_31l': '31L', 'replknet_xl': 'XL'}[variant]
+        return build_timm_model(TimmRepLKNet, variant, pretrained, family='replknet', arch=arch, **kwargs)
 
-    @register_model
-    def replknet_31b(pretrained: bool = False, **kwargs) -> nn.Module:
-        """RepLKNet-31B (kernels 31/29/27/13, channels 128-1024)."""
-        return _create_timm('replknet_31b', '31B', pretrained, **kwargs)
-
-    @register_model
-    def replknet_31l(pretrained: bool = False, **kwargs) -> nn.Module:
-        """RepLKNet-31L (kernels 31/29/27/13, channels 192-1536)."""
-        return _create_timm('replknet_31l', '31L', pretrained, **kwargs)
-
-    @register_model
-    def replknet_xl(pretrained: bool = False, **kwargs) -> nn.Module:
-        """RepLKNet-XL (kernels 27/27/27/13, channels 256-2048, dw_ratio 1.5, no small kernel)."""
-        return _create_timm('replknet_xl', 'XL', pretrained, **kwargs)
+    for _name, _doc in (('replknet_31b', 'RepLKNet-31B (kernels 31/29/27/13, channels 128-1024).'),
+                        ('replknet_31l', 'RepLKNet-31L (kernels 31/29/27/13, channels 192-1536).'),
+                        ('replknet_xl', 'RepLKNet-XL (kernels 27/27/27/13, channels 256-2048, dw_ratio 1.5, '
+                                        'no small kernel).')):
+        register_timm_factory(globals(), _name, _doc, _create_timm)

@@ -40,9 +40,9 @@ from mmlk.registry import MODELS, register_plain_alias
 from ..utils.conv import LARGE_KERNEL_MIN, conv_from_weights, conv_like, make_conv
 from ..utils.reparam import (bn_scale_shift, dilate_kernel, fold_bn_into_next, fuse_conv_bn, pad_kernel,
                              reparameterize, require_batchnorm, serial_kernel)
-from .base import RepBackbone, checkpoint_with_bn_guard
-from .repnext_keys import RepNeXtKeys
-from .repnext_single_branch import SingleBranchChunkConv, SingleBranchCopyConv
+from ..base import RepBackbone, checkpoint_with_bn_guard
+from .keys import RepNeXtKeys
+from .single_branch import SingleBranchChunkConv, SingleBranchCopyConv
 
 #: Token mixers an arch can use: re-parameterised branch groups (M0-M5), one single-branch conv ("E"
 #: variants), or plain convs per chunk (the ChunkConv of upstream's README).

@@ -1,6 +1,6 @@
 """RepNeXt for timm: ``timm.create_model('repnext_m0' ... 'repnext_m5', 'repnext_m0e' ...)`` after ``import mmlk``.
 
-The timm adapter of :class:`~mmlk.models.backbones.repnext.RepNeXt` (the backbone plus upstream's two-head
+The timm adapter of :class:`~mmlk.models.repnext.model.RepNeXt` (the backbone plus upstream's two-head
 classifier), in its own module as for the other families, so the family module holds the layers and the mm
 backbone only.
 """
@@ -9,9 +9,9 @@ from typing import Dict, Optional, Union
 import torch
 import torch.nn as nn
 
-from ..heads.repnext_head import RepNeXtClsHead
-from .base import TimmAdapter
-from .repnext import RepDWConvM, RepDWConvS, RepNeXt
+from ..timm_adapter import TimmAdapter, build_timm_model, register_timm_factory
+from .head import RepNeXtClsHead
+from .model import RepDWConvM, RepDWConvS, RepNeXt
 
 
 class TimmRepNeXt(TimmAdapter, RepNeXt):
@@ -93,21 +93,19 @@ class TimmRepNeXt(TimmAdapter, RepNeXt):
 
 try:  # timm is optional: register timm model names only when it is installed
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-    from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-    from timm.models._builder import pretrained_cfg_for_features
-    from timm.models._features import FeatureListNet
+    from timm.models import generate_default_cfgs
     from timm.layers import register_notrace_module
 except ImportError:  # pragma: no cover - exercised only without timm
-    register_model = None
+    generate_default_cfgs = None
 
-if register_model is not None:
+if generate_default_cfgs is not None:
     # timm's FX helpers (feature extraction, its FX tests) keep the branch groups as leaf calls: their
     # forward builds the merged kernel and picks the conv route from its shape, which symbolic tracing
     # cannot follow. The leaves still run eagerly inside the graph, so gradients reach every branch.
     register_notrace_module(RepDWConvS)
     register_notrace_module(RepDWConvM)
 
-if register_model is not None:
+if generate_default_cfgs is not None:
     # timm's register_model reads the module attribute ``default_cfgs`` for pretrained configs. timm
     # resolves no weights itself (no url): pretrained=True goes through mmlk's checkpoint registry
     # (checkpoints.yaml names, verified downloads, strict loading).
@@ -132,35 +130,13 @@ if register_model is not None:
     del _name, _arch, _cfgs
 
     def _create_repnext(variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
-        features_only = kwargs.pop('features_only', False)
-        out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
         arch = variant.split('_')[-1]
-        # create_model('repnext_m0.starnet_in1k') hands the tag over as a string pretrained_cfg
-        tag = kwargs.get('pretrained_cfg')
-        tag = tag if isinstance(tag, str) else None
-        model = build_model_with_cfg(TimmRepNeXt, variant, False, arch=arch, **kwargs)
-        if pretrained:
-            if RepNeXt.arch_settings[arch].get('token_mixer') == 'single':
-                raise ValueError(f'{variant}: upstream released no weights of the single-branch "E" variants '
-                                 '(only training logs); create it with pretrained=False')
-            TimmAdapter.load_released(model, 'repnext', f'{variant}.{tag or "dist_in1k"}')
-        if features_only:
-            # stem, then one module per stage (``stages`` flattened): each stage output is a feature map
-            cfg = model.pretrained_cfg
-            model = FeatureListNet(model, out_indices=out_indices, flatten_sequential=True)
-            model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(cfg)
-        return model
-
-    def _register(name: str, doc: str) -> None:
-        # One factory per published variant, made here rather than written out nine times; timm lists a
-        # model under the factory's name, so name, docstring and module are set before registering.
-        def factory(pretrained: bool = False, **kwargs) -> nn.Module:
-            return _create_repnext(name, pretrained, **kwargs)
-        factory.__name__ = factory.__qualname__ = name
-        factory.__doc__ = doc
-        factory.__module__ = __name__
-        register_model(factory)
-        globals()[name] = factory
+        if pretrained and RepNeXt.arch_settings[arch].get('token_mixer') == 'single':
+            raise ValueError(f'{variant}: upstream released no weights of the single-branch "E" variants '
+                             '(only training logs); create it with pretrained=False')
+        # features_only: stem, then one module per stage (``stages`` flattened), each output a feature map
+        return build_timm_model(TimmRepNeXt, variant, pretrained, family='repnext', arch=arch, feature_cls='list',
+                                default_tag='dist_in1k', **kwargs)
 
     for _name, _doc in (
         ('repnext_m0', 'RepNeXt-M0 classifier (2.72M parameters train-time).'),
@@ -172,4 +148,4 @@ if register_model is not None:
         ('repnext_m0e', 'RepNeXt-M0E classifier: the single-branch equivalent form of M0, trained as such.'),
         ('repnext_m1e', 'RepNeXt-M1E classifier: the single-branch equivalent form of M1, trained as such.'),
         ('repnext_m2e', 'RepNeXt-M2E classifier: the single-branch equivalent form of M2, trained as such.')):
-        _register(_name, _doc)
+        register_timm_factory(globals(), _name, _doc, _create_repnext)

@@ -1,9 +1,9 @@
-"""The route registry of :func:`mmlk.ops.dwconv2d`: every way of computing one pass, by name.
+"""The route table of :func:`mmlk.ops.dwconv2d`: every way of computing one pass, by name.
 
 A route is one :class:`Route` object registered by one module of :mod:`mmlk.ops.routes` (every module there is
 imported on the first lookup, so adding a route is adding a file). The executor (:mod:`mmlk.ops._executor`),
 the op (:mod:`mmlk.ops.dwconv`), the runtime tuner (:mod:`mmlk.ops._tune`) and the shipped table
-(:mod:`mmlk.ops._dispatch`) only ever ask this registry what a name means; none of them knows the routes
+(:mod:`mmlk.ops._dispatch`) only ever ask this table what a name means; none of them knows the routes
 themselves (the executor calls aten directly only for the input's own layout, which is F.conv2d itself).
 
 Passes are ``fwd`` (forward, no bias unless the route fuses it), ``gx`` (input gradient) and ``gw`` (weight
