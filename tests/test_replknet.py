@@ -176,7 +176,7 @@ def test_check_state_dict_fits_names_variant_and_keys():
     with pytest.raises(ValueError) as err:
         check_state_dict_fits(_meta(arch='31B', num_classes=1000), sd_31l)
     msg = str(err.value)
-    assert 'RepLKNet-31B' in msg and 'RepLKNet-31L' in msg and 'shape mismatches' in msg
+    assert 'RepLKNet-31B' in msg and 'RepLKNet-31L' in msg and 'Shape differences' in msg
     assert 'stem.0.conv.weight' in msg
 
     merged = _meta(arch='XL', deploy=True).state_dict()
@@ -184,7 +184,7 @@ def test_check_state_dict_fits_names_variant_and_keys():
         check_state_dict_fits(_meta(arch='XL'), merged)
     msg = str(err.value)
     assert 'merged form' in msg and 'deploy=True' in msg
-    assert 'missing keys' in msg and 'lkb_origin' in msg and 'lkb_reparam' in msg
+    assert 'Missing in the file' in msg and 'lkb_origin' in msg and 'lkb_reparam' in msg
 
     report = check_state_dict_fits(_meta(arch='31B'), _meta(arch='XL').state_dict(),
                                    raise_error=False)

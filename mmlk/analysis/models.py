@@ -131,12 +131,15 @@ def load_weights(model: nn.Module, checkpoint: str, strip_prefixes: Sequence[str
             if k.startswith(prefix):
                 k = k[len(prefix):]
         cleaned[k] = v
-    missing, unexpected = model.load_state_dict(cleaned, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(
-            f'{checkpoint} does not fit the model: {len(missing)} missing keys (e.g. {missing[:3]}), '
-            f'{len(unexpected)} unexpected keys (e.g. {unexpected[:3]}). Pass the checkpoint that belongs to '
-            'this config, or convert upstream files with tools/model_converters/ first.')
+    # the one misfit message of mmlk (mmlk.models.weights.keys), for any model
+    from mmlk.models.weights.keys import compare_state_dict, misfit_message, model_text
+    missing, unexpected, mismatched = compare_state_dict(model.state_dict(), cleaned)
+    if missing or unexpected or mismatched:
+        raise RuntimeError(misfit_message(
+            checkpoint, model_text(model), missing, unexpected, [(k, a, k, b) for k, a, b in mismatched],
+            hints=['Pass the checkpoint that belongs to this config, or convert upstream files with '
+                   'tools/model_converters/ first.']))
+    model.load_state_dict(cleaned, strict=True)
 
 
 def build_from_spec(spec: str, checkpoint: Optional[str] = None, backbone_only: bool = False,

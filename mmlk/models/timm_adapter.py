@@ -22,7 +22,8 @@ def timm_checkpoints(family: str) -> Dict[str, str]:
 
 
 class TimmAdapter:
-    """timm's model contract as every family's timm classifier (``TimmRepLKNet``, ``TimmRepNeXt``, ``TimmUniRepLKNet``) implements it.
+    """timm's model contract as every family's timm classifier implements it (``TimmRepLKNet``,
+    ``TimmRepNeXt``, ``TimmUniRepLKNet``).
 
     Mixed into a :class:`~mmlk.models.RepBackbone` subclass that has a ``head``; the family supplies
     :meth:`_timm_stage` (run stage ``i`` on the previous stage's output), :meth:`_timm_stage_feature`,

@@ -161,6 +161,58 @@ def compare_state_dict(own: Mapping[str, torch.Tensor], state_dict: Mapping[str,
     return missing, unexpected, mismatched
 
 
+def listed_keys(keys: Sequence[str], max_listed: int = 8) -> str:
+    """``a, b, c ... (+N more)``: the first ``max_listed`` keys of a list in a message."""
+    keys = list(keys)
+    more = f' ... (+{len(keys) - max_listed} more)' if len(keys) > max_listed else ''
+    return ', '.join(keys[:max_listed]) + more
+
+
+def model_text(model: Any) -> str:
+    """How a misfit message names ``model``: an mmlk backbone's :meth:`~mmlk.models.RepBackbone.describe`
+    (variant, form, extras), else its class name (a host's classifier or segmentor)."""
+    describe = getattr(model, 'describe', None)
+    return describe() if callable(describe) else type(model).__name__
+
+
+def misfit_message(what: str, model_name: str, missing: Sequence[str], unexpected: Sequence[str],
+                   mismatched: Sequence[Tuple[str, tuple, str, tuple]], *, checkpoint_text: Optional[str] = None,
+                   hints: Sequence[str] = (), matched: Optional[int] = None, max_listed: int = 8) -> str:
+    """The one "does not fit" message of mmlk's loading, whatever the policy that found the differences.
+
+    ``load_state_dict`` / :func:`check_state_dict_fits` (every key exactly) and ``load_pretrained`` (keys matched
+    across layouts, classifiers and downstream parts allowed to differ) decide differently what a difference is;
+    both say it in this form: what was loaded and into what, the counts, what the checkpoint looks like, what to
+    do (``hints``), then a few keys of each kind.
+
+    Args:
+        what: What was loaded (``'state dict'``, ``"RepLKNet 'file.pth'"``).
+        model_name: The model, as :func:`model_text` names it.
+        missing: Model keys the file does not fill.
+        unexpected: File keys the model has no place for.
+        mismatched: ``(file key, file shape, model key, model shape)`` pairs.
+        checkpoint_text: What the file holds (variant, form), where known.
+        hints: Sentences saying what to do.
+        matched: How many keys matched, where a matching was done.
+        max_listed: How many keys of each kind to list.
+    """
+    counts = f'{len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} with other shapes'
+    if matched is not None:
+        counts = f'{matched} keys matched, {counts}'
+    lines = [f'{what} does not fit the model {model_name} ({counts})'
+             + (f'; the checkpoint looks like {checkpoint_text}.' if checkpoint_text else '.')]
+    lines += list(hints)
+    if mismatched:
+        lines.append('Shape differences: ' + '; '.join(
+            f'{fk}: checkpoint {fs} vs model {ms}' if fk == mk else f'{fk} {fs} vs {mk} {ms}'
+            for fk, fs, mk, ms in mismatched[:max_listed]) + ('; ...' if len(mismatched) > max_listed else ''))
+    if missing:
+        lines.append(f'Missing in the file: {listed_keys(missing, max_listed)}.')
+    if unexpected:
+        lines.append(f'Not in the model: {listed_keys(unexpected, max_listed)}.')
+    return '\n'.join(lines)
+
+
 def check_state_dict_fits(model: Any, state_dict: Mapping[str, Any], raise_error: bool = True,
                           max_listed: int = 5) -> dict:
     """Check that ``state_dict`` has exactly the keys and shapes of an mmlk backbone ``model``.
@@ -196,15 +248,9 @@ def check_state_dict_fits(model: Any, state_dict: Mapping[str, Any], raise_error
             hints = [f'Every key starts with {prefix!r}: strip it (prefix=...).']
         else:
             hints = model.state_dict_hints(info) if info['family'] == model.family else []
-        lines = [f'state dict does not fit {model.describe()}; the checkpoint looks like {text}.'] + hints
-        if missing:
-            lines.append(f'{len(missing)} missing keys, e.g. {missing[:max_listed]}')
-        if unexpected:
-            lines.append(f'{len(unexpected)} unexpected keys, e.g. {unexpected[:max_listed]}')
-        if mismatched:
-            shown = [f'{k}: checkpoint {a} vs model {b}' for k, a, b in mismatched[:max_listed]]
-            lines.append(f'{len(mismatched)} shape mismatches, e.g. {shown}')
-        message = '\n'.join(lines)
+        message = misfit_message('state dict', model.describe(), missing, unexpected,
+                                 [(k, a, k, b) for k, a, b in mismatched], checkpoint_text=text, hints=hints,
+                                 max_listed=max_listed)
         if raise_error:
             raise ValueError(message)
     return dict(missing=missing, unexpected=unexpected, mismatched=mismatched, checkpoint=info, message=message)
@@ -248,8 +294,8 @@ def match_keys(src: Mapping[str, torch.Tensor], tgt: Mapping[str, torch.Size]
                ) -> Tuple[Dict[str, str], List[str], List[Tuple[str, str]]]:
     """Map source keys onto target keys.
 
-    Each source key tries, in order: itself, ``backbone.`` + key, the key without ``backbone.``, and for a
-    final BN / Linear the mmpretrain classifier names. The first candidate present in the target wins.
+    Each source key tries, in order: itself, ``backbone.`` + key, the key without ``backbone.``, and, into an
+    mmpretrain classifier, the names its port gives (the family's ``mmpretrain_renames``, ``head.fc``). The first candidate present in the target wins.
 
     Returns ``(mapping src->tgt, unmatched source keys, shape mismatches [(src, tgt)])``.
     """
@@ -260,13 +306,16 @@ def match_keys(src: Mapping[str, torch.Tensor], tgt: Mapping[str, torch.Size]
     # mmpretrain's own classifier port keeps the final BN in the backbone's last stage and the Linear
     # under head.fc: only then are those renamings meaningful.
     mmpretrain_target = any(k.startswith('head.fc.') for k in tgt)
+    fam = _family_of(_strip(src))
+    # (official prefix, mmpretrain prefix) pairs the source's family declares, as canonicalize reads them
+    renames = getattr(fam, 'mmpretrain_renames', ()) if fam and mmpretrain_target else ()
     for k, v in src.items():
         cands = [k, 'backbone.' + k]
+        bare = k[len('backbone.'):] if k.startswith('backbone.') else k
         if k.startswith('backbone.'):
-            cands.append(k[len('backbone.'):])
-        m = re.match(r'^(backbone\.)?norm\.(.*)$', k)
-        if m and mmpretrain_target:
-            cands += [f'backbone.stages.3.norm.{m.group(2)}']
+            cands.append(bare)
+        cands += ['backbone.' + theirs + bare[len(official):] for official, theirs in renames
+                  if bare.startswith(official)]
         m = re.match(r'^(backbone\.)?head\.(weight|bias)$', k)
         if m and mmpretrain_target:
             cands += [f'head.fc.{m.group(2)}']

@@ -76,12 +76,6 @@ def _top(key: str) -> str:
     return key.split('.', 1)[0]
 
 
-def _fmt_keys(keys: List[str]) -> str:
-    keys = list(keys)
-    more = f' ... (+{len(keys) - _MAX_LIST} more)' if len(keys) > _MAX_LIST else ''
-    return ', '.join(keys[:_MAX_LIST]) + more
-
-
 def _mismatch_message(src: Dict[str, torch.Tensor], tgt: Dict[str, torch.Size], what: str) -> str:
     s, t = SD.describe_arch(src), SD.describe_arch(tgt)
     lines = []
@@ -145,21 +139,14 @@ def _match(model: nn.Module, source: 'OrderedDict[str, torch.Tensor]', label: st
             missing.append(k)
 
     if unexpected or missing or bad_shapes or not mapping:
-        parts = [f'{label}: the checkpoint does not fit the model ({len(mapping)} keys matched, '
-                 f'{len(missing)} missing, {len(unexpected)} unexpected, {len(bad_shapes)} with other shapes).']
         hint = _mismatch_message(source, target, label)
-        if hint:
-            parts.append(hint)
-        if bad_shapes:
-            parts.append('Shape differences: ' + '; '.join(
-                f'{s} {tuple(source[s].shape)} vs {t} {tuple(target[t])}' for s, t in bad_shapes[:_MAX_LIST]))
-        if missing:
-            parts.append(f'Missing in the file: {_fmt_keys(missing)}.')
-        if unexpected:
-            parts.append(f'Not in the model: {_fmt_keys(unexpected)}.')
+        hints = [hint] if hint else []
         if not mapping:
-            parts.append('No key matched at all: is `prefix` right, and is this a checkpoint of this architecture?')
-        raise CheckpointError(' '.join(parts))
+            hints.append('No key matched at all: is `prefix` right, and is this a checkpoint of this architecture?')
+        raise CheckpointError(SD.misfit_message(
+            label, SD.model_text(model), missing, unexpected,
+            [(s, tuple(source[s].shape), t, tuple(target[t])) for s, t in bad_shapes], hints=hints,
+            matched=len(mapping), max_listed=_MAX_LIST))
 
     state = {mapping[k]: v for k, v in source.items() if k in mapping}
     report = dict(matched=sorted(state), missing=sorted(fresh), unexpected=[],
@@ -312,7 +299,7 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
         if not selected:
             tops = sorted({_top(k) for k in source})
             raise CheckpointError(f'{label}: no key starts with prefix {p!r}; the file\'s top-level names are '
-                                  f'{_fmt_keys(tops)}')
+                                  f'{SD.listed_keys(tops, _MAX_LIST)}')
         outside = n_total - len(selected)
         source = selected
 
@@ -338,7 +325,8 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
     # load_state_dict disagree.
     if result.unexpected_keys or set(result.missing_keys) - set(report['missing']):
         raise CheckpointError(f'{label}: load_state_dict disagreed with the key check (missing '
-                              f'{_fmt_keys(result.missing_keys)}, unexpected {_fmt_keys(result.unexpected_keys)})')
+                              f'{SD.listed_keys(result.missing_keys, _MAX_LIST)}, '
+                              f'unexpected {SD.listed_keys(result.unexpected_keys, _MAX_LIST)})')
     report['missing'] = sorted(set(report['missing']) | set(twin_fresh))
     report.update(merged=merged, format=fmt, file=path, weights=meta.get('weights'))
 
@@ -356,13 +344,13 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
              f'ignored {n} other tensors{" (" + ", ".join(parts) + ")" if parts else ""}.', logger)
     if report['reinitialised_head']:
         _log(f'load_pretrained: the head of {label} has another class count; left the model\'s head initialised '
-             f'({_fmt_keys(report["reinitialised_head"])}).', logger)
+             f'({SD.listed_keys(report["reinitialised_head"], _MAX_LIST)}).', logger)
     if merged:
         _log(f'load_pretrained: {label} is in training form; merged it on the fly into the deploy-form '
              f'{", ".join(merged)}.', logger)
     fresh_shown = [k for k in report['missing'] if not k.endswith('num_batches_tracked')]
     what = f'{fmt}, {meta["weights"]}' if meta.get('weights') else fmt
     _log(f'load_pretrained: {label} ({what}) -> {type(model).__name__}: {len(report["matched"])} matched, '
-         f'{len(fresh_shown)} left initialised{" (" + _fmt_keys(fresh_shown) + ")" if fresh_shown else ""}, '
+         f'{len(fresh_shown)} left initialised{" (" + SD.listed_keys(fresh_shown, _MAX_LIST) + ")" if fresh_shown else ""}, '
          f'0 unexpected, {len(report["dropped"]) + outside} dropped.', logger)
     return report
