@@ -248,6 +248,22 @@ def test_head_merges_two_heads_into_one_linear():
     assert set(head.state_dict()) == {'weight', 'bias'}
 
 
+def test_head_build_kwargs_are_the_real_call_and_rebuild_it():
+    """build_kwargs of the head come from its constructor call (every parameter, none hand-kept): a twin built
+    from them is the same head, and a deploy switch is recorded."""
+    import inspect
+    head = RepNeXtClsHead(7, 16, distillation=True, topk=(1, 3), cal_acc=True)
+    params = set(inspect.signature(RepNeXtClsHead.__init__).parameters) - {'self'}
+    assert set(head.build_kwargs) == params
+    assert head.build_kwargs['topk'] == (1, 3) and head.build_kwargs['distillation'] is True
+    twin = type(head)(**head.build_kwargs)
+    assert (twin.num_classes, twin.in_channels, twin.topk, twin.cal_acc) == (7, 16, (1, 3), True)
+    head.switch_to_deploy()
+    assert head.build_kwargs['deploy'] is True
+    merged_twin = type(head)(**head.build_kwargs)
+    assert set(merged_twin.state_dict()) == set(head.state_dict())
+
+
 def test_head_distillation_training_returns_both_heads():
     head = RepNeXtClsHead(6, 24, distillation=True).train()
     x = torch.randn(4, 24)

@@ -34,7 +34,7 @@ from mmlk.checkpoint.errors import CheckpointError
 from mmlk.models.weights.keys import FORM_TEXT, _family_of, check_state_dict_fits, is_classifier_key
 
 
-__all__ = ['RepBackbone', 'blocks_per_stage', 'checkpoint_with_bn_guard', 'stage_depths']
+__all__ = ['RepBackbone', 'blocks_per_stage', 'record_build_kwargs', 'checkpoint_with_bn_guard', 'stage_depths']
 
 
 @contextmanager
@@ -124,8 +124,11 @@ def stage_depths(names: Sequence[str], arch: str, num_stages: int = 4) -> Dict[i
     return depths
 
 
-def _recording_init(init: Callable) -> Callable:
-    """Wrap a backbone class's ``__init__`` so the outermost call records ``build_kwargs`` from the real call.
+def record_build_kwargs(init: Callable) -> Callable:
+    """Wrap a constructor so the outermost call records ``build_kwargs`` from the real call.
+
+    Every :class:`RepBackbone` subclass gets it (``__init_subclass__``); other modules the loader rebuilds as
+    twins (RepNeXt's classifier head) use it as a decorator.
 
     ``build_kwargs`` = the arguments of the outermost constructor as called (``**kwargs`` flattened), its
     defaults, and the defaults of the inner constructors it reached through ``**kwargs`` (a parameter an inner
@@ -203,7 +206,7 @@ class RepBackbone(BaseModule):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if '__init__' in cls.__dict__:  # every family and subclass constructor records its real call
-            cls.__init__ = _recording_init(cls.__dict__['__init__'])  # type: ignore[method-assign]
+            cls.__init__ = record_build_kwargs(cls.__dict__['__init__'])  # type: ignore[method-assign]
 
     def __init__(self, init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -214,7 +217,7 @@ class RepBackbone(BaseModule):
     def _setup_common(self, out_indices: Union[int, Sequence[int]], frozen_stages: int, norm_eval: bool,
                       drop_path_rate: float, has_classifier: bool = False) -> None:
         """Check / store the arguments every family has (``build_kwargs`` records itself, see
-        :func:`_recording_init`)."""
+        :func:`record_build_kwargs`)."""
         self.out_indices = normalize_out_indices(out_indices, self.num_stages, has_classifier)
         if isinstance(frozen_stages, bool) or not isinstance(frozen_stages, int) \
                 or not -1 <= frozen_stages <= self.num_stages:

@@ -15,6 +15,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
 from mmlk.registry import MODELS
+from ..base import record_build_kwargs
 from ..utils.reparam import fold_bn_into_next
 
 _Feats = Union[torch.Tensor, Sequence[torch.Tensor]]
@@ -62,6 +63,7 @@ class RepNeXtClsHead(BaseModule):
     # type; the property is bookkeeping of init_weights, never used by forward.
     __jit_unused_properties__ = ['is_init']
 
+    @record_build_kwargs  # build_kwargs: the constructor arguments (the loader builds twins from them)
     def __init__(self, num_classes: int, in_channels: int, distillation: bool = False,
                  loss: Optional[Dict] = None, topk: Union[int, Sequence[int]] = (1, ), cal_acc: bool = False,
                  deploy: bool = False, init_cfg: Optional[Dict] = None) -> None:
@@ -75,9 +77,6 @@ class RepNeXtClsHead(BaseModule):
         self.topk = (topk, ) if isinstance(topk, int) else tuple(topk)
         self.cal_acc = cal_acc
         self.deploy = deploy
-        # constructor arguments of the head as it is now (the checkpoint loader builds twins from them)
-        self.build_kwargs = dict(num_classes=num_classes, in_channels=in_channels, distillation=distillation,
-                                 loss=loss, topk=topk, cal_acc=cal_acc, deploy=deploy)
         self._loss_module: Optional[nn.Module] = None
         if deploy:
             self.weight = nn.Parameter(torch.empty(num_classes, in_channels))
