@@ -1,8 +1,8 @@
 """RepNeXt for timm: ``timm.create_model('repnext_m0' ... 'repnext_m5', 'repnext_m0e' ...)`` after ``import mmlk``.
 
 The timm adapter of :class:`~mmlk.models.repnext.model.RepNeXt` (the backbone plus upstream's two-head
-classifier), in its own module as for the other families, so the family module holds the layers and the mm
-backbone only.
+classifier), in its own module as in every family package, so ``model.py`` holds the layers and the mm backbone
+only.
 """
 from typing import Dict, Optional, Union
 
