@@ -408,16 +408,22 @@ class Tuner:
 
     @staticmethod
     def _order(eligible: Sequence[str], prior: Dict[str, float], native: str) -> List[str]:
-        """Eligible routes, the table's fastest first; routes the table found hopeless are dropped.
+        """Eligible routes: the native one, then the table's fastest first; routes the table found hopeless are
+        dropped.
 
-        The prior is only trusted by a wide factor: it was measured on another machine (and in fp32).
+        The prior is only trusted by a wide factor: it was measured on another machine (and in fp32). The native
+        route (F.conv2d's own) is always kept: it is the baseline the op must never lose to, and another machine's
+        table can find it hopeless where it is the fastest here (AVX2 table, AVX-512 CPU).
         """
         usable = {r: t for r, t in prior.items() if r in eligible and isinstance(t, (int, float)) and t > 0}
         if not usable:
             return [native] + [r for r in eligible if r != native]
         best = min(usable.values())
-        keep = [r for r in eligible if r not in usable or usable[r] <= HOPELESS * best]
-        return sorted(keep, key=lambda r: usable.get(r, float('inf')))
+        keep = [r for r in eligible if r == native or r not in usable or usable[r] <= HOPELESS * best]
+        # Native first: timed later, its first call (oneDNN primitive creation, tens of ms) could exceed HOPELESS
+        # times the best so far and mark it hopeless on one cold sample; first, that call is its warm-up.
+        ranked = sorted((r for r in keep if r != native), key=lambda r: usable.get(r, float('inf')))
+        return ([native] if native in keep else []) + ranked
 
     def _time_routes(self, fns: Dict[str, Callable[[], object]], device: torch.device,
                      probes: Optional[Dict[str, Tuple[Callable[[], object], float]]] = None) -> Dict[str, float]:
