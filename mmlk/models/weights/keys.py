@@ -295,7 +295,8 @@ def match_keys(src: Mapping[str, torch.Tensor], tgt: Mapping[str, torch.Size]
     """Map source keys onto target keys.
 
     Each source key tries, in order: itself, ``backbone.`` + key, the key without ``backbone.``, and, into an
-    mmpretrain classifier, the names its port gives (the family's ``mmpretrain_renames``, ``head.fc``). The first candidate present in the target wins.
+    mmpretrain classifier, the names its port gives (the family's ``mmpretrain_renames``, ``head.fc``). The first
+    candidate present in the target wins.
 
     Returns ``(mapping src->tgt, unmatched source keys, shape mismatches [(src, tgt)])``.
     """

@@ -349,8 +349,9 @@ def load_pretrained(model: nn.Module, checkpoint: Union[str, os.PathLike], prefi
         _log(f'load_pretrained: {label} is in training form; merged it on the fly into the deploy-form '
              f'{", ".join(merged)}.', logger)
     fresh_shown = [k for k in report['missing'] if not k.endswith('num_batches_tracked')]
+    fresh_text = f' ({SD.listed_keys(fresh_shown, _MAX_LIST)})' if fresh_shown else ''
     what = f'{fmt}, {meta["weights"]}' if meta.get('weights') else fmt
     _log(f'load_pretrained: {label} ({what}) -> {type(model).__name__}: {len(report["matched"])} matched, '
-         f'{len(fresh_shown)} left initialised{" (" + SD.listed_keys(fresh_shown, _MAX_LIST) + ")" if fresh_shown else ""}, '
+         f'{len(fresh_shown)} left initialised{fresh_text}, '
          f'0 unexpected, {len(report["dropped"]) + outside} dropped.', logger)
     return report
