@@ -429,6 +429,30 @@ def test_bad_bias_raises_like_conv2d(impl, bias):
     assert str(got.value) == str(ref.value)
 
 
+def test_a_call_seen_before_is_still_checked_and_follows_grad_mode_and_autocast():
+    """The eager memo of decided calls (one lookup instead of the checks) keys on everything the checks and the
+    decision read: a bad bias after a good call with the same input still raises F.conv2d's error, every time;
+    grad mode and autocast still change what runs."""
+    x, w = torch.randn(2, 4, 40, 40), torch.randn(4, 1, 13, 13)
+    good, bad = torch.randn(4), torch.randn(4, dtype=torch.float64)
+    torch.testing.assert_close(dwconv2d(x, w, good), F.conv2d(x, w, good, 1, 6, 1, 4))
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            dwconv2d(x, w, bad)
+    wr = w.clone().requires_grad_()
+    y = dwconv2d(x, wr, good)
+    assert y.requires_grad
+    y.sum().backward()
+    ref = w.clone().requires_grad_()
+    F.conv2d(x, ref, good, 1, 6, 1, 4).sum().backward()
+    torch.testing.assert_close(wr.grad, ref.grad, rtol=1e-4, atol=1e-3)
+    with torch.no_grad():
+        assert not dwconv2d(x, wr, good).requires_grad
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert dwconv2d(x, w, good).dtype == torch.bfloat16
+    assert dwconv2d(x, w, good).dtype == torch.float32
+
+
 # ----------------------------------------------------------------------------------------------
 # non-finite inputs (issue #11, item 8): F.conv2d's NaN / Inf pattern on every route
 # ----------------------------------------------------------------------------------------------
