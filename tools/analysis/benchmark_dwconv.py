@@ -108,7 +108,7 @@ class Timer:
 
 def race(timer: Timer, fns: Dict[str, Callable[[], object]], repeats: int, min_sample: float = 0.02,
          give_up: float = 4.0, slow: float = 0.5) -> Dict[str, float]:
-    """Median seconds per call of each candidate, timed round-robin.
+    """Median seconds per call of each candidate, timed round-robin (forward order, then reversed, alternating).
 
     A candidate whose first timing is more than ``give_up`` times the fastest first timing keeps that
     one sample (it cannot win, and the slow aten kernels take seconds per call); a warm-up call longer than
@@ -127,8 +127,11 @@ def race(timer: Timer, fns: Dict[str, Callable[[], object]], repeats: int, min_s
         first[name] = t
         inner[name] = max(1, min(200, int(min_sample / max(t, 1e-7))))
     fastest = min(first.values())
+    names = list(fns)
     for r in range(repeats):
-        for name, fn in fns.items():
+        # the order alternates every round: the candidate timed first (caches, clock ramp) is not always the same
+        for name in (names if r % 2 == 0 else names[::-1]):
+            fn = fns[name]
             if len(samples[name]) >= 1 and first[name] > give_up * fastest:
                 continue
             if len(samples[name]) >= repeats:
