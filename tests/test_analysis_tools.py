@@ -229,6 +229,9 @@ def test_demo_console_is_short_and_writes_pictures(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     lines = (out.stdout + out.stderr).splitlines()
     assert len(lines) < 80, '\n'.join(lines)
+    # not a terminal: plain progress lines, no bar redrawn with '\r'; host libraries' warnings go to the log file
+    assert '\r' not in out.stdout + out.stderr and 'train: 1/2 iterations' in out.stdout
+    assert not [line for line in lines if 'Warning' in line or 'warn(' in line], '\n'.join(lines)
     assert 'per class results' not in out.stdout and 'Class' in out.stdout and 'IoU' in out.stdout
     pngs = [line.strip() for line in out.stdout.splitlines() if line.strip().endswith('.png')]
     assert len(pngs) == 5 and any('erf' in p for p in pngs)

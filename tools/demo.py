@@ -32,7 +32,7 @@ LOSS_RE = re.compile(r'\bloss: ([0-9.eE+-]+)')
 def run(cmd: List[str], log_path: str, verbose: bool = False, bar=None) -> str:
     """Run ``cmd`` with its output in ``log_path``; returns the output.
 
-    With ``bar`` (a tqdm bar), mmengine's ``Iter(train) [i/N] ... loss: x`` lines move the bar instead
+    With ``bar`` (a tqdm bar or a :class:`LineProgress`), mmengine's ``Iter(train) [i/N] ... loss: x`` lines move the bar instead
     of being printed.
     """
     env = dict(os.environ)
@@ -55,15 +55,40 @@ def run(cmd: List[str], log_path: str, verbose: bool = False, bar=None) -> str:
                 found = ITER_RE.search(line)
                 if found:
                     bar.total = int(found.group(2))
-                    bar.update(int(found.group(1)) - bar.n)
                     loss = LOSS_RE.search(line)
                     if loss:
                         bar.set_postfix(loss=f'{float(loss.group(1)):.3f}')
+                    bar.update(int(found.group(1)) - bar.n)
     if proc.wait() != 0:
         tail = ''.join(lines[-15:])
         raise SystemExit(f'{tail}\ndemo: command failed with exit code {proc.returncode}: {" ".join(cmd)}\n'
                          f'full log: {log_path}')
     return ''.join(lines)
+
+
+class LineProgress:
+    """The part of tqdm's interface :func:`run` uses, printing a plain line at every quarter of the run instead of
+    redrawing a bar (for a console that is not a terminal)."""
+
+    def __init__(self, total: int, disable: bool = False) -> None:
+        self.total, self.n, self.disable = total, 0, disable
+        self._postfix, self._printed = '', 0
+
+    def update(self, steps: int) -> None:
+        self.n += steps
+        quarter = 4 * self.n // max(self.total, 1)
+        if not self.disable and quarter > self._printed:
+            self._printed = quarter
+            print(f'      train: {self.n}/{self.total} iterations{self._postfix}', flush=True)
+
+    def set_postfix(self, loss: str) -> None:
+        self._postfix = f', loss {loss}'
+
+    def __enter__(self) -> 'LineProgress':
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
 
 
 def send_warnings_to(log_path: str) -> None:
@@ -196,8 +221,12 @@ def main() -> None:
     print(f'[2/5] untrained model: mIoU {base:.2f}', flush=True)
 
     print('[3/5] training (tools/train.py)', flush=True)
-    with tqdm(total=args.max_iters or 300, desc='      train', unit='it', dynamic_ncols=True, mininterval=1,
-              disable=args.verbose) as bar:
+    if sys.stdout.isatty():
+        progress = tqdm(total=args.max_iters or 300, desc='      train', unit='it', dynamic_ncols=True,
+                        mininterval=1, disable=args.verbose)
+    else:  # a log file or a pipe (CI, `make demo | tee`): redrawing a bar with '\r' would make one huge line
+        progress = LineProgress(total=args.max_iters or 300, disable=args.verbose)
+    with progress as bar:
         run([py, 'tools/train.py', args.config, '--work-dir', args.work_dir, '--cfg-options'] + train_opts,
             osp.join(logs, 'train.log'), args.verbose, bar=bar)
     with open(osp.join(args.work_dir, 'last_checkpoint')) as f:
