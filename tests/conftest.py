@@ -76,11 +76,19 @@ _LEAKS: list = []
 def _global_state() -> dict:
     state = dict(threads=torch.get_num_threads(), default_dtype=torch.get_default_dtype(),
                  deterministic=torch.are_deterministic_algorithms_enabled(), grad=torch.is_grad_enabled(),
-                 autocast_cpu=torch.is_autocast_enabled('cpu'),
+                 autocast_cpu=(torch.is_autocast_enabled('cpu'), torch.get_autocast_dtype('cpu')),
+                 matmul_precision=torch.get_float32_matmul_precision(), mkldnn=torch.backends.mkldnn.enabled,
                  env={k: os.environ.get(k) for k in ('MMLK_DWCONV_TUNE', 'MMLK_CACHE_DIR', 'OMP_NUM_THREADS')})
     tune = sys.modules.get('mmlk.ops._tune')
     if tune is not None:
         state['tuner_timer'] = tune.get_tuner().timer
+    manager = sys.modules.get('mmengine.registry.default_scope')
+    if manager is not None:
+        # mmengine's "current" default scope is the most recently CREATED instance: a Runner or a host's
+        # init_default_scope in one test changes which registry an unscoped type resolves in, in every later test
+        scope = manager.DefaultScope
+        state['_default_scope'] = (scope.get_current_instance().scope_name if scope._instance_dict else None)
+        state['_default_scope_instances'] = dict(scope._instance_dict)
     return state
 
 
@@ -101,6 +109,18 @@ def _restore(before: dict, after: dict) -> None:
                 os.environ[k] = v
     if 'tuner_timer' in before and after.get('tuner_timer') is not before['tuner_timer']:
         sys.modules['mmlk.ops._tune'].set_timer(before['tuner_timer'])
+    if after['autocast_cpu'] != before['autocast_cpu']:
+        torch.set_autocast_enabled('cpu', before['autocast_cpu'][0])
+        torch.set_autocast_dtype('cpu', before['autocast_cpu'][1])
+    if after['matmul_precision'] != before['matmul_precision']:
+        torch.set_float32_matmul_precision(before['matmul_precision'])
+    if after['mkldnn'] != before['mkldnn']:
+        torch.backends.mkldnn.enabled = before['mkldnn']
+    if '_default_scope' in before and after.get('_default_scope') != before['_default_scope']:
+        # as mmengine's own DefaultScope.overwrite_default_scope puts the previous state back
+        instances = sys.modules['mmengine.registry.default_scope'].DefaultScope._instance_dict
+        instances.clear()
+        instances.update(before['_default_scope_instances'])
 
 
 @pytest.fixture(autouse=True)
@@ -114,11 +134,14 @@ def _isolated_global_state(request):
     before = _global_state()
     yield
     after = _global_state()
-    changed = sorted(k for k in before if after.get(k) != before[k])
+    changed = sorted(k for k in before if not k.startswith('_') and after.get(k) != before[k])
     if changed:
         # a report property: under pytest-xdist the worker's list would never reach the summary below
         request.node.user_properties.append(('leaked_state', ', '.join(f'{k} {before[k]!r} -> {after.get(k)!r}'
                                                                         for k in changed)))
+    # '_' keys are put back without a report: a Runner or a host's init_default_scope setting mmengine's default
+    # scope is what those libraries do, not a test's bug; the next test must still start from the same scope
+    if changed or any(after.get(k) != before[k] for k in before if k.startswith('_')):
         _restore(before, after)
 
 

@@ -32,8 +32,8 @@ LOSS_RE = re.compile(r'\bloss: ([0-9.eE+-]+)')
 def run(cmd: List[str], log_path: str, verbose: bool = False, bar=None) -> str:
     """Run ``cmd`` with its output in ``log_path``; returns the output.
 
-    With ``bar`` (a tqdm bar or a :class:`LineProgress`), mmengine's ``Iter(train) [i/N] ... loss: x`` lines move the bar instead
-    of being printed.
+    With ``bar`` (a tqdm bar or a :class:`LineProgress`), mmengine's ``Iter(train) [i/N] ... loss: x`` lines
+    move the bar instead of being printed.
     """
     env = dict(os.environ)
     # The demo's convolutions are small: a second OpenMP thread buys little on an idle machine and,
